@@ -122,7 +122,12 @@ impl Report {
         items
             .into_iter()
             .map(|d| RenderedDiagnostic {
-                location: format!("{}:{}:{}", self.path(d.pos.file).display(), d.pos.line, d.pos.col),
+                location: format!(
+                    "{}:{}:{}",
+                    self.path(d.pos.file).display(),
+                    d.pos.line,
+                    d.pos.col
+                ),
                 severity: d.severity,
                 message: d.message.clone(),
             })
@@ -148,7 +153,10 @@ impl fmt::Display for RenderedDiagnostic {
 }
 
 /// "did you mean" for a misspelt name: the closest candidate, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
@@ -173,7 +181,11 @@ mod tests {
         let lines: Vec<String> = r.rendered().iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
-            ["a.yaml:9:9: other file", "b.yaml:1:5: warning: early", "b.yaml:3:1: late"]
+            [
+                "a.yaml:9:9: other file",
+                "b.yaml:1:5: warning: early",
+                "b.yaml:3:1: late"
+            ]
         );
         assert_eq!(r.error_count(), 2);
     }

@@ -4,6 +4,12 @@
 //! ([`config`]), the sans-IO key engine ([`engine`]), the module data schemas ([`modules`]) and the
 //! daemon runtime ([`runtime`]). See docs/ARCHITECTURE.md for how the parts fit.
 
+pub mod cli;
+pub mod config;
 pub mod diagnostics;
+pub mod engine;
 pub mod keys;
+pub mod media;
+pub mod modules;
+pub mod runtime;
 pub mod yaml;

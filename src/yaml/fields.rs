@@ -35,7 +35,10 @@ impl<'a> Fields<'a> {
             if key.as_scalar().is_none() {
                 report.error(
                     key.pos,
-                    format!("{context}: keys must be plain names, found {}", key.describe()),
+                    format!(
+                        "{context}: keys must be plain names, found {}",
+                        key.describe()
+                    ),
                 );
             }
         }
@@ -50,7 +53,10 @@ impl<'a> Fields<'a> {
     /// The value of `key`, if present.
     pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {
         self.known.push(key);
-        let i = self.entries.iter().position(|(k, _)| k.text() == Some(key))?;
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.text() == Some(key))?;
         self.used[i] = true;
         Some(&self.entries[i].1)
     }
@@ -98,8 +104,23 @@ impl<'a> Fields<'a> {
                 None if self.known.is_empty() => " (it takes no keys)".to_string(),
                 None => format!(" (known keys: {})", self.known.join(", ")),
             };
-            report.error(key.pos, format!("unknown key `{name}` in {}{hint}", self.context));
+            report.error(
+                key.pos,
+                format!("unknown key `{name}` in {}{hint}", self.context),
+            );
         }
+    }
+}
+
+/// Reports a problem `offset` characters into a scalar's value: at that exact column when the value
+/// is written verbatim on one line, else at the value with the offset named in the message.
+pub fn error_within(node: &Node, offset: usize, message: &str, report: &mut Report) {
+    match node.as_scalar() {
+        Some(s) if s.verbatim => report.error(node.pos.shifted(offset), message),
+        _ => report.error(
+            node.pos,
+            format!("{message} (at character {} of the value)", offset + 1),
+        ),
     }
 }
 
@@ -136,13 +157,19 @@ pub fn integer(node: &Node, what: &str, min: i64, max: i64, report: &mut Report)
     match parsed {
         Some(n) if (min..=max).contains(&n) => Some(n),
         Some(n) => {
-            report.error(node.pos, format!("`{what}` must be between {min} and {max}, found {n}"));
+            report.error(
+                node.pos,
+                format!("`{what}` must be between {min} and {max}, found {n}"),
+            );
             None
         }
         None => {
             report.error(
                 node.pos,
-                format!("`{what}`: expected a whole number, found {}", node.describe()),
+                format!(
+                    "`{what}`: expected a whole number, found {}",
+                    node.describe()
+                ),
             );
             None
         }
@@ -151,13 +178,20 @@ pub fn integer(node: &Node, what: &str, min: i64, max: i64, report: &mut Report)
 
 /// `true` or `false`.
 pub fn boolean(node: &Node, what: &str, report: &mut Report) -> Option<bool> {
-    match node.as_scalar().filter(|s| !s.quoted).map(|s| s.text.as_str()) {
+    match node
+        .as_scalar()
+        .filter(|s| !s.quoted)
+        .map(|s| s.text.as_str())
+    {
         Some("true" | "True" | "TRUE") => Some(true),
         Some("false" | "False" | "FALSE") => Some(false),
         _ => {
             report.error(
                 node.pos,
-                format!("`{what}`: expected true or false, found {}", node.describe()),
+                format!(
+                    "`{what}`: expected true or false, found {}",
+                    node.describe()
+                ),
             );
             None
         }
@@ -180,7 +214,10 @@ pub fn choice(
         .unwrap_or_default();
     report.error(
         node.pos,
-        format!("`{what}` must be one of {}, found `{text}`{hint}", options.join(", ")),
+        format!(
+            "`{what}` must be one of {}, found `{text}`{hint}",
+            options.join(", ")
+        ),
     );
     None
 }
@@ -233,7 +270,9 @@ pub fn duration_ms(
         BareUnit::Millis => "milliseconds",
         BareUnit::Seconds => "seconds",
     };
-    let parsed = node.as_scalar().and_then(|s| parse_duration_ms(&s.text, bare));
+    let parsed = node
+        .as_scalar()
+        .and_then(|s| parse_duration_ms(&s.text, bare));
     match parsed {
         Some(ms) if ms <= max_ms => Some(ms),
         Some(_) => {
@@ -321,10 +360,24 @@ mod tests {
     fn typed_readers_report_what_they_found() {
         let (node, mut report) = doc("a: [1]\nb: '12'\nc: maybe\nd: sometimes\ne: 99\n");
         assert_eq!(string(node.get("a").unwrap(), "a", &mut report), None);
-        assert_eq!(integer(node.get("b").unwrap(), "b", 0, 10, &mut report), None);
+        assert_eq!(
+            integer(node.get("b").unwrap(), "b", 0, 10, &mut report),
+            None
+        );
         assert_eq!(boolean(node.get("c").unwrap(), "c", &mut report), None);
-        assert_eq!(choice(node.get("d").unwrap(), "d", &["self", "peer", "both"], &mut report), None);
-        assert_eq!(integer(node.get("e").unwrap(), "e", 0, 10, &mut report), None);
+        assert_eq!(
+            choice(
+                node.get("d").unwrap(),
+                "d",
+                &["self", "peer", "both"],
+                &mut report
+            ),
+            None
+        );
+        assert_eq!(
+            integer(node.get("e").unwrap(), "e", 0, 10, &mut report),
+            None
+        );
         assert_eq!(
             messages(&report),
             [
@@ -353,7 +406,10 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         let (node, mut report) = doc("a: '*1'\nb: '*x'\nc: '12'\n");
-        assert_eq!(keys(node.get("a").unwrap(), "a", &mut report), Some(vec![Key::Star, Key::D1]));
+        assert_eq!(
+            keys(node.get("a").unwrap(), "a", &mut report),
+            Some(vec![Key::Star, Key::D1])
+        );
         assert_eq!(keys(node.get("b").unwrap(), "b", &mut report), None);
         assert_eq!(key(node.get("c").unwrap(), "c", &mut report), None);
         assert_eq!(report.error_count(), 2);

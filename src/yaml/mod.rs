@@ -17,6 +17,8 @@ use crate::diagnostics::{FileId, Pos, Report};
 
 /// Anchors and aliases may not expand a file into more nodes than this ("billion laughs").
 const MAX_NODES: usize = 2_000_000;
+/// Deeper nesting than this is refused (the tree is walked recursively).
+const MAX_DEPTH: usize = 100;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -40,8 +42,8 @@ pub struct Scalar {
     pub text: String,
     /// Quoted scalars are always strings; plain ones may be numbers or booleans.
     pub quoted: bool,
-    /// A single-line plain or single-quoted scalar whose characters map 1:1 to the source, so
-    /// an offset inside the value can be turned into a column (for regex errors).
+    /// The value is written literally on one line (no escapes, no folding), so an offset inside
+    /// the value is a column offset too (for errors inside regexes and tone scripts).
     pub verbatim: bool,
 }
 
@@ -124,6 +126,10 @@ impl Node {
 /// could not be turned into a tree at all. An empty file is a `Null` node.
 pub fn parse(text: &str, file: FileId, report: &mut Report) -> Option<Node> {
     let mut builder = TreeBuilder {
+        source: text,
+        line_starts: std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect(),
         file,
         stack: Vec::new(),
         anchors: HashMap::new(),
@@ -149,7 +155,10 @@ pub fn parse(text: &str, file: FileId, report: &mut Report) -> Option<Node> {
     for (key_pos, key, first) in builder.duplicates.drain(..) {
         report.error(
             key_pos,
-            format!("duplicate key `{key}` (first written at line {})", first.line),
+            format!(
+                "duplicate key `{key}` (first written at line {})",
+                first.line
+            ),
         );
     }
     if let Some((pos, message)) = builder.problem.take() {
@@ -181,7 +190,10 @@ enum Frame {
     },
 }
 
-struct TreeBuilder {
+struct TreeBuilder<'a> {
+    source: &'a str,
+    /// Byte offset of each line's start.
+    line_starts: Vec<usize>,
     file: FileId,
     stack: Vec<Frame>,
     /// Anchored nodes with their subtree sizes.
@@ -195,7 +207,22 @@ struct TreeBuilder {
     duplicates: Vec<(Pos, String, Pos)>,
 }
 
-impl TreeBuilder {
+impl TreeBuilder<'_> {
+    /// Whether `text` stands literally in the source at `pos` (1-based line, column in characters).
+    fn written_literally(&self, pos: Pos, text: &str) -> bool {
+        if text.contains('\n') {
+            return false;
+        }
+        let Some(&line_start) = self.line_starts.get(pos.line as usize - 1) else {
+            return false;
+        };
+        let line = &self.source[line_start..];
+        let Some((byte, _)) = line.char_indices().nth(pos.col as usize - 1) else {
+            return false;
+        };
+        line[byte..].starts_with(text)
+    }
+
     fn fail(&mut self, pos: Pos, message: String) {
         if self.problem.is_none() {
             self.problem = Some((pos, message));
@@ -235,6 +262,14 @@ impl TreeBuilder {
         }
     }
 
+    fn open(&mut self, frame: Frame, pos: Pos) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.fail(pos, format!("nesting deeper than {MAX_DEPTH} levels"));
+        } else if self.count(1, pos) {
+            self.stack.push(frame);
+        }
+    }
+
     fn count(&mut self, n: usize, pos: Pos) -> bool {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
@@ -248,7 +283,7 @@ impl TreeBuilder {
     }
 }
 
-impl MarkedEventReceiver for TreeBuilder {
+impl MarkedEventReceiver for TreeBuilder<'_> {
     fn on_event(&mut self, event: Event, mark: Marker) {
         if self.problem.is_some() {
             return;
@@ -271,15 +306,17 @@ impl MarkedEventReceiver for TreeBuilder {
                 let forced_string = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let quoted = forced_string || style != TScalarStyle::Plain;
                 let null = !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL");
-                let verbatim = matches!(style, TScalarStyle::Plain | TScalarStyle::SingleQuoted)
-                    && !text.contains('\n')
-                    && !(style == TScalarStyle::SingleQuoted && text.contains('\''));
                 // For quoted scalars the marker is the opening quote; point at the value itself.
-                let pos = if style == TScalarStyle::SingleQuoted || style == TScalarStyle::DoubleQuoted {
-                    pos.shifted(1)
-                } else {
-                    pos
-                };
+                let pos =
+                    if style == TScalarStyle::SingleQuoted || style == TScalarStyle::DoubleQuoted {
+                        pos.shifted(1)
+                    } else {
+                        pos
+                    };
+                let verbatim = matches!(
+                    style,
+                    TScalarStyle::Plain | TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+                ) && self.written_literally(pos, &text);
                 let node = if null {
                     Node::null(pos)
                 } else {
@@ -294,25 +331,23 @@ impl MarkedEventReceiver for TreeBuilder {
                 };
                 self.finish_node(node, anchor);
             }
-            Event::SequenceStart(anchor, _) => {
-                if self.count(1, pos) {
-                    self.stack.push(Frame::Seq {
-                        pos,
-                        anchor,
-                        items: Vec::new(),
-                    });
-                }
-            }
-            Event::MappingStart(anchor, _) => {
-                if self.count(1, pos) {
-                    self.stack.push(Frame::Map {
-                        pos,
-                        anchor,
-                        entries: Vec::new(),
-                        pending_key: None,
-                    });
-                }
-            }
+            Event::SequenceStart(anchor, _) => self.open(
+                Frame::Seq {
+                    pos,
+                    anchor,
+                    items: Vec::new(),
+                },
+                pos,
+            ),
+            Event::MappingStart(anchor, _) => self.open(
+                Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    pending_key: None,
+                },
+                pos,
+            ),
             Event::SequenceEnd => {
                 if let Some(Frame::Seq { pos, anchor, items }) = self.stack.pop() {
                     let pos = items.first().map_or(pos, |first| pos.min(first.pos));
@@ -375,7 +410,8 @@ mod tests {
 
     #[test]
     fn positions_point_at_keys_and_values() {
-        let (node, problems) = load("a: 1\nnumbers:\n  \"0\": {module: hangup}\npatterns:\n  '2(\\d+)': x\n");
+        let (node, problems) =
+            load("a: 1\nnumbers:\n  \"0\": {module: hangup}\npatterns:\n  '2(\\d+)': x\n");
         assert!(problems.is_empty(), "{problems:?}");
         let node = node.unwrap();
         let numbers = node.get("numbers").unwrap().as_map().unwrap();
@@ -391,8 +427,29 @@ mod tests {
     }
 
     #[test]
+    fn only_literally_written_values_are_verbatim() {
+        let (node, _) =
+            load("a: \"%(1,2)\"\nb: \"x\\ty\"\nc: 'it''s'\nd: >\n  folded\n  text\ne: é'ok'\n");
+        let verbatim = |k: &str| {
+            node.as_ref()
+                .unwrap()
+                .get(k)
+                .unwrap()
+                .as_scalar()
+                .unwrap()
+                .verbatim
+        };
+        assert!(verbatim("a"));
+        assert!(!verbatim("b"), "escapes change the text");
+        assert!(!verbatim("c"), "'' is one quote in the value");
+        assert!(!verbatim("d"));
+        assert!(verbatim("e"));
+    }
+
+    #[test]
     fn json_loads_as_yaml() {
-        let (node, problems) = load("{\"numbers\": {\"0\": {\"module\": \"hangup\"}}, \"digit_timeout\": 800}");
+        let (node, problems) =
+            load("{\"numbers\": {\"0\": {\"module\": \"hangup\"}}, \"digit_timeout\": 800}");
         assert!(problems.is_empty());
         let node = node.unwrap();
         assert_eq!(node.get("digit_timeout").unwrap().text(), Some("800"));
@@ -403,14 +460,20 @@ mod tests {
         let (node, problems) = load("patterns:\n  \"2(\\d+)\": x\n");
         assert!(node.is_none());
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("t.yaml:2:3: YAML syntax error"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("t.yaml:2:3: YAML syntax error"),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("single quotes"));
     }
 
     #[test]
     fn duplicate_keys_are_reported_with_the_first_line() {
         let (_, problems) = load("a: 1\nb: 2\na: 3\n");
-        assert_eq!(problems, ["t.yaml:3:1: duplicate key `a` (first written at line 1)"]);
+        assert_eq!(
+            problems,
+            ["t.yaml:3:1: duplicate key `a` (first written at line 1)"]
+        );
     }
 
     #[test]
@@ -428,7 +491,15 @@ mod tests {
     #[test]
     fn aliases_expand_but_bombs_are_refused() {
         let (node, _) = load("base: &b {module: hangup}\nother: *b\n");
-        assert_eq!(node.unwrap().get("other").unwrap().get("module").unwrap().text(), Some("hangup"));
+        assert_eq!(
+            node.unwrap()
+                .get("other")
+                .unwrap()
+                .get("module")
+                .unwrap()
+                .text(),
+            Some("hangup")
+        );
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let p = i - 1;
@@ -437,6 +508,23 @@ mod tests {
         let (node, problems) = load(&bomb);
         assert!(node.is_none());
         assert!(problems[0].contains("too many aliases"), "{problems:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        // Flow nesting is refused by the YAML scanner itself, block nesting by the tree builder.
+        let (node, problems) = load(&format!("{}1{}", "[".repeat(5000), "]".repeat(5000)));
+        assert!(node.is_none());
+        assert!(problems[0].contains("recursion limit"), "{problems:?}");
+        let block: String = (0..150)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect();
+        let (node, problems) = load(&block);
+        assert!(node.is_none());
+        assert!(
+            problems[0].contains("nesting deeper than 100"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,313 @@
+//! The daemon's own settings: where it listens, its RTP ports, the API, media defaults, routing.
+//! Every section is optional; the defaults are the embedded loopback setup of config.example.yaml.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::Report;
+use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
+use crate::yaml::Node;
+use crate::yaml::fields::{Fields, boolean, non_empty_string, string};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SipSettings {
+    /// `None`: no UDP listener.
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    /// The host put in our Via, Contact and SDP when it differs from the listen address.
+    pub advertised_address: String,
+    /// Digest-challenge INVITEs from registered users, not only REGISTERs.
+    pub challenge_invites: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RtpSettings {
+    pub address: IpAddr,
+    /// Inclusive range of local ports for media.
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiToken {
+    pub token: String,
+    pub account: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
+    /// `None`: no HTTP API.
+    pub listen: Option<SocketAddr>,
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaSettings {
+    /// Folder of media files, resolved against the config file's folder.
+    pub dir: PathBuf,
+    pub music_on_hold: String,
+    pub ringback: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    /// A SIP proxy or PBX that receives every outgoing leg, as a SIP URI (`sip:host:port`).
+    /// `None`: the built-in registrar and directory route calls.
+    pub upstream: Option<String>,
+}
+
+const DEFAULT_SIP: &str = "127.0.0.1:5060";
+
+pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings> {
+    let null = Node::null(Default::default());
+    let node = node.unwrap_or(&null);
+    let mut f = Fields::of(node, "`sip`", report)?;
+    let mut ok = true;
+    let mut addr = |f: &mut Fields<'_>, key: &'static str, report: &mut Report| match f.get(key) {
+        Some(n) if n.is_null() => None,
+        Some(n) => {
+            let a = socket_addr(n, key, report);
+            ok &= a.is_some();
+            a
+        }
+        None => DEFAULT_SIP.parse().ok(),
+    };
+    let udp = addr(&mut f, "udp", report);
+    let tcp = addr(&mut f, "tcp", report);
+    let advertised_address = match f.get("advertised_address") {
+        Some(n) => non_empty_string(n, "advertised_address", report),
+        None => Some(
+            udp.or(tcp)
+                .map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string()),
+        ),
+    };
+    let challenge_invites = match f.get("challenge_invites") {
+        Some(n) => boolean(n, "challenge_invites", report),
+        None => Some(true),
+    };
+    f.finish(report);
+    if udp.is_none() && tcp.is_none() && ok {
+        report.error(
+            node.pos,
+            "`sip`: at least one of `udp` and `tcp` must be set",
+        );
+        ok = false;
+    }
+    ok.then_some(())?;
+    Some(SipSettings {
+        udp,
+        tcp,
+        advertised_address: advertised_address?,
+        challenge_invites: challenge_invites?,
+    })
+}
+
+pub fn read_rtp(node: Option<&Node>, report: &mut Report) -> Option<RtpSettings> {
+    let null = Node::null(Default::default());
+    let node = node.unwrap_or(&null);
+    let mut f = Fields::of(node, "`rtp`", report)?;
+    let address = match f.get("address") {
+        Some(n) => string(n, "address", report).and_then(|s| match s.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                report.error(n.pos, format!("`address`: `{s}` is not an IP address"));
+                None
+            }
+        }),
+        None => Some(IpAddr::from([127, 0, 0, 1])),
+    };
+    let ports = match f.get("ports") {
+        Some(n) => port_range(n, report),
+        None => Some((20_000, 29_999)),
+    };
+    f.finish(report);
+    let (port_min, port_max) = ports?;
+    Some(RtpSettings {
+        address: address?,
+        port_min,
+        port_max,
+    })
+}
+
+fn port_range(n: &Node, report: &mut Report) -> Option<(u16, u16)> {
+    let text = string(n, "ports", report)?;
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((a, b)) if a >= 1024 && b > a => Some((a, b)),
+        Some(_) => {
+            report.error(
+                n.pos,
+                format!("`ports`: `{text}` must be a range of at least two ports, all ≥ 1024"),
+            );
+            None
+        }
+        None => {
+            report.error(
+                n.pos,
+                format!("`ports`: expected a range such as \"20000-29999\", found `{text}`"),
+            );
+            None
+        }
+    }
+}
+
+pub fn read_api(
+    node: Option<&Node>,
+    report: &mut Report,
+) -> Option<(ApiSettings, Vec<(String, Node)>)> {
+    let null = Node::null(Default::default());
+    let node = node.unwrap_or(&null);
+    let mut f = Fields::of(node, "`api`", report)?;
+    let listen = match f.get("listen") {
+        Some(n) if n.is_null() => Some(None),
+        Some(n) => socket_addr(n, "listen", report).map(Some),
+        None => Some("127.0.0.1:8080".parse().ok()),
+    };
+    let mut tokens = Vec::new();
+    // (account name, its node) for the caller to check against the accounts.
+    let mut references = Vec::new();
+    let mut ok = true;
+    if let Some(t) = f.get("tokens") {
+        if Fields::of(t, "`tokens`", report).is_none() {
+            ok = false;
+        }
+        for (token, account) in t.as_map().unwrap_or(&[]) {
+            let token = string(token, "token", report);
+            let account_name = non_empty_string(account, "account", report);
+            match (token, account_name) {
+                (Some(token), Some(account_name)) => {
+                    references.push((account_name.clone(), account.clone()));
+                    tokens.push(ApiToken {
+                        token,
+                        account: account_name,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+    }
+    f.finish(report);
+    ok.then_some(())?;
+    Some((
+        ApiSettings {
+            listen: listen?,
+            tokens,
+        },
+        references,
+    ))
+}
+
+/// `config_dir` is the folder of the config file, against which `dir` is resolved.
+pub fn read_media(
+    node: Option<&Node>,
+    config_dir: &Path,
+    report: &mut Report,
+) -> Option<MediaSettings> {
+    let null = Node::null(Default::default());
+    let node = node.unwrap_or(&null);
+    let mut f = Fields::of(node, "`media`", report)?;
+    let dir = match f.get("dir") {
+        Some(n) => non_empty_string(n, "dir", report).map(|d| config_dir.join(d)),
+        None => Some(config_dir.join("media")),
+    };
+    let media_dir = dir.clone();
+    let media = |f: &mut Fields<'_>, key: &'static str, default: &str, report: &mut Report| match f
+        .get(key)
+    {
+        Some(n) => parse_media(n, key, media_dir.as_deref(), report).map(|(text, _)| text),
+        None => Some(default.to_string()),
+    };
+    let music_on_hold = media(&mut f, "music_on_hold", DEFAULT_MUSIC_ON_HOLD, report);
+    let ringback = media(&mut f, "ringback", DEFAULT_RINGBACK, report);
+    f.finish(report);
+    Some(MediaSettings {
+        dir: dir?,
+        music_on_hold: music_on_hold?,
+        ringback: ringback?,
+    })
+}
+
+pub fn read_routing(node: Option<&Node>, report: &mut Report) -> Option<Routing> {
+    let null = Node::null(Default::default());
+    let node = node.unwrap_or(&null);
+    let mut f = Fields::of(node, "`routing`", report)?;
+    let upstream = match f.get("upstream") {
+        Some(n) if n.is_null() => Some(None),
+        Some(n) => non_empty_string(n, "upstream", report).and_then(|u| match sip_uri(&u) {
+            Ok(uri) => Some(Some(uri)),
+            Err(e) => {
+                report.error(n.pos, format!("`upstream`: {e}"));
+                None
+            }
+        }),
+        None => Some(None),
+    };
+    f.finish(report);
+    Some(Routing {
+        upstream: upstream?,
+    })
+}
+
+/// Checks a SIP URI's shape (`sip:[user@]host[:port][;params]`); a bare `host:port` gets `sip:`.
+pub fn sip_uri(text: &str) -> Result<String, String> {
+    let uri = if text.starts_with("sip:") || text.starts_with("sips:") {
+        text.to_string()
+    } else {
+        format!("sip:{text}")
+    };
+    let rest = uri.split_once(':').map(|(_, r)| r).unwrap_or("");
+    let host_port = rest.rsplit('@').next().unwrap_or("");
+    let host_port = host_port.split(';').next().unwrap_or("");
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return Err(format!("`{text}`: `[` of an IPv6 address is never closed")),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("`{text}` has no host (expected sip:host[:port])"));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("`{text}`: `{p}` is not a port"));
+    }
+    Ok(uri)
+}
+
+fn socket_addr(n: &Node, what: &str, report: &mut Report) -> Option<SocketAddr> {
+    let text = string(n, what, report)?;
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            report.error(
+                n.pos,
+                format!("`{what}`: `{text}` is not an address with a port, such as 127.0.0.1:5060"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sip_uri;
+
+    #[test]
+    fn sip_uris_are_checked_and_completed() {
+        assert_eq!(sip_uri("127.0.0.1:5080").unwrap(), "sip:127.0.0.1:5080");
+        assert_eq!(
+            sip_uri("sip:pbx.example.com;transport=tcp").unwrap(),
+            "sip:pbx.example.com;transport=tcp"
+        );
+        assert_eq!(sip_uri("sip:[::1]:5070").unwrap(), "sip:[::1]:5070");
+        assert!(sip_uri("sip::5060").is_err());
+        assert!(sip_uri("sip:host:99999").is_err());
+    }
+}

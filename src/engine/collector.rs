@@ -1,0 +1,270 @@
+//! The per-leg key collector: binding key, inter-key timer, matching, and what the other party
+//! may hear. Sans-IO: keys and time go in, events come out; it owns no clock or socket.
+//!
+//! Rules (SPEC §3, differences from Kazoo in docs/ARCHITECTURE.md):
+//! - unarmed, the binding key arms collection; other keys pass straight through;
+//! - armed, each key restarts the `digit_timeout` timer and is appended to `collected`;
+//! - the binding key pressed first after arming (`**`) sends a literal binding key to the other
+//!   party and ends collection; with `fast_rearm` the binding key later restarts collection;
+//! - collection ends, and the winner fires (or `no_match`), when: a match is complete and no
+//!   longer one is possible (early fire), no match is possible any more, the terminator is
+//!   pressed, `max_digits` keys were collected, or the timer runs out;
+//! - `passthrough` decides what the other party hears of keys typed while armed.
+
+use std::sync::Arc;
+
+use crate::keys::Key;
+
+use super::matcher::StateId;
+use super::metaflow::{MAX_COLLECTED, Metaflow, Passthrough};
+
+/// Milliseconds on the caller's clock (the daemon's monotonic clock, or a virtual one in tests).
+pub type Millis = u64;
+
+/// Whose keys, relative to the party that owns the metaflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The metaflow's own party pressed them.
+    Own,
+    /// The other party pressed them (a metaflow listening on `peer` or `both`).
+    Peer,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Own => "self",
+            Side::Peer => "peer",
+        }
+    }
+}
+
+/// What to do with the key just pressed, as far as the other party is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyDisposition {
+    /// Let it through now, as it arrived (after any keys released by this same call).
+    Forward,
+    /// Do not let it through; if it is ever heard, a later [`Event::Released`] replays it.
+    Withhold,
+}
+
+/// A feature code fired: the entry's node (and its chain) should run.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub at: Millis,
+    pub flow: Arc<Metaflow>,
+    /// Index of the entry in `flow.entries`.
+    pub entry: usize,
+    /// The keys after the binding key (Kazoo's `collected`).
+    pub collected: String,
+    /// The pattern's capture groups (Kazoo's `captures`); empty for numbers.
+    pub captures: Vec<String>,
+    /// Who pressed the keys (Kazoo's `dtmf_leg`).
+    pub dtmf_leg: Side,
+}
+
+impl Action {
+    pub fn node(&self) -> &super::metaflow::FlowNode {
+        &self.flow.entries[self.entry].node
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Fired(Action),
+    /// Collection ended without a match.
+    NoMatch {
+        at: Millis,
+        collected: String,
+    },
+    /// These previously withheld keys should now be played to the other party, in order.
+    Released {
+        at: Millis,
+        keys: String,
+    },
+}
+
+/// Fixed-capacity key buffer: the state of a leg stays small and allocation-free.
+#[derive(Clone, Copy)]
+struct KeyBuf {
+    len: u8,
+    keys: [u8; MAX_COLLECTED],
+}
+
+impl KeyBuf {
+    const EMPTY: KeyBuf = KeyBuf {
+        len: 0,
+        keys: [0; MAX_COLLECTED],
+    };
+
+    fn push(&mut self, key: Key) {
+        if (self.len as usize) < MAX_COLLECTED {
+            self.keys[self.len as usize] = key.as_byte();
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII key characters are ever stored.
+        std::str::from_utf8(&self.keys[..self.len()]).unwrap_or("")
+    }
+}
+
+/// Collects one leg's keys against one metaflow.
+pub struct Collector {
+    flow: Arc<Metaflow>,
+    side: Side,
+    armed: bool,
+    state: StateId,
+    collected: KeyBuf,
+    deadline: Option<Millis>,
+}
+
+impl Collector {
+    pub fn new(flow: Arc<Metaflow>, side: Side) -> Collector {
+        let state = flow.matcher.start();
+        Collector {
+            flow,
+            side,
+            armed: false,
+            state,
+            collected: KeyBuf::EMPTY,
+            deadline: None,
+        }
+    }
+
+    pub fn flow(&self) -> &Arc<Metaflow> {
+        &self.flow
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.armed
+    }
+
+    /// When [`Collector::on_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.deadline
+    }
+
+    /// Bytes of heap this collector owns (none: the metaflow is shared).
+    pub const HEAP_BYTES: usize = 0;
+
+    /// A key was pressed at `at`. Events (fired, no match, released keys) are appended to `out`.
+    pub fn on_key(&mut self, key: Key, at: Millis, out: &mut Vec<Event>) -> KeyDisposition {
+        let settings = &self.flow.settings;
+        if !self.armed {
+            if key == settings.binding {
+                self.arm(at);
+                return self.disposition();
+            }
+            return KeyDisposition::Forward;
+        }
+        self.deadline = Some(at.saturating_add(settings.digit_timeout_ms));
+        if Some(key) == settings.terminator {
+            self.finish(at, Some(key), out);
+            return self.disposition();
+        }
+        if key == settings.binding {
+            if self.collected.len() == 0 {
+                // `**`: the caller wants a literal binding key at the far end.
+                let passthrough = settings.passthrough;
+                self.disarm();
+                if passthrough == Passthrough::Pass {
+                    return KeyDisposition::Forward;
+                }
+                out.push(Event::Released {
+                    at,
+                    keys: key.to_string(),
+                });
+                return KeyDisposition::Withhold;
+            }
+            if settings.fast_rearm {
+                // Start over: what was typed is abandoned, so the other party may hear it.
+                self.release_held(at, None, out);
+                self.arm(at);
+                return self.disposition();
+            }
+        }
+        self.collected.push(key);
+        self.state = self.flow.matcher.step(self.state, key);
+        let matcher = &self.flow.matcher;
+        if !matcher.can_extend(self.state) || self.collected.len() >= settings.max_len() {
+            self.finish(at, None, out);
+        }
+        self.disposition()
+    }
+
+    /// Time has reached `now`: ends collection if the inter-key timer ran out.
+    pub fn on_timeout(&mut self, now: Millis, out: &mut Vec<Event>) {
+        if self.armed && self.deadline.is_some_and(|d| d <= now) {
+            self.finish(now, None, out);
+        }
+    }
+
+    fn arm(&mut self, at: Millis) {
+        self.armed = true;
+        self.state = self.flow.matcher.start();
+        self.collected = KeyBuf::EMPTY;
+        self.deadline = Some(at.saturating_add(self.flow.settings.digit_timeout_ms));
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.deadline = None;
+        self.collected.len = 0;
+        self.state = self.flow.matcher.start();
+    }
+
+    fn disposition(&self) -> KeyDisposition {
+        match self.flow.settings.passthrough {
+            Passthrough::Pass => KeyDisposition::Forward,
+            Passthrough::Hold | Passthrough::Drop => KeyDisposition::Withhold,
+        }
+    }
+
+    /// Collection is over: fire the winner or report no match (and release held keys).
+    fn finish(&mut self, at: Millis, terminator: Option<Key>, out: &mut Vec<Event>) {
+        match self.flow.matcher.winner(self.state) {
+            Some(entry) => {
+                let collected = self.collected.as_str().to_string();
+                let captures = self.flow.matcher.captures(entry, &collected);
+                out.push(Event::Fired(Action {
+                    at,
+                    flow: Arc::clone(&self.flow),
+                    entry,
+                    collected,
+                    captures,
+                    dtmf_leg: self.side,
+                }));
+                self.disarm();
+            }
+            None => {
+                out.push(Event::NoMatch {
+                    at,
+                    collected: self.collected.as_str().to_string(),
+                });
+                self.release_held(at, terminator, out);
+                self.disarm();
+            }
+        }
+    }
+
+    /// Under `passthrough: hold`, replays the binding key, what was collected and the key that
+    /// ended collection, if any.
+    fn release_held(&self, at: Millis, last: Option<Key>, out: &mut Vec<Event>) {
+        if self.flow.settings.passthrough != Passthrough::Hold {
+            return;
+        }
+        let mut keys = String::with_capacity(self.collected.len() + 2);
+        keys.push(self.flow.settings.binding.as_char());
+        keys.push_str(self.collected.as_str());
+        if let Some(k) = last {
+            keys.push(k.as_char());
+        }
+        out.push(Event::Released { at, keys });
+    }
+}

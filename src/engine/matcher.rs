@@ -1,0 +1,536 @@
+//! The compiled matcher: numbers and patterns of one metaflow as a single automaton over keys.
+//!
+//! All entries are compiled together into one multi-pattern DFA (regex-automata, `MatchKind::All`),
+//! which is then re-tabulated over the 16 DTMF keys. For every state the table keeps two facts:
+//! - `winner`: the entry that fires if collection ends here — the first number that equals the
+//!   keys, else the first pattern in file order that matches them;
+//! - `can_extend`: whether some longer key sequence could still match any entry.
+//!
+//! A key is then one table lookup, and "fire the moment a match is complete and no longer match is
+//! possible" is `winner.is_some() && !can_extend`, exact for any regex, not a heuristic.
+//! Captures are computed only when an entry fires, with the `regex` crate on the collected keys.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
+
+use regex_automata::dfa::{Automaton, StartKind, dense};
+use regex_automata::nfa::thompson;
+use regex_automata::util::{primitives::StateID, start, syntax};
+use regex_automata::{Anchored, MatchKind};
+
+use crate::keys::Key;
+
+/// Patterns are matched against the whole collected string, or searched within it (Kazoo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchMode {
+    Anchored,
+    Search,
+}
+
+/// Index of a state in the key table.
+pub type StateId = u32;
+
+const NO_WINNER: u32 = u32::MAX;
+/// Memory a single metaflow's automaton may take while being built and once built.
+const SIZE_LIMIT: usize = 64 << 20;
+
+/// What the matcher is built from. Entries are numbers first, then patterns, in file order; the
+/// index into this combined list is an entry's id everywhere in the engine.
+pub struct MatcherSpec<'a> {
+    pub numbers: &'a [String],
+    pub patterns: &'a [String],
+    pub mode: MatchMode,
+    /// Keys that never extend the collected string (the terminator; the binding key with
+    /// fast re-arm), so they do not count as "a longer match is possible".
+    pub never_appended: &'a [Key],
+    /// The binding key: as the first key after arming it is the `**` escape, never collected.
+    pub binding: Key,
+    /// Longest collected string.
+    pub max_len: usize,
+}
+
+pub struct Matcher {
+    /// `next[state * 16 + key]`
+    next: Vec<StateId>,
+    /// Per state: winning entry or `NO_WINNER`, and whether a longer match is possible.
+    winner: Vec<u32>,
+    can_extend: Vec<bool>,
+    start: StateId,
+    numbers: Vec<String>,
+    patterns: Vec<PatternRegex>,
+}
+
+struct PatternRegex {
+    source: String,
+    mode: MatchMode,
+    /// Built on first use: most patterns of most metaflows never fire, and building thousands of
+    /// capture regexes would dominate load time.
+    regex: OnceLock<Option<regex::bytes::Regex>>,
+}
+
+/// Why an entry can never fire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NeverFires {
+    /// No sequence of DTMF keys matches it at all.
+    MatchesNoKeys,
+    /// It matches only sequences the collector cannot produce (longer than `max_digits`,
+    /// containing the terminator, or starting with the binding key).
+    OnlyUncollectable,
+    /// Everything it matches is won by these earlier entries.
+    Shadowed { by: Vec<usize> },
+}
+
+/// A problem building the automaton.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompileError {
+    /// The entry's regex is invalid (syntax is normally checked before compiling).
+    Pattern { entry: usize, message: String },
+    /// The combined automaton is too large.
+    TooLarge { culprit: Option<usize> },
+}
+
+impl Matcher {
+    /// Builds the matcher and reports, for each entry that can never fire, why.
+    pub fn compile(
+        spec: &MatcherSpec<'_>,
+    ) -> Result<(Matcher, Vec<(usize, NeverFires)>), CompileError> {
+        let mut sources: Vec<String> = spec
+            .numbers
+            .iter()
+            .map(|n| regex_syntax::escape(n))
+            .collect();
+        sources.extend(spec.patterns.iter().map(|p| match spec.mode {
+            MatchMode::Anchored => format!("(?:{p})"),
+            MatchMode::Search => format!("(?s-u:.)*(?:{p})(?s-u:.)*"),
+        }));
+        let dfa = build_dfa(&sources).map_err(|e| {
+            if e.is_size_limit_exceeded() {
+                // Find the pattern that is too large on its own, if any, to point at it.
+                let culprit = (0..sources.len()).find(|&i| {
+                    build_dfa(std::slice::from_ref(&sources[i]))
+                        .is_err_and(|e| e.is_size_limit_exceeded())
+                });
+                CompileError::TooLarge { culprit }
+            } else {
+                let entry = (0..sources.len())
+                    .find(|&i| build_dfa(std::slice::from_ref(&sources[i])).is_err())
+                    .unwrap_or(0);
+                CompileError::Pattern {
+                    entry,
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        let table = Tabulated::from_dfa(&dfa, sources.len())?;
+        let never = table.never_firing(spec);
+        let can_extend = table.can_extend(spec.never_appended);
+        let matcher = Matcher {
+            next: table.next,
+            winner: table
+                .matches
+                .iter()
+                .map(|m| m.first().map_or(NO_WINNER, |&w| w as u32))
+                .collect(),
+            can_extend,
+            start: 0,
+            numbers: spec.numbers.to_vec(),
+            patterns: spec
+                .patterns
+                .iter()
+                .map(|p| PatternRegex {
+                    source: p.clone(),
+                    mode: spec.mode,
+                    regex: OnceLock::new(),
+                })
+                .collect(),
+        };
+        Ok((matcher, never))
+    }
+
+    pub fn start(&self) -> StateId {
+        self.start
+    }
+
+    #[inline]
+    pub fn step(&self, state: StateId, key: Key) -> StateId {
+        self.next[state as usize * 16 + key.index()]
+    }
+
+    /// The entry that fires if collection ends in `state`.
+    #[inline]
+    pub fn winner(&self, state: StateId) -> Option<usize> {
+        let w = self.winner[state as usize];
+        (w != NO_WINNER).then_some(w as usize)
+    }
+
+    /// Whether more keys could still lead to a match.
+    #[inline]
+    pub fn can_extend(&self, state: StateId) -> bool {
+        self.can_extend[state as usize]
+    }
+
+    pub fn state_count(&self) -> usize {
+        self.winner.len()
+    }
+
+    /// Heap bytes of the tables (what a compiled metaflow costs beyond its entries).
+    pub fn table_bytes(&self) -> usize {
+        self.next.capacity() * 4 + self.winner.capacity() * 4 + self.can_extend.capacity()
+    }
+
+    /// The capture groups of `entry` on `collected` (`""` for a group that did not take part).
+    /// Numbers have none.
+    pub fn captures(&self, entry: usize, collected: &str) -> Vec<String> {
+        let Some(p) = entry
+            .checked_sub(self.numbers.len())
+            .and_then(|i| self.patterns.get(i))
+        else {
+            return Vec::new();
+        };
+        let regex = p.regex.get_or_init(|| {
+            let source = match p.mode {
+                MatchMode::Anchored => format!("^(?:{})$", p.source),
+                MatchMode::Search => p.source.clone(),
+            };
+            regex::bytes::RegexBuilder::new(&source)
+                .unicode(false)
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .ok()
+        });
+        let Some(caps) = regex
+            .as_ref()
+            .and_then(|r| r.captures(collected.as_bytes()))
+        else {
+            return Vec::new();
+        };
+        caps.iter()
+            .skip(1)
+            .map(|m| {
+                m.map_or_else(String::new, |m| {
+                    String::from_utf8_lossy(m.as_bytes()).into_owned()
+                })
+            })
+            .collect()
+    }
+}
+
+fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, dense::BuildError> {
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .minimize(false)
+                .accelerate(false)
+                .dfa_size_limit(Some(SIZE_LIMIT))
+                .determinize_size_limit(Some(SIZE_LIMIT)),
+        )
+        .syntax(
+            syntax::Config::new()
+                .unicode(false)
+                .utf8(false)
+                .nest_limit(64),
+        )
+        .thompson(
+            thompson::Config::new()
+                .utf8(false)
+                .shrink(false)
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build_many(sources)
+}
+
+/// The DFA restricted to the states reachable by keys, with each state's matching entries.
+struct Tabulated {
+    next: Vec<StateId>,
+    /// Entries matching the keys that lead to each state, ascending.
+    matches: Vec<Vec<usize>>,
+}
+
+const KEY_BYTES: &[u8; 16] = b"0123456789*#ABCD";
+
+impl Tabulated {
+    fn from_dfa(dfa: &dense::DFA<Vec<u32>>, entries: usize) -> Result<Tabulated, CompileError> {
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .map_err(|_| CompileError::TooLarge { culprit: None })?;
+        let mut ids: HashMap<StateID, StateId> = HashMap::new();
+        let mut order: Vec<StateID> = vec![start];
+        ids.insert(start, 0);
+        let mut next = Vec::new();
+        let mut matches = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let s = order[i];
+            for &b in KEY_BYTES {
+                let t = dfa.next_state(s, b);
+                let id = *ids.entry(t).or_insert_with(|| {
+                    order.push(t);
+                    (order.len() - 1) as StateId
+                });
+                next.push(id);
+            }
+            let eoi = dfa.next_eoi_state(s);
+            let mut m: Vec<usize> = if dfa.is_match_state(eoi) {
+                (0..dfa.match_len(eoi))
+                    .map(|j| dfa.match_pattern(eoi, j).as_usize())
+                    .filter(|&p| p < entries)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            m.sort_unstable();
+            m.dedup();
+            matches.push(m);
+            i += 1;
+        }
+        Ok(Tabulated { next, matches })
+    }
+
+    fn states(&self) -> usize {
+        self.matches.len()
+    }
+
+    /// `can_extend[s]`: some key that may be appended leads to a state from which a match is
+    /// reachable (in zero or more further keys).
+    fn can_extend(&self, never_appended: &[Key]) -> Vec<bool> {
+        let keys: Vec<usize> = Key::ALL
+            .iter()
+            .filter(|k| !never_appended.contains(k))
+            .map(|k| k.index())
+            .collect();
+        let n = self.states();
+        let mut preds: Vec<Vec<StateId>> = vec![Vec::new(); n];
+        for s in 0..n {
+            for &k in &keys {
+                preds[self.next[s * 16 + k] as usize].push(s as StateId);
+            }
+        }
+        // good[s]: a match is reachable from s in zero or more keys.
+        let mut good = vec![false; n];
+        let mut queue: VecDeque<usize> = VecDeque::new();
+        for s in 0..n {
+            if !self.matches[s].is_empty() {
+                good[s] = true;
+                queue.push_back(s);
+            }
+        }
+        while let Some(s) = queue.pop_front() {
+            for &p in &preds[s] {
+                if !good[p as usize] {
+                    good[p as usize] = true;
+                    queue.push_back(p as usize);
+                }
+            }
+        }
+        (0..n)
+            .map(|s| keys.iter().any(|&k| good[self.next[s * 16 + k] as usize]))
+            .collect()
+    }
+
+    /// Entries that no key sequence the collector can produce lets fire, and why.
+    fn never_firing(&self, spec: &MatcherSpec<'_>) -> Vec<(usize, NeverFires)> {
+        let entries = spec.numbers.len() + spec.patterns.len();
+        let rest: Vec<usize> = Key::ALL
+            .iter()
+            .filter(|k| !spec.never_appended.contains(k))
+            .map(|k| k.index())
+            .collect();
+        let first: Vec<usize> = rest
+            .iter()
+            .copied()
+            .filter(|&k| k != spec.binding.index())
+            .collect();
+        let mut fires = vec![false; entries];
+        let mut shadowed_by: Vec<Vec<usize>> = vec![Vec::new(); entries];
+        let mut visit = |s: usize| {
+            if let Some((&winner, others)) = self.matches[s].split_first() {
+                fires[winner] = true;
+                for &o in others {
+                    if !shadowed_by[o].contains(&winner) {
+                        shadowed_by[o].push(winner);
+                    }
+                }
+            }
+        };
+        // The empty string (the binding key, then the timeout) is collectable.
+        visit(0);
+        let mut seen = vec![false; self.states()];
+        let mut queue: VecDeque<(usize, usize)> = VecDeque::new();
+        if spec.max_len > 0 {
+            for &k in &first {
+                let t = self.next[k] as usize;
+                if !seen[t] {
+                    seen[t] = true;
+                    queue.push_back((t, 1));
+                }
+            }
+        }
+        while let Some((s, depth)) = queue.pop_front() {
+            visit(s);
+            if depth >= spec.max_len {
+                continue;
+            }
+            for &k in &rest {
+                let t = self.next[s * 16 + k] as usize;
+                if !seen[t] {
+                    seen[t] = true;
+                    queue.push_back((t, depth + 1));
+                }
+            }
+        }
+        let matches_any: Vec<bool> = {
+            let mut any = vec![false; entries];
+            for m in &self.matches {
+                for &e in m {
+                    any[e] = true;
+                }
+            }
+            any
+        };
+        (0..entries)
+            .filter(|&e| !fires[e])
+            .map(|e| {
+                let why = if !shadowed_by[e].is_empty() {
+                    let mut by = shadowed_by[e].clone();
+                    by.sort_unstable();
+                    NeverFires::Shadowed { by }
+                } else if matches_any[e] {
+                    NeverFires::OnlyUncollectable
+                } else {
+                    NeverFires::MatchesNoKeys
+                };
+                (e, why)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::parse_keys;
+
+    fn spec<'a>(numbers: &'a [String], patterns: &'a [String], mode: MatchMode) -> MatcherSpec<'a> {
+        MatcherSpec {
+            numbers,
+            patterns,
+            mode,
+            never_appended: &[Key::Hash],
+            binding: Key::Star,
+            max_len: 64,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run(m: &Matcher, keys: &str) -> StateId {
+        parse_keys(keys)
+            .unwrap()
+            .into_iter()
+            .fold(m.start(), |s, k| m.step(s, k))
+    }
+
+    #[test]
+    fn numbers_win_over_patterns_and_patterns_keep_file_order() {
+        let numbers = strings(&["21"]);
+        let patterns = strings(&[r"2(\d+)", r"2(\d)"]);
+        let (m, never) = Matcher::compile(&spec(&numbers, &patterns, MatchMode::Anchored)).unwrap();
+        assert_eq!(
+            m.winner(run(&m, "21")),
+            Some(0),
+            "the number beats both patterns"
+        );
+        assert_eq!(
+            m.winner(run(&m, "22")),
+            Some(1),
+            "the first pattern in file order wins"
+        );
+        assert_eq!(m.winner(run(&m, "2")), None);
+        // `2(\d)` only matches 2 keys, which `2(\d+)` (or the number) always takes first.
+        assert_eq!(never, [(2, NeverFires::Shadowed { by: vec![0, 1] })]);
+    }
+
+    #[test]
+    fn early_fire_is_exact() {
+        let patterns = strings(&[r"2(\d{4})", r"3(\d+)"]);
+        let (m, _) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        let s = run(&m, "2260");
+        assert_eq!((m.winner(s), m.can_extend(s)), (None, true));
+        let s = run(&m, "22600");
+        assert_eq!(
+            (m.winner(s), m.can_extend(s)),
+            (Some(0), false),
+            "fires at the 4th digit after 2"
+        );
+        let s = run(&m, "31");
+        assert_eq!(
+            (m.winner(s), m.can_extend(s)),
+            (Some(1), true),
+            "`\\d+` may go on: wait"
+        );
+        let s = run(&m, "9");
+        assert_eq!(
+            (m.winner(s), m.can_extend(s)),
+            (None, false),
+            "impossible at once"
+        );
+    }
+
+    #[test]
+    fn search_mode_is_kazoos_unanchored_match() {
+        let patterns = strings(&[r"2(\d+)"]);
+        let (m, _) = Matcher::compile(&spec(&[], &patterns, MatchMode::Search)).unwrap();
+        assert_eq!(m.winner(run(&m, "12345")), Some(0));
+        assert_eq!(m.captures(0, "12345"), ["345"]);
+        let (a, _) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        assert_eq!(a.winner(run(&a, "12345")), None);
+    }
+
+    #[test]
+    fn captures_follow_kazoo() {
+        let patterns = strings(&[r"2(\d+)", r"(\d)(\*)?9"]);
+        let (m, _) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        assert_eq!(m.captures(0, "22600"), ["2600"]);
+        assert_eq!(m.captures(1, "59"), ["5", ""]);
+    }
+
+    #[test]
+    fn patterns_that_cannot_fire_are_explained() {
+        let patterns = strings(&["[a-z]+", "12#", r"\d{3}", r"5\d*"]);
+        let mut s = spec(&[], &patterns, MatchMode::Anchored);
+        s.max_len = 2;
+        let (_, never) = Matcher::compile(&s).unwrap();
+        assert_eq!(
+            never,
+            [
+                (0, NeverFires::MatchesNoKeys),
+                (1, NeverFires::OnlyUncollectable),
+                (2, NeverFires::OnlyUncollectable)
+            ]
+        );
+        // A pattern needing the binding key first only matches what `**` escapes.
+        let patterns = strings(&[r"\*1"]);
+        let (_, never) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        assert_eq!(never, [(0, NeverFires::OnlyUncollectable)]);
+    }
+
+    #[test]
+    fn empty_string_and_terminator_rules() {
+        let patterns = strings(&[r"\d*"]);
+        let (m, never) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        assert_eq!(
+            m.winner(m.start()),
+            Some(0),
+            "a pattern may match the empty code"
+        );
+        assert!(never.is_empty());
+        // `#` is never appended, so after "1" in `1#?` nothing longer is possible.
+        let patterns = strings(&["1#?"]);
+        let (m, _) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
+        assert!(!m.can_extend(run(&m, "1")));
+    }
+}

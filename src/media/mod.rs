@@ -1,0 +1,81 @@
+//! Media: what can be played to a leg. Generation and relay come with the call path; for now this
+//! holds the parsed forms that config validation produces.
+
+pub mod tgml;
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::Report;
+use crate::yaml::Node;
+use crate::yaml::fields::{error_within, non_empty_string};
+
+/// Music on hold when nothing is configured: a short made-up phrase, looped.
+pub const DEFAULT_MUSIC_ON_HOLD: &str = "tone_stream://v=-14;%(300,50,523.3);%(300,50,659.3);%(300,50,784);%(600,300,659.3);%(300,50,587.3);%(300,50,698.5);%(600,900,880);loops=-1";
+/// North American ringback, Kazoo's default.
+pub const DEFAULT_RINGBACK: &str = "%(2000,4000,440,480)";
+
+/// What a media value in the config or a metaflow refers to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaRef {
+    /// A TGML tone script.
+    Tone(tgml::ToneScript),
+    /// `silence_stream://`: silence.
+    Silence,
+    /// A WAV file, relative to the media folder unless absolute.
+    File(PathBuf),
+}
+
+/// Reads a media value: a tone script, `silence_stream://…`, or a `.wav` file which, when
+/// `media_dir` is known, must exist there.
+pub fn parse_media(
+    node: &Node,
+    what: &str,
+    media_dir: Option<&Path>,
+    report: &mut Report,
+) -> Option<(String, MediaRef)> {
+    let text = non_empty_string(node, what, report)?;
+    let media = if tgml::looks_like_tgml(&text) {
+        match tgml::parse(&text) {
+            Ok(script) => MediaRef::Tone(script),
+            Err(e) => {
+                error_within(node, e.offset, &format!("`{what}`: {}", e.message), report);
+                return None;
+            }
+        }
+    } else if text.starts_with("silence_stream://") {
+        MediaRef::Silence
+    } else if let Some((scheme, _)) = text.split_once("://") {
+        report.error(
+            node.pos,
+            format!(
+                "`{what}`: `{scheme}://` media is not supported; use a tone script (`%(…)` or \
+                 `tone_stream://…`), `silence_stream://` or a .wav file in the media folder"
+            ),
+        );
+        return None;
+    } else {
+        let path = PathBuf::from(&text);
+        let is_wav = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
+        if !is_wav {
+            report.error(
+                node.pos,
+                format!("`{what}`: `{text}` is neither a tone script nor a .wav file"),
+            );
+            return None;
+        }
+        if let Some(dir) = media_dir {
+            let full = dir.join(&path);
+            if !full.is_file() {
+                report.error(
+                    node.pos,
+                    format!("`{what}`: media file `{}` not found", full.display()),
+                );
+                return None;
+            }
+        }
+        MediaRef::File(path)
+    };
+    Some((text, media))
+}

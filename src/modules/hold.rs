@@ -1,0 +1,51 @@
+//! `hold`: put the other party on hold with music; `unhold_key` (or `resume`) brings it back.
+
+use serde::{Serialize, Serializer};
+
+use crate::diagnostics::Report;
+use crate::keys::Key;
+use crate::yaml::fields::{Fields, key};
+
+use super::{DataContext, media_field};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HoldData {
+    pub moh: String,
+    #[serde(serialize_with = "as_key")]
+    pub unhold_key: Key,
+}
+
+fn as_key<S: Serializer>(k: &Key, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&k.to_string())
+}
+
+pub fn parse(
+    fields: &mut Fields<'_>,
+    ctx: &DataContext<'_>,
+    report: &mut Report,
+) -> Option<HoldData> {
+    let mut ok = true;
+    // Kazoo's `moh_aleg` is the music the held party hears: our `moh`.
+    let moh = media_field(
+        fields,
+        "moh",
+        &["moh_aleg"],
+        ctx.music_on_hold,
+        ctx,
+        report,
+        &mut ok,
+    );
+    let unhold_key = match fields.get("unhold_key") {
+        Some(n) => key(n, "unhold_key", report).unwrap_or_else(|| {
+            ok = false;
+            Key::D1
+        }),
+        None => Key::D1,
+    };
+    fields.ignore(
+        "moh_bleg",
+        "the party who pressed hold hears nothing from the held party",
+        report,
+    );
+    ok.then_some(HoldData { moh, unhold_key })
+}

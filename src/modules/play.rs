@@ -1,0 +1,60 @@
+//! `play`: play a file or a tone to `self` (who pressed), `peer`, or `both`.
+
+use serde::Serialize;
+
+use crate::diagnostics::{Pos, Report};
+use crate::media::parse_media;
+use crate::yaml::fields::{Fields, choice};
+
+use super::DataContext;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayLeg {
+    #[serde(rename = "self")]
+    Own,
+    Peer,
+    Both,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlayData {
+    pub media: String,
+    pub leg: PlayLeg,
+}
+
+pub fn parse(
+    fields: &mut Fields<'_>,
+    data_pos: Pos,
+    ctx: &DataContext<'_>,
+    report: &mut Report,
+) -> Option<PlayData> {
+    let mut ok = true;
+    // Kazoo names the media `id`.
+    let media = match fields.get_aliased("media", &["id"], report) {
+        Some(n) => parse_media(n, "media", ctx.media_dir, report).map(|(text, _)| text),
+        None => {
+            report.error(
+                data_pos,
+                "`play` needs `media`: a .wav file in the media folder or a tone such as \
+                 \"%(300,0,523,659)\"",
+            );
+            None
+        }
+    };
+    let leg = match fields.get("leg") {
+        Some(n) => match choice(n, "leg", &["self", "peer", "both"], report) {
+            Some("self") => PlayLeg::Own,
+            Some("peer") => PlayLeg::Peer,
+            Some(_) => PlayLeg::Both,
+            None => {
+                ok = false;
+                PlayLeg::Both
+            }
+        },
+        None => PlayLeg::Both,
+    };
+    fields.ignore("answer", "hookflash only plays on answered calls", report);
+    fields.ignore("terminators", "keys never stop a played file", report);
+    Some(PlayData { media: media?, leg }).filter(|_| ok)
+}
