@@ -75,7 +75,19 @@ pub fn read_doc(path: &Path, name: &str, report: &mut Report) -> Option<Metaflow
             return None;
         }
     };
-    let mut root = yaml::parse(&text, file, report)?;
+    doc_from_text(path, name, &text, report)
+}
+
+/// A metaflow document from its text; `path` names it in messages and its extension tells
+/// JSON (a Kazoo import) from YAML.
+pub fn doc_from_text(
+    path: &Path,
+    name: &str,
+    text: &str,
+    report: &mut Report,
+) -> Option<MetaflowDoc> {
+    let file = report.add_file(path);
+    let mut root = yaml::parse(text, file, report)?;
     if let Some(inner) = kazoo_envelope(&root) {
         root = inner;
     }

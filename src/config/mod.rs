@@ -334,19 +334,34 @@ fn attach_flows(
 /// are the built-in ones and media files are not looked up.
 pub fn load_metaflow_file(path: &Path) -> (Option<Arc<Metaflow>>, Report) {
     let mut report = Report::new();
-    let name = path
-        .file_stem()
+    let doc = read_doc(path, &metaflow_name(path), &mut report);
+    let flow = build_alone(doc, &mut report);
+    (flow, report)
+}
+
+/// [`load_metaflow_file`] for a text in memory; `path` names it in messages, and a `.json`
+/// extension makes it a Kazoo import.
+pub fn load_metaflow_text(path: &Path, text: &str) -> (Option<Arc<Metaflow>>, Report) {
+    let mut report = Report::new();
+    let doc = metaflow::doc_from_text(path, &metaflow_name(path), text, &mut report);
+    let flow = build_alone(doc, &mut report);
+    (flow, report)
+}
+
+fn metaflow_name(path: &Path) -> String {
+    path.file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("metaflow")
-        .to_string();
-    let flow = read_doc(path, &name, &mut report).and_then(|doc| {
-        let ctx = MediaContext {
-            music_on_hold: DEFAULT_MUSIC_ON_HOLD,
-            ringback: DEFAULT_RINGBACK,
-            media_dir: None,
-        };
-        metaflow::build(&name, &doc.root, &ctx, Severity::Error, &mut report)
-    });
-    let flow = flow.filter(|_| !report.has_errors());
-    (flow, report)
+        .to_string()
+}
+
+fn build_alone(doc: Option<MetaflowDoc>, report: &mut Report) -> Option<Arc<Metaflow>> {
+    let ctx = MediaContext {
+        music_on_hold: DEFAULT_MUSIC_ON_HOLD,
+        ringback: DEFAULT_RINGBACK,
+        media_dir: None,
+    };
+    let flow =
+        doc.and_then(|doc| metaflow::build(&doc.name, &doc.root, &ctx, Severity::Error, report));
+    flow.filter(|_| !report.has_errors())
 }

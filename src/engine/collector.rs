@@ -158,7 +158,7 @@ impl Collector {
         let settings = &self.flow.settings;
         if !self.armed {
             if key == settings.binding {
-                self.arm(at);
+                self.arm(at, out);
                 return self.disposition();
             }
             return KeyDisposition::Forward;
@@ -185,7 +185,7 @@ impl Collector {
             if settings.fast_rearm {
                 // Start over: what was typed is abandoned, so the other party may hear it.
                 self.release_held(at, None, out);
-                self.arm(at);
+                self.arm(at, out);
                 return self.disposition();
             }
         }
@@ -205,11 +205,15 @@ impl Collector {
         }
     }
 
-    fn arm(&mut self, at: Millis) {
+    fn arm(&mut self, at: Millis, out: &mut Vec<Event>) {
         self.armed = true;
         self.state = self.flow.matcher.start();
         self.collected = KeyBuf::EMPTY;
         self.deadline = Some(at.saturating_add(self.flow.settings.digit_timeout_ms));
+        // Nothing could be typed that matches (or the empty code is all there is): decide now.
+        if !self.flow.matcher.can_extend(self.state) {
+            self.finish(at, None, out);
+        }
     }
 
     fn disarm(&mut self) {
