@@ -192,23 +192,21 @@ pub fn read_directory(node: Option<&Node>, report: &mut Report) -> Directory {
         let Some(name) = string(name_node, "account", report) else {
             continue;
         };
-        match read_account(&name, account, report) {
-            Some((a, domain_pos)) => {
-                if let Some(first) = domains.get(&a.domain) {
-                    report.error(
-                        domain_pos,
-                        format!(
-                            "domain `{}` is already used by another account (line {})",
-                            a.domain, first.line
-                        ),
-                    );
-                } else {
-                    domains.insert(a.domain.clone(), domain_pos);
-                }
-                accounts.push(a);
-            }
-            None => {}
+        let Some((a, domain_pos)) = read_account(&name, account, report) else {
+            continue;
+        };
+        if let Some(first) = domains.get(&a.domain) {
+            report.error(
+                domain_pos,
+                format!(
+                    "domain `{}` is already used by another account (line {})",
+                    a.domain, first.line
+                ),
+            );
+        } else {
+            domains.insert(a.domain.clone(), domain_pos);
         }
+        accounts.push(a);
     }
     Directory { accounts }
 }

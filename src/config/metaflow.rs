@@ -201,8 +201,19 @@ pub fn build(
         };
         format!("{kind} `{text}`")
     };
-    let describe =
-        |i: usize| -> String { format!("{} (line {})", name_of(i), positions[i].0.line) };
+    let files: Vec<String> = positions
+        .iter()
+        .map(|(pos, _, _)| report.path(pos.file).display().to_string())
+        .collect();
+    // Entry `i` as seen from entry `from`: the file is named when they are in different files.
+    let describe = |i: usize, from: usize| -> String {
+        let (pos, _, _) = &positions[i];
+        if pos.file == positions[from].0.file {
+            format!("{} (line {})", name_of(i), pos.line)
+        } else {
+            format!("{} ({} line {})", name_of(i), files[i], pos.line)
+        }
+    };
     match Metaflow::compile(name.to_string(), settings, entries) {
         Ok((flow, never)) => {
             for (entry, why) in never {
@@ -217,7 +228,7 @@ pub fn build(
                         flow.settings.max_len()
                     ),
                     NeverFires::Shadowed { by } => {
-                        let by: Vec<String> = by.iter().map(|&i| describe(i)).collect();
+                        let by: Vec<String> = by.iter().map(|&i| describe(i, entry)).collect();
                         format!(
                             "every key sequence it matches is taken first by {}",
                             by.join(", ")
@@ -470,7 +481,7 @@ fn read_node(node: &Node, ctx: &DataContext<'_>, report: &mut Report) -> Option<
         }
     }
     let module = module?;
-    ok.then(|| FlowNode {
+    ok.then_some(FlowNode {
         module,
         pos: node.pos,
         next,

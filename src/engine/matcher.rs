@@ -215,7 +215,7 @@ impl Matcher {
     }
 }
 
-fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, dense::BuildError> {
+fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, Box<dense::BuildError>> {
     dense::Builder::new()
         .configure(
             dense::Config::new()
@@ -239,6 +239,7 @@ fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, dense::BuildErr
                 .which_captures(thompson::WhichCaptures::None),
         )
         .build_many(sources)
+        .map_err(Box::new)
 }
 
 /// The DFA restricted to the states reachable by keys, with each state's matching entries.
@@ -308,14 +309,8 @@ impl Tabulated {
             }
         }
         // good[s]: a match is reachable from s in zero or more keys.
-        let mut good = vec![false; n];
-        let mut queue: VecDeque<usize> = VecDeque::new();
-        for s in 0..n {
-            if !self.matches[s].is_empty() {
-                good[s] = true;
-                queue.push_back(s);
-            }
-        }
+        let mut good: Vec<bool> = self.matches.iter().map(|m| !m.is_empty()).collect();
+        let mut queue: VecDeque<usize> = (0..n).filter(|&s| good[s]).collect();
         while let Some(s) = queue.pop_front() {
             for &p in &preds[s] {
                 if !good[p as usize] {

@@ -316,7 +316,7 @@ pub fn parse_duration_ms(text: &str, bare: BareUnit) -> Option<u64> {
 
 /// The canonical text of a duration: `20s`, `1500ms`.
 pub fn format_duration_ms(ms: u64) -> String {
-    if ms % 1000 == 0 && ms > 0 {
+    if ms.is_multiple_of(1000) && ms > 0 {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -1,0 +1,111 @@
+//! `hookflash check` on good and broken files: exact messages and positions, exit codes.
+
+mod common;
+
+use common::{run, stdout_lines};
+
+#[test]
+fn the_example_config_is_valid() {
+    let o = run(&["check", "--config", "config.example.yaml"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        stdout_lines(&o),
+        [
+            "config.example.yaml: ok: 1 account, 3 users, 3 devices, 2 metaflows (4 numbers, 2 patterns)"
+        ]
+    );
+}
+
+#[test]
+fn every_problem_of_a_broken_setup_is_reported_in_one_run() {
+    let o = run(&["check", "--config", "tests/fixtures/broken/config.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let c = "tests/fixtures/broken/config.yaml";
+    let d = "tests/fixtures/broken/metaflows/default.yaml";
+    let expected = [
+        format!("{c}:3:3: unknown key `tpc` in `sip` (did you mean `tcp`?)"),
+        format!("{c}:6:9: API token refers to unknown account `demoo` (did you mean `demo`?)"),
+        format!(
+            "{c}:10:15: metaflow `defualt` not found: no tests/fixtures/broken/metaflows/defualt.yaml, .yml or .json (did you mean `default`?)"
+        ),
+        format!("{c}:14:9: duplicate SIP username `1001` (first at line 12)"),
+        format!("{c}:14:21: duplicate extension `1001` (first at line 12)"),
+        "tests/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error: while parsing a quoted scalar, found unknown escape character (in a double-quoted string a backslash starts an escape: write regexes in single quotes, e.g. '2(\\d+)')".to_string(),
+        format!("{d}:2:1: unknown key `digit_timout` in metaflow (did you mean `digit_timeout`?)"),
+        format!("{d}:3:12: `listen_on` must be one of self, peer, both, found `peers` (did you mean `peer`?)"),
+        format!(
+            "{d}:9:4: pattern `2(\\d)` can never fire: every key sequence it matches is taken first by number `21` (line 6), pattern `2(\\d+)` (line 8)"
+        ),
+        format!("{d}:10:5: invalid pattern `3(\\d+`: unclosed group"),
+        format!(
+            "{d}:11:20: module `say` is a Kazoo module that hookflash does not implement (modules: transfer, resume, hold, hangup, play, record)"
+        ),
+        format!(
+            "{d}:12:20: unknown module `tranfser` (did you mean `transfer`? modules: transfer, resume, hold, hangup, play, record)"
+        ),
+        format!(
+            "{d}:13:4: transfer under pattern `7` has no target: add a capture group for the extension, e.g. `2(\\d+)`, or set `data.target`"
+        ),
+        format!("{d}:14:47: `type` must be one of attended, blind, found `blindd` (did you mean `blind`?)"),
+        format!("{d}:14:68: `ringback`: a tone needs at least on_ms, off_ms and one frequency"),
+        format!(
+            "{d}:14:90: `timeout`: expected a number of seconds or a duration such as \"2s\" or \"1500ms\", found `forever`"
+        ),
+        format!("{d}:15:4: pattern `[a-z]+` can never fire: it matches no sequence of DTMF keys (keys are 0-9 * # A-D)"),
+        "tests/fixtures/broken/metaflows/kazoo.json:1:47: `listen_on` takes self, peer or both (Kazoo's a/b/ab/aleg/bleg name call legs, which hookflash derives from the party the metaflow belongs to)".to_string(),
+        "tests/fixtures/broken/metaflows/kazoo.json:2:80: `type` must be one of attended, blind, found `sideways`".to_string(),
+        "19 errors found".to_string(),
+    ];
+    assert_eq!(stdout_lines(&o), expected);
+}
+
+#[test]
+fn merged_layers_warn_about_shadowed_entries_but_load() {
+    let o = run(&["check", "--config", "tests/fixtures/layers/config.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    let lines = stdout_lines(&o);
+    assert_eq!(
+        lines[0],
+        "tests/fixtures/layers/metaflows/account.yaml:5:4: warning: pattern `2(\\d{4})` can never fire in merged metaflow `account+user`: every key sequence it matches is taken first by pattern `2(\\d+)` (tests/fixtures/layers/metaflows/user.yaml line 2)"
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        "tests/fixtures/layers/config.yaml: ok: 1 account, 1 user, 1 device, 3 metaflows (2 numbers, 2 patterns)"
+    );
+}
+
+#[test]
+fn a_single_metaflow_is_checked_on_its_own() {
+    let o = run(&["check", "--metaflow", "metaflows/default.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout_lines(&o),
+        ["metaflows/default.yaml: ok: metaflow `default` with 4 numbers, 1 pattern, binding key *"]
+    );
+    let o = run(&[
+        "check",
+        "--metaflow",
+        "tests/fixtures/broken/metaflows/broken.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout_lines(&o)[0]
+            .starts_with("tests/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error")
+    );
+}
+
+#[test]
+fn missing_files_are_clear_errors() {
+    let o = run(&["check", "--config", "no/such/config.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let lines = stdout_lines(&o);
+    assert!(
+        lines[0].starts_with("no/such/config.yaml:1:1: cannot read config: No such file"),
+        "{lines:?}"
+    );
+}

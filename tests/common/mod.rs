@@ -1,0 +1,164 @@
+//! Helpers for tests that drive the real `hookflash` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Generous: the CI machine may be a loaded 2-core box.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hookflash"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("hookflash runs")
+}
+
+pub fn stdout_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A copy of the example config and metaflows in a temporary folder, on free ports.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn from_example() -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (sip, api) = (free_port(), free_port());
+        let config = std::fs::read_to_string(root.join("config.example.yaml"))
+            .unwrap()
+            .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{api}"));
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("metaflows")).unwrap();
+        std::fs::create_dir(dir.path().join("media")).unwrap();
+        for entry in std::fs::read_dir(root.join("metaflows")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(
+                &path,
+                dir.path().join("metaflows").join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).unwrap();
+    }
+}
+
+/// A running `hookflash run`, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`; returns it. Panics with the log so far.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "no log line with {needle:?}; log so far:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "signal delivered");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            // Drain the log meanwhile; this is waiting on the process, not a sleep for sync.
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.log.push(line);
+            }
+        }
+        panic!("daemon did not exit; log:\n{}", self.log.join("\n"));
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
