@@ -16,7 +16,7 @@ use crate::engine::pattern::check_syntax;
 use crate::keys::{Key, parse_keys};
 use crate::modules::{self, Captures, DataContext};
 use crate::yaml::fields::{
-    BareUnit, Fields, boolean, choice, duration_ms, error_within, integer, key, string,
+    BareUnit, Fields, boolean, duration_ms, error_within, integer, key, one_of, read_or, string,
 };
 use crate::yaml::{self, Node, NodeKind};
 
@@ -271,100 +271,81 @@ pub fn build(
 /// The settings, with defaults in place of invalid values, and whether all were valid.
 fn read_settings(fields: &mut Fields<'_>, report: &mut Report) -> (Settings, bool) {
     let mut ok = true;
-    let binding = match fields.get_aliased("binding_digit", &["binding_key"], report) {
-        Some(n) => track(&mut ok, key(n, "binding_digit", report)).unwrap_or(Key::Star),
-        None => Key::Star,
-    };
-    let digit_timeout_ms = match fields.get_aliased("digit_timeout", &["digit_timeout_ms"], report)
-    {
-        Some(n) => match track(
-            &mut ok,
-            duration_ms(
-                n,
-                "digit_timeout",
-                BareUnit::Millis,
-                MAX_DIGIT_TIMEOUT_MS,
-                report,
-            ),
-        ) {
-            Some(ms) if ms < MIN_DIGIT_TIMEOUT_MS => {
-                report.error(
-                    n.pos,
-                    format!("`digit_timeout` must be at least {MIN_DIGIT_TIMEOUT_MS} ms"),
-                );
-                ok = false;
-                ms
-            }
-            ms => ms.unwrap_or(DEFAULT_DIGIT_TIMEOUT_MS),
-        },
-        None => DEFAULT_DIGIT_TIMEOUT_MS,
-    };
-    let listen_on = match fields.get("listen_on") {
-        Some(n) if matches!(n.text(), Some("a" | "b" | "ab" | "aleg" | "bleg")) => {
+    let binding_node = fields.get_aliased("binding_digit", &["binding_key"], report);
+    let binding = read_or(binding_node, Key::Star, &mut ok, |n| {
+        key(n, "binding_digit", report)
+    });
+    let timeout_node = fields.get_aliased("digit_timeout", &["digit_timeout_ms"], report);
+    let digit_timeout_ms = read_or(timeout_node, DEFAULT_DIGIT_TIMEOUT_MS, &mut ok, |n| {
+        let ms = duration_ms(
+            n,
+            "digit_timeout",
+            BareUnit::Millis,
+            MAX_DIGIT_TIMEOUT_MS,
+            report,
+        )?;
+        if ms < MIN_DIGIT_TIMEOUT_MS {
+            report.error(
+                n.pos,
+                format!("`digit_timeout` must be at least {MIN_DIGIT_TIMEOUT_MS} ms"),
+            );
+            return None;
+        }
+        Some(ms)
+    });
+    let listen_on = read_or(fields.get("listen_on"), ListenOn::Own, &mut ok, |n| {
+        if matches!(n.text(), Some("a" | "b" | "ab" | "aleg" | "bleg")) {
             report.error(
                 n.pos,
                 "`listen_on` takes self, peer or both (Kazoo's a/b/ab/aleg/bleg name call legs, which \
                  hookflash derives from the party the metaflow belongs to)",
             );
-            ok = false;
-            ListenOn::Own
+            return None;
         }
-        Some(n) => match track(
-            &mut ok,
-            choice(n, "listen_on", &["self", "peer", "both"], report),
-        ) {
-            Some("peer") => ListenOn::Peer,
-            Some("both") => ListenOn::Both,
-            _ => ListenOn::Own,
-        },
-        None => ListenOn::Own,
-    };
-    let match_mode = match fields.get("match") {
-        Some(n) => match track(&mut ok, choice(n, "match", &["anchored", "search"], report)) {
-            Some("search") => MatchMode::Search,
-            _ => MatchMode::Anchored,
-        },
-        None => MatchMode::Anchored,
-    };
-    let terminator = match fields.get("terminator") {
-        None if binding == Key::Hash => None,
-        None => Some(Key::Hash),
-        Some(n) if n.is_null() || matches!(n.text(), Some("" | "none" | "false")) => None,
-        Some(n) => match track(&mut ok, key(n, "terminator", report)) {
-            Some(k) if k == binding => {
-                report.error(
-                    n.pos,
-                    format!("`terminator` `{k}` is also the binding key; choose another or `none`"),
-                );
-                ok = false;
-                None
-            }
-            k => k,
-        },
-    };
-    let max_digits = match fields.get("max_digits") {
-        Some(n) => track(
-            &mut ok,
-            integer(n, "max_digits", 1, MAX_COLLECTED as i64, report),
-        )
-        .map(|n| n as usize),
-        None => None,
-    };
-    let passthrough = match fields.get("passthrough") {
-        Some(n) => match track(
-            &mut ok,
-            choice(n, "passthrough", &["hold", "pass", "drop"], report),
-        ) {
-            Some("pass") => Passthrough::Pass,
-            Some("drop") => Passthrough::Drop,
-            _ => Passthrough::Hold,
-        },
-        None => Passthrough::Hold,
-    };
-    let fast_rearm = match fields.get_aliased("fast_rearm", &["use_fast_rearm"], report) {
-        Some(n) => track(&mut ok, boolean(n, "fast_rearm", report)).unwrap_or(false),
-        None => false,
-    };
+        let options = [
+            ("self", ListenOn::Own),
+            ("peer", ListenOn::Peer),
+            ("both", ListenOn::Both),
+        ];
+        one_of(n, "listen_on", &options, report)
+    });
+    let modes = [
+        ("anchored", MatchMode::Anchored),
+        ("search", MatchMode::Search),
+    ];
+    let match_mode = read_or(fields.get("match"), MatchMode::Anchored, &mut ok, |n| {
+        one_of(n, "match", &modes, report)
+    });
+    let default_terminator = (binding != Key::Hash).then_some(Key::Hash);
+    let terminator = read_or(fields.get("terminator"), default_terminator, &mut ok, |n| {
+        if n.is_null() || matches!(n.text(), Some("" | "none" | "false")) {
+            return Some(None);
+        }
+        let k = key(n, "terminator", report)?;
+        if k == binding {
+            report.error(
+                n.pos,
+                format!("`terminator` `{k}` is also the binding key; choose another or `none`"),
+            );
+            return None;
+        }
+        Some(Some(k))
+    });
+    let max_digits = read_or(fields.get("max_digits"), None, &mut ok, |n| {
+        integer(n, "max_digits", 1, MAX_COLLECTED as i64, report).map(|n| Some(n as usize))
+    });
+    let modes = [
+        ("hold", Passthrough::Hold),
+        ("pass", Passthrough::Pass),
+        ("drop", Passthrough::Drop),
+    ];
+    let passthrough = read_or(fields.get("passthrough"), Passthrough::Hold, &mut ok, |n| {
+        one_of(n, "passthrough", &modes, report)
+    });
+    let rearm_node = fields.get_aliased("fast_rearm", &["use_fast_rearm"], report);
+    let fast_rearm = read_or(rearm_node, false, &mut ok, |n| {
+        boolean(n, "fast_rearm", report)
+    });
     let settings = Settings {
         binding,
         digit_timeout_ms,
@@ -376,12 +357,6 @@ fn read_settings(fields: &mut Fields<'_>, report: &mut Report) -> (Settings, boo
         fast_rearm,
     };
     (settings, ok)
-}
-
-/// Passes `v` through, clearing `ok` when it is `None` (a problem was reported).
-fn track<T>(ok: &mut bool, v: Option<T>) -> Option<T> {
-    *ok &= v.is_some();
-    v
 }
 
 fn read_entry(

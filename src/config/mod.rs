@@ -87,16 +87,29 @@ pub fn load(path: &Path) -> (Option<Config>, Report) {
     (config, report)
 }
 
+/// [`load`] for config text already in memory; `path` names it in messages and locates the
+/// metaflows and media folders.
+pub fn load_from_text(path: &Path, text: &str) -> (Option<Config>, Report) {
+    let mut report = Report::new();
+    let config = parse_config(path, text, &mut report);
+    let config = config.filter(|_| !report.has_errors());
+    (config, report)
+}
+
 fn load_into(path: &Path, report: &mut Report) -> Option<Config> {
     let file = report.add_file(path);
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_config(path, &text, report),
         Err(e) => {
             report.error(Pos::file_start(file), format!("cannot read config: {e}"));
-            return None;
+            None
         }
-    };
-    let root = yaml::parse(&text, file, report)?;
+    }
+}
+
+fn parse_config(path: &Path, text: &str, report: &mut Report) -> Option<Config> {
+    let file = report.add_file(path);
+    let root = yaml::parse(text, file, report)?;
     let config_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut f = Fields::of(&root, "config", report)?;
     let sip = settings::read_sip(f.get("sip"), report);

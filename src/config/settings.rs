@@ -86,14 +86,16 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         None => Some(true),
     };
     f.finish(report);
-    if udp.is_none() && tcp.is_none() && ok {
+    if !ok {
+        return None;
+    }
+    if udp.is_none() && tcp.is_none() {
         report.error(
             node.pos,
             "`sip`: at least one of `udp` and `tcp` must be set",
         );
-        ok = false;
+        return None;
     }
-    ok.then_some(())?;
     Some(SipSettings {
         udp,
         tcp,
@@ -189,7 +191,9 @@ pub fn read_api(
         }
     }
     f.finish(report);
-    ok.then_some(())?;
+    if !ok {
+        return None;
+    }
     Some((
         ApiSettings {
             listen: listen?,

@@ -150,9 +150,6 @@ impl Collector {
         self.deadline
     }
 
-    /// Bytes of heap this collector owns (none: the metaflow is shared).
-    pub const HEAP_BYTES: usize = 0;
-
     /// A key was pressed at `at`. Events (fired, no match, released keys) are appended to `out`.
     pub fn on_key(&mut self, key: Key, at: Millis, out: &mut Vec<Event>) -> KeyDisposition {
         let settings = &self.flow.settings;
@@ -270,5 +267,21 @@ impl Collector {
             keys.push(k.as_char());
         }
         out.push(Event::Released { at, keys });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-leg state budget (docs/BENCHMARKS.md): the collector owns no heap (the key buffer is
+    /// inline, the metaflow shared), so its size is its whole cost.
+    #[test]
+    fn collector_state_fits_the_per_leg_budget() {
+        assert!(
+            std::mem::size_of::<Collector>() <= 256,
+            "{}",
+            std::mem::size_of::<Collector>()
+        );
     }
 }

@@ -4,7 +4,7 @@ use serde::{Serialize, Serializer};
 
 use crate::diagnostics::Report;
 use crate::keys::Key;
-use crate::yaml::fields::{Fields, key};
+use crate::yaml::fields::{Fields, key, read_or};
 
 use super::{DataContext, media_field};
 
@@ -35,13 +35,9 @@ pub fn parse(
         report,
         &mut ok,
     );
-    let unhold_key = match fields.get("unhold_key") {
-        Some(n) => key(n, "unhold_key", report).unwrap_or_else(|| {
-            ok = false;
-            Key::D1
-        }),
-        None => Key::D1,
-    };
+    let unhold_key = read_or(fields.get("unhold_key"), Key::D1, &mut ok, |n| {
+        key(n, "unhold_key", report)
+    });
     fields.ignore(
         "moh_bleg",
         "the party who pressed hold hears nothing from the held party",

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::diagnostics::{Pos, Report};
 use crate::media::parse_media;
-use crate::yaml::fields::{Fields, choice};
+use crate::yaml::fields::{Fields, one_of, read_or};
 
 use super::DataContext;
 
@@ -42,18 +42,14 @@ pub fn parse(
             None
         }
     };
-    let leg = match fields.get("leg") {
-        Some(n) => match choice(n, "leg", &["self", "peer", "both"], report) {
-            Some("self") => PlayLeg::Own,
-            Some("peer") => PlayLeg::Peer,
-            Some(_) => PlayLeg::Both,
-            None => {
-                ok = false;
-                PlayLeg::Both
-            }
-        },
-        None => PlayLeg::Both,
-    };
+    let legs = [
+        ("self", PlayLeg::Own),
+        ("peer", PlayLeg::Peer),
+        ("both", PlayLeg::Both),
+    ];
+    let leg = read_or(fields.get("leg"), PlayLeg::Both, &mut ok, |n| {
+        one_of(n, "leg", &legs, report)
+    });
     fields.ignore("answer", "hookflash only plays on answered calls", report);
     fields.ignore("terminators", "keys never stop a played file", report);
     Some(PlayData { media: media?, leg }).filter(|_| ok)

@@ -4,7 +4,8 @@ use serde::{Serialize, Serializer};
 
 use crate::diagnostics::Report;
 use crate::yaml::fields::{
-    BareUnit, Fields, choice, duration_ms, error_within, format_duration_ms, non_empty_string,
+    BareUnit, Fields, duration_ms, error_within, format_duration_ms, non_empty_string, one_of,
+    read_or,
 };
 
 use super::DataContext;
@@ -53,15 +54,17 @@ pub fn parse(
             ok = false;
             RecordAction::Toggle
         }
-        Some(n) => match choice(n, "action", &["start", "stop", "toggle"], report) {
-            Some("start") => RecordAction::Start,
-            Some("stop") => RecordAction::Stop,
-            Some(_) => RecordAction::Toggle,
-            None => {
+        Some(n) => {
+            let actions = [
+                ("start", RecordAction::Start),
+                ("stop", RecordAction::Stop),
+                ("toggle", RecordAction::Toggle),
+            ];
+            one_of(n, "action", &actions, report).unwrap_or_else(|| {
                 ok = false;
                 RecordAction::Toggle
-            }
-        },
+            })
+        }
         None => RecordAction::Toggle,
     };
     let path = match fields.get("path") {
@@ -83,16 +86,9 @@ pub fn parse(
         );
         ok = false;
     }
-    let time_limit = match fields.get("time_limit") {
-        Some(n) => match duration_ms(n, "time_limit", BareUnit::Seconds, 24 * 3_600_000, report) {
-            Some(ms) => Some(ms),
-            None => {
-                ok = false;
-                None
-            }
-        },
-        None => None,
-    };
+    let time_limit = read_or(fields.get("time_limit"), None, &mut ok, |n| {
+        duration_ms(n, "time_limit", BareUnit::Seconds, 24 * 3_600_000, report).map(Some)
+    });
     for kazoo in [
         "label",
         "media_name",

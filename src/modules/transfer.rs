@@ -6,9 +6,10 @@ use serde::{Serialize, Serializer};
 
 use crate::diagnostics::Report;
 use crate::engine::pattern::check_syntax;
-use crate::keys::{Key, keys_to_string};
+use crate::keys::{Key, keys_to_string, parse_keys};
 use crate::yaml::fields::{
-    BareUnit, Fields, choice, duration_ms, error_within, format_duration_ms, keys, non_empty_string,
+    BareUnit, Fields, duration_ms, error_within, format_duration_ms, keys, non_empty_string,
+    one_of, read_or,
 };
 
 use super::{Captures, DataContext, media_field};
@@ -74,111 +75,67 @@ pub fn parse(
     report: &mut Report,
 ) -> Option<TransferData> {
     let mut ok = true;
-    let kind = match fields.get_aliased("type", &["transfer_type", "Transfer-Type"], report) {
-        Some(n) => match choice(n, "type", &["attended", "blind"], report) {
-            Some("blind") => TransferType::Blind,
-            Some(_) => TransferType::Attended,
-            None => {
-                ok = false;
-                TransferType::Attended
-            }
-        },
-        None => TransferType::Attended,
-    };
-    let target = match fields.get("target") {
-        Some(n) => {
-            let t = non_empty_string(n, "target", report);
-            ok &= t.is_some();
-            t
-        }
-        None => None,
-    };
-    if target.is_none() && ok {
-        match ctx.captures {
-            Captures::None => {
-                report.error(
-                    ctx.entry_pos,
-                    format!(
-                        "transfer under number `{}` needs `data.target` (numbers capture nothing)",
-                        ctx.entry_text
-                    ),
-                );
-                ok = false;
-            }
-            Captures::Groups(0) => {
-                report.error(
-                    ctx.entry_pos,
-                    format!(
-                        "transfer under pattern `{}` has no target: add a capture group for the \
-                         extension, e.g. `2(\\d+)`, or set `data.target`",
-                        ctx.entry_text
-                    ),
-                );
-                ok = false;
-            }
-            Captures::Groups(_) | Captures::Unknown => {}
-        }
+    let types = [
+        ("attended", TransferType::Attended),
+        ("blind", TransferType::Blind),
+    ];
+    let kind_node = fields.get_aliased("type", &["transfer_type", "Transfer-Type"], report);
+    let kind = read_or(kind_node, TransferType::Attended, &mut ok, |n| {
+        one_of(n, "type", &types, report)
+    });
+    let target = read_or(fields.get("target"), None, &mut ok, |n| {
+        non_empty_string(n, "target", report).map(Some)
+    });
+    if target.is_none() && !target_from_captures(ctx, report) {
+        ok = false;
     }
-    let mut dtmf = |key: &'static str, default: &str| -> Vec<Key> {
-        match fields.get(key) {
-            Some(n) => keys(n, key, report).unwrap_or_else(|| {
-                ok = false;
-                Vec::new()
-            }),
-            None => crate::keys::parse_keys(default).unwrap_or_default(),
-        }
+    let mut dtmf = |key: &'static str, default: &str| {
+        read_or(
+            fields.get(key),
+            parse_keys(default).unwrap_or_default(),
+            &mut ok,
+            |n| keys(n, key, report),
+        )
     };
     let takeback_dtmf = dtmf("takeback_dtmf", "*1");
     let complete_dtmf = dtmf("complete_dtmf", "*2");
     let swap_dtmf = dtmf("swap_dtmf", "*4");
     let moh = media_field(fields, "moh", &[], ctx.music_on_hold, ctx, report, &mut ok);
     let ringback = media_field(fields, "ringback", &[], ctx.ringback, ctx, report, &mut ok);
-    let timeout_ms = match fields.get("timeout") {
-        Some(n) => duration_ms(n, "timeout", BareUnit::Seconds, MAX_TIMEOUT_MS, report)
-            .unwrap_or_else(|| {
-                ok = false;
-                0
-            }),
-        None => DEFAULT_TIMEOUT_MS,
+    let timeout_ms = read_or(fields.get("timeout"), DEFAULT_TIMEOUT_MS, &mut ok, |n| {
+        duration_ms(n, "timeout", BareUnit::Seconds, MAX_TIMEOUT_MS, report)
+    });
+    let default_on_fail = match kind {
+        TransferType::Attended => OnFail::Reconnect,
+        TransferType::Blind => OnFail::Recall,
     };
-    let on_fail = match fields.get("on_fail") {
-        Some(n) => match choice(n, "on_fail", &["reconnect", "recall", "hangup"], report) {
-            Some("reconnect") => OnFail::Reconnect,
-            Some("recall") => OnFail::Recall,
-            Some(_) => OnFail::Hangup,
-            None => {
-                ok = false;
-                OnFail::Reconnect
-            }
-        },
-        None if kind == TransferType::Blind => OnFail::Recall,
-        None => OnFail::Reconnect,
-    };
-    let allowed_targets = match fields.get("allowed_targets") {
-        Some(n) => match non_empty_string(n, "allowed_targets", report) {
-            Some(re) => match check_syntax(&re) {
-                Ok(_) => Some(re),
-                Err(e) => {
-                    error_within(
-                        n,
-                        e.offset,
-                        &format!("`allowed_targets`: invalid regex: {}", e.message),
-                        report,
-                    );
-                    ok = false;
-                    None
-                }
-            },
-            None => {
-                ok = false;
+    let outcomes = [
+        ("reconnect", OnFail::Reconnect),
+        ("recall", OnFail::Recall),
+        ("hangup", OnFail::Hangup),
+    ];
+    let on_fail = read_or(fields.get("on_fail"), default_on_fail, &mut ok, |n| {
+        one_of(n, "on_fail", &outcomes, report)
+    });
+    let allowed_targets = read_or(fields.get("allowed_targets"), None, &mut ok, |n| {
+        let re = non_empty_string(n, "allowed_targets", report)?;
+        match check_syntax(&re) {
+            Ok(_) => Some(Some(re)),
+            Err(e) => {
+                error_within(
+                    n,
+                    e.offset,
+                    &format!("`allowed_targets`: invalid regex: {}", e.message),
+                    report,
+                );
                 None
             }
-        },
-        None => None,
-    };
-    let distinct = [&takeback_dtmf, &complete_dtmf, &swap_dtmf];
+        }
+    });
     if ok
-        && (distinct[0] == distinct[1] || distinct[0] == distinct[2] || distinct[1] == distinct[2])
+        && (takeback_dtmf == complete_dtmf
+            || takeback_dtmf == swap_dtmf
+            || complete_dtmf == swap_dtmf)
     {
         report.error(
             ctx.entry_pos,
@@ -208,4 +165,32 @@ pub fn parse(
         on_fail,
         allowed_targets,
     })
+}
+
+/// Without `data.target` the extension must come from a capture group; reports when it cannot.
+fn target_from_captures(ctx: &DataContext<'_>, report: &mut Report) -> bool {
+    match ctx.captures {
+        Captures::None => {
+            report.error(
+                ctx.entry_pos,
+                format!(
+                    "transfer under number `{}` needs `data.target` (numbers capture nothing)",
+                    ctx.entry_text
+                ),
+            );
+            false
+        }
+        Captures::Groups(0) => {
+            report.error(
+                ctx.entry_pos,
+                format!(
+                    "transfer under pattern `{}` has no target: add a capture group for the \
+                     extension, e.g. `2(\\d+)`, or set `data.target`",
+                    ctx.entry_text
+                ),
+            );
+            false
+        }
+        Captures::Groups(_) | Captures::Unknown => true,
+    }
 }

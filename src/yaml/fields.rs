@@ -222,6 +222,35 @@ pub fn choice(
     None
 }
 
+/// One of a fixed set of words, as the value paired with it in `options`.
+pub fn one_of<T: Copy>(
+    node: &Node,
+    what: &str,
+    options: &[(&'static str, T)],
+    report: &mut Report,
+) -> Option<T> {
+    let names: Vec<&'static str> = options.iter().map(|(name, _)| *name).collect();
+    let name = choice(node, what, &names, report)?;
+    options.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// Reads an optional value: `default` when `node` is absent; when `read` reports a problem,
+/// `ok` is cleared and `default` stands in, so reading can go on and report everything.
+pub fn read_or<T>(
+    node: Option<&Node>,
+    default: T,
+    ok: &mut bool,
+    read: impl FnOnce(&Node) -> Option<T>,
+) -> T {
+    match node {
+        None => default,
+        Some(n) => read(n).unwrap_or_else(|| {
+            *ok = false;
+            default
+        }),
+    }
+}
+
 /// A single DTMF key.
 pub fn key(node: &Node, what: &str, report: &mut Report) -> Option<Key> {
     let text = string(node, what, report)?;

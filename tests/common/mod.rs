@@ -141,6 +141,10 @@ impl Daemon {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader may still hold the last lines: read the pipe to its end.
+                while let Ok(line) = self.lines.recv_timeout(WAIT) {
+                    self.log.push(line);
+                }
                 return status.code();
             }
             // Drain the log meanwhile; this is waiting on the process, not a sleep for sync.
