@@ -256,7 +256,8 @@ pub fn build(
             report.error(
                 pos,
                 format!(
-                    "{what} too complex to compile (the automaton exceeds 64 MiB); simplify it"
+                    "{what} too complex to compile (its automaton would exceed {} MiB); simplify it",
+                    crate::engine::matcher::SIZE_LIMIT >> 20
                 ),
             );
             None

@@ -31,8 +31,12 @@ pub enum MatchMode {
 pub type StateId = u32;
 
 const NO_WINNER: u32 = u32::MAX;
-/// Memory a single metaflow's automaton may take while being built and once built.
-const SIZE_LIMIT: usize = 64 << 20;
+/// Memory a single metaflow's automaton may take while being built and once built. A
+/// 1,000-pattern metaflow of realistic codes needs under 1 MiB; the limit only stops patterns
+/// whose automaton explodes (`\d*1\d{20}`), and quickly.
+pub const SIZE_LIMIT: usize = 16 << 20;
+/// Limit on the intermediate NFA, which nested counted repetitions (`(\d{1000}){1000}`) blow up.
+const NFA_SIZE_LIMIT: usize = 4 << 20;
 
 /// What the matcher is built from. Entries are numbers first, then patterns, in file order; the
 /// index into this combined list is an entry's id everywhere in the engine.
@@ -104,11 +108,10 @@ impl Matcher {
             MatchMode::Search => format!("(?s-u:.)*(?:{p})(?s-u:.)*"),
         }));
         let dfa = build_dfa(&sources).map_err(|e| {
-            if e.is_size_limit_exceeded() {
+            if too_large(&e) {
                 // Find the pattern that is too large on its own, if any, to point at it.
                 let culprit = (0..sources.len()).find(|&i| {
-                    build_dfa(std::slice::from_ref(&sources[i]))
-                        .is_err_and(|e| e.is_size_limit_exceeded())
+                    build_dfa(std::slice::from_ref(&sources[i])).is_err_and(|e| too_large(&e))
                 });
                 CompileError::TooLarge { culprit }
             } else {
@@ -194,7 +197,7 @@ impl Matcher {
             };
             regex::bytes::RegexBuilder::new(&source)
                 .unicode(false)
-                .size_limit(SIZE_LIMIT)
+                .size_limit(NFA_SIZE_LIMIT)
                 .build()
                 .ok()
         });
@@ -213,6 +216,14 @@ impl Matcher {
             })
             .collect()
     }
+}
+
+/// Whether building failed on a size limit (of the DFA, or of the NFA it is made from).
+fn too_large(e: &dense::BuildError) -> bool {
+    let nfa_limit = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<thompson::BuildError>())
+        .is_some_and(|n| n.size_limit().is_some());
+    e.is_size_limit_exceeded() || nfa_limit
 }
 
 fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, Box<dense::BuildError>> {
@@ -234,6 +245,7 @@ fn build_dfa(sources: &[String]) -> Result<dense::DFA<Vec<u32>>, Box<dense::Buil
         )
         .thompson(
             thompson::Config::new()
+                .nfa_size_limit(Some(NFA_SIZE_LIMIT))
                 .utf8(false)
                 .shrink(false)
                 .which_captures(thompson::WhichCaptures::None),
@@ -511,6 +523,18 @@ mod tests {
         let patterns = strings(&[r"\*1"]);
         let (_, never) = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored)).unwrap();
         assert_eq!(never, [(0, NeverFires::OnlyUncollectable)]);
+    }
+
+    #[test]
+    fn exploding_patterns_are_refused_and_named() {
+        for bad in [r"(\d*1\d{20})", r"(\d{1000}){1000}"] {
+            let patterns = strings(&["9", bad]);
+            let result = Matcher::compile(&spec(&[], &patterns, MatchMode::Anchored));
+            assert!(
+                matches!(result, Err(CompileError::TooLarge { culprit: Some(1) })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
