@@ -213,11 +213,20 @@ impl TreeBuilder<'_> {
         if text.contains('\n') {
             return false;
         }
-        let Some(&line_start) = self.line_starts.get(pos.line as usize - 1) else {
+        let (Some(line), Some(col)) = (
+            (pos.line as usize).checked_sub(1),
+            (pos.col as usize).checked_sub(1),
+        ) else {
             return false;
         };
-        let line = &self.source[line_start..];
-        let Some((byte, _)) = line.char_indices().nth(pos.col as usize - 1) else {
+        let Some(line) = self
+            .line_starts
+            .get(line)
+            .and_then(|&start| self.source.get(start..))
+        else {
+            return false;
+        };
+        let Some((byte, _)) = line.char_indices().nth(col) else {
             return false;
         };
         line[byte..].starts_with(text)
