@@ -80,7 +80,12 @@ fn main() -> ExitCode {
             hookflash::runtime::run(&config)
         }
         Command::Check(source) => {
-            let mut out = std::io::stdout().lock();
+            let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let mut out = check::Output {
+                same_file: check::stdout_is_stderr(),
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+            };
             match (source.config, source.metaflow) {
                 (Some(c), _) => check::check_config(&c, &mut out),
                 (_, Some(m)) => check::check_metaflow(&m, &mut out),

@@ -62,6 +62,11 @@ fn every_problem_of_a_broken_setup_is_reported_in_one_run() {
         "19 errors found".to_string(),
     ];
     assert_eq!(stdout_lines(&o), expected);
+    let stderr: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(stderr, expected, "problems are on stderr too");
 }
 
 #[test]
@@ -97,6 +102,26 @@ fn a_single_metaflow_is_checked_on_its_own() {
         stdout_lines(&o)[0]
             .starts_with("tests/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error")
     );
+}
+
+#[test]
+fn a_terminal_sees_each_problem_once() {
+    // stdout and stderr to one file, as on a terminal.
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let status = common::bin()
+        .args([
+            "check",
+            "--metaflow",
+            "tests/fixtures/broken/metaflows/broken.yaml",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
 }
 
 #[test]
