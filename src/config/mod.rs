@@ -159,14 +159,14 @@ fn parse_config(path: &Path, text: &str, report: &mut Report) -> Option<Config> 
     resolve_references(&directory, &files, &metaflows_dir, report);
     attach_flows(&mut directory, &files.docs, &metaflows, &ctx, report);
     if let Some((_, references)) = &api {
-        for (account, node) in references {
+        for (account, pos) in references {
             if directory.account(account).is_none() {
                 let hint =
                     did_you_mean(account, directory.accounts.iter().map(|a| a.name.as_str()))
                         .map(|a| format!(" (did you mean `{a}`?)"))
                         .unwrap_or_default();
                 report.error(
-                    node.pos,
+                    *pos,
                     format!("API token refers to unknown account `{account}`{hint}"),
                 );
             }

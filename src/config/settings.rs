@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::diagnostics::Report;
+use crate::diagnostics::{Pos, Report};
 use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
 use crate::yaml::Node;
 use crate::yaml::fields::{Fields, boolean, non_empty_string, string};
@@ -155,10 +155,12 @@ fn port_range(n: &Node, report: &mut Report) -> Option<(u16, u16)> {
     }
 }
 
+/// The API settings, and each token's account name with where it is written (checked by the
+/// loader against the accounts).
 pub fn read_api(
     node: Option<&Node>,
     report: &mut Report,
-) -> Option<(ApiSettings, Vec<(String, Node)>)> {
+) -> Option<(ApiSettings, Vec<(String, Pos)>)> {
     let null = Node::null(Default::default());
     let node = node.unwrap_or(&null);
     let mut f = Fields::of(node, "`api`", report)?;
@@ -180,7 +182,7 @@ pub fn read_api(
             let account_name = non_empty_string(account, "account", report);
             match (token, account_name) {
                 (Some(token), Some(account_name)) => {
-                    references.push((account_name.clone(), account.clone()));
+                    references.push((account_name.clone(), account.pos));
                     tokens.push(ApiToken {
                         token,
                         account: account_name,
