@@ -109,10 +109,15 @@ impl Matcher {
         }));
         let dfa = build_dfa(&sources).map_err(|e| {
             if too_large(&e) {
-                // Find the pattern that is too large on its own, if any, to point at it.
-                let culprit = (0..sources.len()).find(|&i| {
-                    build_dfa(std::slice::from_ref(&sources[i])).is_err_and(|e| too_large(&e))
-                });
+                // Find the pattern that is too large on its own, if any, to point at it (a lone
+                // entry is its own culprit: building it again would only take as long again).
+                let culprit = if sources.len() == 1 {
+                    Some(0)
+                } else {
+                    (0..sources.len()).find(|&i| {
+                        build_dfa(std::slice::from_ref(&sources[i])).is_err_and(|e| too_large(&e))
+                    })
+                };
                 CompileError::TooLarge { culprit }
             } else {
                 let entry = (0..sources.len())
