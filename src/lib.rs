@@ -12,4 +12,5 @@ pub mod keys;
 pub mod media;
 pub mod modules;
 pub mod runtime;
+pub mod sip;
 pub mod yaml;
