@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
@@ -43,18 +43,15 @@ pub fn init_logging(json: bool) {
     }
 }
 
+/// The signals the daemon handles.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; returns the process exit code.
 pub fn run(config_path: &Path) -> i32 {
-    let (config, report) = config::load(config_path);
-    log_report(&report);
-    let Some(config) = config else {
-        error!(
-            errors = report.error_count(),
-            "config {} is invalid; not starting",
-            config_path.display()
-        );
-        return 1;
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,6 +63,35 @@ pub fn run(config_path: &Path) -> i32 {
             return 1;
         }
     };
+    // Handlers first: a SIGHUP that arrives while a large config loads must not end the process.
+    let signals = {
+        let _context = runtime.enter();
+        match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hangup), Ok(terminate), Ok(interrupt)) => Signals {
+                hangup,
+                terminate,
+                interrupt,
+            },
+            _ => {
+                error!("cannot install signal handlers");
+                return 1;
+            }
+        }
+    };
+    let (config, report) = config::load(config_path);
+    log_report(&report);
+    let Some(config) = config else {
+        error!(
+            errors = report.error_count(),
+            "config {} is invalid; not starting",
+            config_path.display()
+        );
+        return 1;
+    };
     let shared = Arc::new(Shared {
         config_path: config_path.to_path_buf(),
         config: ArcSwap::from_pointee(config),
@@ -73,21 +99,10 @@ pub fn run(config_path: &Path) -> i32 {
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
     });
-    runtime.block_on(serve(shared))
+    runtime.block_on(serve(shared, signals))
 }
 
-async fn serve(shared: Arc<Shared>) -> i32 {
-    let (mut hangup, mut terminate, mut interrupt) = match (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            error!("cannot install signal handlers");
-            return 1;
-        }
-    };
+async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
     {
         let config = shared.config.load();
         info!(
@@ -100,12 +115,12 @@ async fn serve(shared: Arc<Shared>) -> i32 {
     }
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&shared).await,
-            _ = terminate.recv() => {
+            _ = signals.hangup.recv() => reload(&shared).await,
+            _ = signals.terminate.recv() => {
                 info!("SIGTERM: no calls in progress, exiting");
                 return 0;
             }
-            _ = interrupt.recv() => {
+            _ = signals.interrupt.recv() => {
                 info!("SIGINT: exiting");
                 return 0;
             }

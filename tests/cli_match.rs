@@ -156,3 +156,33 @@ fn bad_input_is_a_message_on_stderr_and_exit_1() {
         assert!(o.stdout.is_empty());
     }
 }
+
+#[test]
+fn merged_layers_keep_kazoo_names_and_each_layers_match_mode() {
+    let run_keys = |keys: &str| {
+        json_lines(&[
+            "match",
+            "--config",
+            "tests/fixtures/mixed/config.yaml",
+            "--party",
+            "3001",
+            keys,
+        ])
+    };
+    // The account's pattern fires, at the user's timeout (3000 ms): the import's searched
+    // pattern could still match more keys, so there is no early fire.
+    let out = run_keys("*22600");
+    assert_eq!(out[0]["t_ms"], 3500);
+    assert_eq!(out[0]["entry"], "2(\\d{4})");
+    assert_eq!(out[0]["data"]["type"], "attended");
+    // … and is not searched: a leading 1 makes it no code.
+    assert_eq!(run_keys("*122600")[0]["event"], "no_match");
+    // The Kazoo import's own pattern is searched (unanchored), with its `transfer_type`.
+    let out = run_keys("*53123");
+    assert_eq!(
+        out[0]["t_ms"], 3500,
+        "the user's digit_timeout_ms (3000) wins"
+    );
+    assert_eq!(out[0]["captures"], json!(["123"]));
+    assert_eq!(out[0]["data"]["type"], "blind");
+}

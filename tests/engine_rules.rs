@@ -202,6 +202,30 @@ fn matching_rules() {
             ],
         ),
         own(
+            "max_digits bounds early fire: 9 is final when 9xx would need a third key",
+            "max_digits: 2\npatterns:\n  '\\d|9\\d\\d': {module: hangup}\n",
+            "*9",
+            &["100 fired hangup 9 [] by self"],
+        ),
+        own(
+            "max_digits bounds early no_match too",
+            "max_digits: 2\npatterns:\n  '1\\d\\d|5': {module: hangup}\n",
+            "*1",
+            &["100 no_match 1", "100 released *1"],
+        ),
+        own(
+            "numbers with A-D match whatever case they are written in",
+            "numbers:\n  '1b': {module: hangup}\n",
+            "*1B",
+            &["200 fired hangup 1B [] by self"],
+        ),
+        own(
+            "a pattern with an (?x) comment",
+            "patterns:\n  '(?x) 2(\\d{4}) # transfer': {module: transfer}\n",
+            "*22600",
+            &["500 fired transfer 22600 [2600] by self"],
+        ),
+        own(
             "** sends a literal * to the other party",
             TRANSFER,
             "**5",

@@ -305,7 +305,8 @@ fn read_user(node: &Node, report: &mut Report) -> Option<(User, Pos, Vec<Pos>)> 
         );
         return None;
     };
-    let extension = non_empty_string(ext_node, "extension", report)?;
+    // Extensions are dialled with keys, and keys A-D arrive in upper case.
+    let extension = non_empty_string(ext_node, "extension", report)?.to_ascii_uppercase();
     if let Err(e) = parse_keys(&extension) {
         report.error(ext_node.pos, format!("extension `{extension}`: {e}"));
     }

@@ -26,6 +26,18 @@ pub const DEFAULT_DIGIT_TIMEOUT_MS: u64 = 2_000;
 const MAX_DIGIT_TIMEOUT_MS: u64 = 60_000;
 const MIN_DIGIT_TIMEOUT_MS: u64 = 100;
 
+const MATCH_MODES: [(&str, MatchMode); 2] = [
+    ("anchored", MatchMode::Anchored),
+    ("search", MatchMode::Search),
+];
+
+/// Kazoo's names for metaflow settings, as `(alias, key)`.
+pub const SETTING_ALIASES: &[(&str, &str)] = &[
+    ("binding_key", "binding_digit"),
+    ("digit_timeout_ms", "digit_timeout"),
+    ("use_fast_rearm", "fast_rearm"),
+];
+
 /// Keys a metaflow document may have at the top level (used to recognise Kazoo's envelope).
 const METAFLOW_KEYS: [&str; 13] = [
     "binding_digit",
@@ -174,7 +186,7 @@ pub fn build(
         };
         drop(map);
         for (k, v) in table.as_map().unwrap_or(&[]) {
-            match read_entry(kind, k, v, media, report) {
+            match read_entry(kind, k, v, settings.match_mode, media, report) {
                 Some(e) => entries.push(e),
                 None => ok = false,
             }
@@ -272,11 +284,11 @@ pub fn build(
 /// The settings, with defaults in place of invalid values, and whether all were valid.
 fn read_settings(fields: &mut Fields<'_>, report: &mut Report) -> (Settings, bool) {
     let mut ok = true;
-    let binding_node = fields.get_aliased("binding_digit", &["binding_key"], report);
+    let binding_node = fields.get_aliased("binding_digit", SETTING_ALIASES, report);
     let binding = read_or(binding_node, Key::Star, &mut ok, |n| {
         key(n, "binding_digit", report)
     });
-    let timeout_node = fields.get_aliased("digit_timeout", &["digit_timeout_ms"], report);
+    let timeout_node = fields.get_aliased("digit_timeout", SETTING_ALIASES, report);
     let digit_timeout_ms = read_or(timeout_node, DEFAULT_DIGIT_TIMEOUT_MS, &mut ok, |n| {
         let ms = duration_ms(
             n,
@@ -343,7 +355,7 @@ fn read_settings(fields: &mut Fields<'_>, report: &mut Report) -> (Settings, boo
     let passthrough = read_or(fields.get("passthrough"), Passthrough::Hold, &mut ok, |n| {
         one_of(n, "passthrough", &modes, report)
     });
-    let rearm_node = fields.get_aliased("fast_rearm", &["use_fast_rearm"], report);
+    let rearm_node = fields.get_aliased("fast_rearm", SETTING_ALIASES, report);
     let fast_rearm = read_or(rearm_node, false, &mut ok, |n| {
         boolean(n, "fast_rearm", report)
     });
@@ -364,10 +376,16 @@ fn read_entry(
     kind: EntryKind,
     key_node: &Node,
     value: &Node,
+    default_mode: MatchMode,
     media: &MediaContext<'_>,
     report: &mut Report,
 ) -> Option<Entry> {
     let text = string(key_node, "number", report)?;
+    // Keys are matched as the phone sends them: A-D upper case.
+    let text = match kind {
+        EntryKind::Number => text.to_ascii_uppercase(),
+        EntryKind::Pattern => text,
+    };
     let mut key_ok = true;
     let captures = match kind {
         EntryKind::Number => {
@@ -405,23 +423,40 @@ fn read_entry(
         entry_pos: key_node.pos,
         entry_text: &text,
     };
-    // The node is read even under a broken key, so its own problems are reported too.
-    let node = read_node(value, &ctx, report);
+    // The node is read even under a broken key, so its own problems are reported too. A
+    // pattern's node may set its own `match` (merged layers keep their documents' modes so).
+    let mut match_mode = (kind == EntryKind::Pattern).then_some(default_mode);
+    let node = read_node(value, &ctx, match_mode.as_mut(), report);
     key_ok.then_some(())?;
     Some(Entry {
         kind,
         text: text.clone(),
+        match_mode: match_mode.unwrap_or(default_mode),
         pos: key_node.pos,
         node: node?,
     })
 }
 
-/// `{module, data, children}`.
-fn read_node(node: &Node, ctx: &DataContext<'_>, report: &mut Report) -> Option<FlowNode> {
+/// `{module, data, children}`, and `match` where `match_mode` is given (a pattern's node).
+fn read_node(
+    node: &Node,
+    ctx: &DataContext<'_>,
+    match_mode: Option<&mut MatchMode>,
+    report: &mut Report,
+) -> Option<FlowNode> {
     let mut fields = Fields::of(node, "metaflow node", report)?;
     let module = fields.get("module");
     let data = fields.get("data");
     let children = fields.get("children");
+    let mut ok = true;
+    if let Some(mode) = match_mode
+        && let Some(n) = fields.get("match")
+    {
+        match one_of(n, "match", &MATCH_MODES, report) {
+            Some(m) => *mode = m,
+            None => ok = false,
+        }
+    }
     fields.finish(report);
     let Some(module) = module else {
         report.error(
@@ -435,13 +470,12 @@ fn read_node(node: &Node, ctx: &DataContext<'_>, report: &mut Report) -> Option<
     };
     let module = modules::parse(module, data, ctx, report);
     let mut next = None;
-    let mut ok = true;
     if let Some(children) = children {
         let fields = Fields::of(children, "`children`", report);
         ok &= fields.is_some();
         for (branch, child) in children.as_map().unwrap_or(&[]) {
             if branch.text() == Some("_") {
-                match read_node(child, ctx, report) {
+                match read_node(child, ctx, None, report) {
                     Some(n) => next = Some(Box::new(n)),
                     None => ok = false,
                 }

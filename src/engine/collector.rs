@@ -152,6 +152,9 @@ impl Collector {
 
     /// A key was pressed at `at`. Events (fired, no match, released keys) are appended to `out`.
     pub fn on_key(&mut self, key: Key, at: Millis, out: &mut Vec<Event>) -> KeyDisposition {
+        // A key at or after the deadline comes too late for the code being collected, even if
+        // the caller's timer has not fired yet.
+        self.on_timeout(at, out);
         let settings = &self.flow.settings;
         if !self.armed {
             if key == settings.binding {
@@ -188,8 +191,8 @@ impl Collector {
         }
         self.collected.push(key);
         self.state = self.flow.matcher.step(self.state, key);
-        let matcher = &self.flow.matcher;
-        if !matcher.can_extend(self.state) || self.collected.len() >= settings.max_len() {
+        let keys_left = settings.max_len().saturating_sub(self.collected.len());
+        if !self.flow.matcher.can_extend(self.state, keys_left) {
             self.finish(at, None, out);
         }
         self.disposition()
@@ -208,7 +211,11 @@ impl Collector {
         self.collected = KeyBuf::EMPTY;
         self.deadline = Some(at.saturating_add(self.flow.settings.digit_timeout_ms));
         // Nothing could be typed that matches (or the empty code is all there is): decide now.
-        if !self.flow.matcher.can_extend(self.state) {
+        if !self
+            .flow
+            .matcher
+            .can_extend(self.state, self.flow.settings.max_len())
+        {
             self.finish(at, None, out);
         }
     }
@@ -276,6 +283,26 @@ mod tests {
 
     /// Per-leg state budget (docs/BENCHMARKS.md): the collector owns no heap (the key buffer is
     /// inline, the metaflow shared), so its size is its whole cost.
+    #[test]
+    fn a_key_after_the_deadline_is_late_even_if_the_timer_has_not_run() {
+        let yaml = "digit_timeout: 1000\npatterns:\n  '2(\\d{4})': {module: transfer}\n";
+        let (flow, _) = crate::config::load_metaflow_text(std::path::Path::new("t.yaml"), yaml);
+        let mut c = Collector::new(flow.unwrap(), Side::Own);
+        let mut out = Vec::new();
+        c.on_key(Key::Star, 0, &mut out);
+        c.on_key(Key::D2, 100, &mut out);
+        // The timer was due at 1100; the caller is late and delivers the next key first.
+        let d = c.on_key(Key::D2, 1500, &mut out);
+        assert!(matches!(&out[0], Event::NoMatch { at: 1500, collected } if collected == "2"));
+        assert!(matches!(&out[1], Event::Released { keys, .. } if keys == "*2"));
+        assert_eq!(
+            d,
+            KeyDisposition::Forward,
+            "the late key is an ordinary key"
+        );
+        assert!(!c.is_armed());
+    }
+
     #[test]
     fn collector_state_fits_the_per_leg_budget() {
         assert!(

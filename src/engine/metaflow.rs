@@ -5,7 +5,7 @@ use crate::diagnostics::Pos;
 use crate::keys::Key;
 use crate::modules::ModuleData;
 
-use super::matcher::{CompileError, MatchMode, Matcher, MatcherSpec, NeverFires};
+use super::matcher::{CompileError, MatchMode, Matcher, MatcherSpec, NeverFires, PatternSpec};
 
 /// The collector never holds more keys than this, whatever `max_digits` says, so a party who keeps
 /// pressing keys cannot grow a leg's state.
@@ -37,6 +37,7 @@ pub struct Settings {
     pub binding: Key,
     pub digit_timeout_ms: u64,
     pub listen_on: ListenOn,
+    /// The document's `match`: the default of its patterns.
     pub match_mode: MatchMode,
     pub terminator: Option<Key>,
     pub max_digits: Option<usize>,
@@ -79,6 +80,9 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The number or the pattern as written.
     pub text: String,
+    /// How a pattern matches: the metaflow's `match`, kept per pattern so that merged layers
+    /// (a Kazoo JSON import under a YAML account metaflow) each keep their own.
+    pub match_mode: MatchMode,
     pub pos: Pos,
     pub node: FlowNode,
 }
@@ -115,10 +119,13 @@ impl Metaflow {
             .filter(|e| e.kind == EntryKind::Number)
             .map(|e| e.text.clone())
             .collect();
-        let patterns: Vec<String> = entries
+        let patterns: Vec<PatternSpec<'_>> = entries
             .iter()
             .filter(|e| e.kind == EntryKind::Pattern)
-            .map(|e| e.text.clone())
+            .map(|e| PatternSpec {
+                text: &e.text,
+                mode: e.match_mode,
+            })
             .collect();
         debug_assert!(
             entries
@@ -134,11 +141,11 @@ impl Metaflow {
         let (matcher, never) = Matcher::compile(&MatcherSpec {
             numbers: &numbers,
             patterns: &patterns,
-            mode: settings.match_mode,
             never_appended: &never_appended,
             binding: settings.binding,
             max_len: settings.max_len(),
         })?;
+        drop(patterns);
         Ok((
             Metaflow {
                 name,

@@ -18,15 +18,21 @@ pub struct PatternError {
 
 /// Parses a pattern the way the matcher will compile it.
 pub fn check_syntax(pattern: &str) -> Result<PatternSyntax, PatternError> {
+    parse(pattern).map(|hir| PatternSyntax {
+        capture_groups: hir.properties().explicit_captures_len(),
+    })
+}
+
+/// The pattern as a regex syntax tree. The matcher composes trees rather than pattern text, so
+/// no pattern (not even one ending in an `(?x)` comment) can change the meaning of what wraps it.
+pub fn parse(pattern: &str) -> Result<regex_syntax::hir::Hir, PatternError> {
     let mut parser = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .nest_limit(64)
         .build();
     match parser.parse(pattern) {
-        Ok(hir) => Ok(PatternSyntax {
-            capture_groups: hir.properties().explicit_captures_len(),
-        }),
+        Ok(hir) => Ok(hir),
         Err(e) => {
             let (offset, message) = match &e {
                 regex_syntax::Error::Parse(p) => (p.span().start.offset, p.kind().to_string()),
@@ -57,5 +63,11 @@ mod tests {
         assert!(e.message.contains("look-around"), "{e:?}");
         let e = check_syntax(r"(1)\1").unwrap_err();
         assert!(e.message.contains("backreferences"), "{e:?}");
+        assert_eq!(
+            check_syntax("(?x) 2(\\d{4}) # transfer")
+                .unwrap()
+                .capture_groups,
+            1
+        );
     }
 }

@@ -8,6 +8,9 @@ use crate::yaml::fields::{Fields, key, read_or};
 
 use super::{DataContext, media_field};
 
+/// Kazoo's names for data keys, as `(alias, key)`: `moh_aleg` is the music the held party hears.
+pub const ALIASES: &[(&str, &str)] = &[("moh_aleg", "moh")];
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HoldData {
     pub moh: String,
@@ -25,11 +28,10 @@ pub fn parse(
     report: &mut Report,
 ) -> Option<HoldData> {
     let mut ok = true;
-    // Kazoo's `moh_aleg` is the music the held party hears: our `moh`.
     let moh = media_field(
         fields,
         "moh",
-        &["moh_aleg"],
+        ALIASES,
         ctx.music_on_hold,
         ctx,
         report,

@@ -18,6 +18,19 @@ use crate::diagnostics::{Pos, Report, did_you_mean};
 use crate::yaml::Node;
 use crate::yaml::fields::{Fields, string};
 
+/// Kazoo's module names, as `(alias, name)`.
+pub const MODULE_ALIASES: &[(&str, &str)] = &[("record_call", "record")];
+
+/// Kazoo's names for a module's data keys, as `(alias, key)`.
+pub fn data_aliases(module: &str) -> &'static [(&'static str, &'static str)] {
+    match module {
+        "transfer" => transfer::ALIASES,
+        "hold" => hold::ALIASES,
+        "play" => play::ALIASES,
+        _ => &[],
+    }
+}
+
 /// Module names as written in metaflows.
 pub const MODULE_NAMES: [&str; 6] = ["transfer", "resume", "hold", "hangup", "play", "record"];
 
@@ -110,10 +123,10 @@ pub fn parse(
     report: &mut Report,
 ) -> Option<ModuleData> {
     let name = string(module, "module", report)?;
-    let canonical = match name.as_str() {
-        "record_call" => "record", // Kazoo's name
-        other => other,
-    };
+    let canonical = MODULE_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name.as_str(), |(_, canonical)| canonical);
     let null = Node::null(module.pos);
     let data_node = data.unwrap_or(&null);
     let context = format!("`{canonical}` data");
@@ -149,11 +162,12 @@ pub fn parse(
     parsed
 }
 
-/// A media value under `key` (or one of Kazoo's `aliases`), or `default`; clears `ok` on a problem.
+/// A media value under `key` (or its alias in the module's `aliases`), or `default`; clears `ok`
+/// on a problem.
 fn media_field(
     fields: &mut Fields<'_>,
     key: &'static str,
-    aliases: &[&'static str],
+    aliases: &[(&'static str, &'static str)],
     default: &str,
     ctx: &DataContext<'_>,
     report: &mut Report,

@@ -8,6 +8,9 @@ use crate::yaml::fields::{Fields, one_of, read_or};
 
 use super::DataContext;
 
+/// Kazoo's names for data keys, as `(alias, key)`.
+pub const ALIASES: &[(&str, &str)] = &[("id", "media")];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlayLeg {
@@ -31,7 +34,7 @@ pub fn parse(
 ) -> Option<PlayData> {
     let mut ok = true;
     // Kazoo names the media `id`.
-    let media = match fields.get_aliased("media", &["id"], report) {
+    let media = match fields.get_aliased("media", ALIASES, report) {
         Some(n) => parse_media(n, "media", ctx.media_dir, report).map(|(text, _)| text),
         None => {
             report.error(

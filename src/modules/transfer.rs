@@ -14,6 +14,9 @@ use crate::yaml::fields::{
 
 use super::{Captures, DataContext, media_field};
 
+/// Kazoo's names for data keys, as `(alias, key)`.
+pub const ALIASES: &[(&str, &str)] = &[("transfer_type", "type"), ("Transfer-Type", "type")];
+
 /// Kazoo's default target timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 const MAX_TIMEOUT_MS: u64 = 10 * 60_000;
@@ -79,7 +82,7 @@ pub fn parse(
         ("attended", TransferType::Attended),
         ("blind", TransferType::Blind),
     ];
-    let kind_node = fields.get_aliased("type", &["transfer_type", "Transfer-Type"], report);
+    let kind_node = fields.get_aliased("type", ALIASES, report);
     let kind = read_or(kind_node, TransferType::Attended, &mut ok, |n| {
         one_of(n, "type", &types, report)
     });
@@ -100,8 +103,24 @@ pub fn parse(
     let takeback_dtmf = dtmf("takeback_dtmf", "*1");
     let complete_dtmf = dtmf("complete_dtmf", "*2");
     let swap_dtmf = dtmf("swap_dtmf", "*4");
-    let moh = media_field(fields, "moh", &[], ctx.music_on_hold, ctx, report, &mut ok);
-    let ringback = media_field(fields, "ringback", &[], ctx.ringback, ctx, report, &mut ok);
+    let moh = media_field(
+        fields,
+        "moh",
+        ALIASES,
+        ctx.music_on_hold,
+        ctx,
+        report,
+        &mut ok,
+    );
+    let ringback = media_field(
+        fields,
+        "ringback",
+        ALIASES,
+        ctx.ringback,
+        ctx,
+        report,
+        &mut ok,
+    );
     let timeout_ms = read_or(fields.get("timeout"), DEFAULT_TIMEOUT_MS, &mut ok, |n| {
         duration_ms(n, "timeout", BareUnit::Seconds, MAX_TIMEOUT_MS, report)
     });

@@ -61,15 +61,16 @@ impl<'a> Fields<'a> {
         Some(&self.entries[i].1)
     }
 
-    /// The value under `key` or one of its `aliases` (Kazoo's names); two of them at once is an error.
+    /// The value under `key` or one of its aliases (Kazoo's names) in `aliases`, a table of
+    /// `(alias, key)`; two of them at once is an error.
     pub fn get_aliased(
         &mut self,
         key: &'static str,
-        aliases: &[&'static str],
+        aliases: &[(&'static str, &'static str)],
         report: &mut Report,
     ) -> Option<&'a Node> {
         let mut found: Option<(&'static str, &'a Node)> = self.get(key).map(|v| (key, v));
-        for alias in aliases {
+        for alias in aliases.iter().filter(|(_, k)| *k == key).map(|(a, _)| a) {
             if let Some(v) = self.get(alias) {
                 match found {
                     Some((first, _)) => report.error(

@@ -125,6 +125,8 @@ impl Node {
 /// Parses one YAML document. Syntax errors and duplicate keys go to `report`; `None` when the file
 /// could not be turned into a tree at all. An empty file is a `Null` node.
 pub fn parse(text: &str, file: FileId, report: &mut Report) -> Option<Node> {
+    // A byte-order mark (Windows editors, JSON exports) is not part of the document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = TreeBuilder {
         source: text,
         line_starts: std::iter::once(0)
@@ -517,6 +519,16 @@ mod tests {
         let (node, problems) = load(&bomb);
         assert!(node.is_none());
         assert!(problems[0].contains("too many aliases"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_content() {
+        let (node, problems) = load("\u{feff}patterns: {}\nx: 'y'\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let node = node.unwrap();
+        assert!(node.get("patterns").is_some());
+        assert_eq!(node.get("x").unwrap().pos.col, 5);
+        assert!(node.get("x").unwrap().as_scalar().unwrap().verbatim);
     }
 
     #[test]
