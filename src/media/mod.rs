@@ -2,6 +2,7 @@
 //! holds the parsed forms that config validation produces.
 
 pub mod rfc4733;
+pub mod stream;
 pub mod tgml;
 
 use std::path::{Path, PathBuf};
