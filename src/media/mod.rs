@@ -1,6 +1,8 @@
 //! Media: what can be played to a leg. Generation and relay come with the call path; for now this
 //! holds the parsed forms that config validation produces.
 
+pub mod latch;
+pub mod ports;
 pub mod rfc4733;
 pub mod stream;
 pub mod tgml;
