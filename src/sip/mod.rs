@@ -1,4 +1,5 @@
 //! SIP signalling and session descriptions. This is the only place the SIP and SDP crates are
 //! named; the rest of hookflash speaks the types defined here.
 
+pub mod digest;
 pub mod sdp;

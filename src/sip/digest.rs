@@ -1,0 +1,241 @@
+//! HTTP digest authentication for SIP (RFC 3261 §22, RFC 2617 MD5, `qop=auth` or none),
+//! server side, sans-IO: the caller passes the time and the password.
+//!
+//! Nonces are stateless: `<issued ms, hex>` followed by an HMAC-like hash of it with the realm and
+//! a per-process secret, so any nonce we issued can be checked without remembering it, a forged
+//! one is refused, and an old one is answered with `stale=true` (the phone retries with the new
+//! nonce without asking its user).
+
+use md5::{Digest, Md5};
+
+/// How long a nonce stays fresh.
+pub const NONCE_LIFETIME_MS: u64 = 5 * 60_000;
+
+fn md5_hex(parts: &[&str]) -> String {
+    let mut h = Md5::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Issues and checks nonces for one process.
+#[derive(Clone)]
+pub struct Nonces {
+    secret: String,
+}
+
+/// Whether a nonce we are shown is ours and fresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    Fresh,
+    /// Ours, but older than [`NONCE_LIFETIME_MS`]: challenge again with `stale=true`.
+    Stale,
+    /// Not one we issued (or issued for another realm).
+    Foreign,
+}
+
+impl Nonces {
+    /// `secret` must be unpredictable (the daemon draws it at random at start).
+    pub fn new(secret: impl Into<String>) -> Nonces {
+        Nonces {
+            secret: secret.into(),
+        }
+    }
+
+    pub fn issue(&self, realm: &str, now_ms: u64) -> String {
+        let stamp = format!("{now_ms:x}");
+        let mac = md5_hex(&[&stamp, realm, &self.secret]);
+        format!("{stamp}{}", &mac[..16])
+    }
+
+    pub fn check(&self, nonce: &str, realm: &str, now_ms: u64) -> NonceCheck {
+        let Some(split) = nonce.len().checked_sub(16) else {
+            return NonceCheck::Foreign;
+        };
+        let (Some(stamp), Some(mac)) = (nonce.get(..split), nonce.get(split..)) else {
+            return NonceCheck::Foreign;
+        };
+        if md5_hex(&[stamp, realm, &self.secret]).get(..16) != Some(mac) {
+            return NonceCheck::Foreign;
+        }
+        match u64::from_str_radix(stamp, 16) {
+            Ok(issued) if now_ms.saturating_sub(issued) <= NONCE_LIFETIME_MS => NonceCheck::Fresh,
+            Ok(_) => NonceCheck::Stale,
+            Err(_) => NonceCheck::Foreign,
+        }
+    }
+}
+
+/// The `WWW-Authenticate` value of a challenge.
+pub fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
+    let stale = if stale { ", stale=true" } else { "" };
+    format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"{stale}")
+}
+
+/// The parameters of a `Digest` Authorization header, as sent (the `uri` is hashed as written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Option<String>,
+    pub qop: Option<String>,
+    pub nc: Option<String>,
+    pub cnonce: Option<String>,
+}
+
+/// Parses `Digest username="…", realm="…", …`.
+pub fn parse_authorization(value: &str) -> Result<Credentials, String> {
+    let rest = value.trim();
+    let Some(rest) = rest
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case("digest"))
+        .map(|_| &rest[6..])
+    else {
+        return Err("not a Digest authorization".into());
+    };
+    let mut c = Credentials::default();
+    for (name, value) in params(rest)? {
+        let v = value.to_string();
+        match name.to_ascii_lowercase().as_str() {
+            "username" => c.username = v,
+            "realm" => c.realm = v,
+            "nonce" => c.nonce = v,
+            "uri" => c.uri = v,
+            "response" => c.response = v.to_ascii_lowercase(),
+            "algorithm" => c.algorithm = Some(v),
+            "qop" => c.qop = Some(v),
+            "nc" => c.nc = Some(v),
+            "cnonce" => c.cnonce = Some(v),
+            _ => {}
+        }
+    }
+    for (field, value) in [
+        ("username", &c.username),
+        ("realm", &c.realm),
+        ("nonce", &c.nonce),
+        ("uri", &c.uri),
+        ("response", &c.response),
+    ] {
+        if value.is_empty() {
+            return Err(format!("Digest authorization without `{field}`"));
+        }
+    }
+    Ok(c)
+}
+
+/// `name=value` or `name="quoted, value"` pairs separated by commas.
+fn params(mut s: &str) -> Result<Vec<(&str, &str)>, String> {
+    let mut out = Vec::new();
+    loop {
+        s = s.trim_start_matches([' ', '\t', ',']);
+        if s.is_empty() {
+            return Ok(out);
+        }
+        let eq = s.find('=').ok_or("parameter without `=`")?;
+        let name = s[..eq].trim();
+        s = s[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = s.strip_prefix('"') {
+            let end = quoted.find('"').ok_or("unterminated quoted parameter")?;
+            value = &quoted[..end];
+            s = &quoted[end + 1..];
+        } else {
+            let end = s.find(',').unwrap_or(s.len());
+            value = s[..end].trim();
+            s = &s[end..];
+        }
+        out.push((name, value));
+    }
+}
+
+/// Whether `c` proves knowledge of `password` for a request with `method`.
+pub fn verify(c: &Credentials, method: &str, password: &str) -> bool {
+    if c.algorithm
+        .as_deref()
+        .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
+    {
+        return false;
+    }
+    let ha1 = md5_hex(&[&c.username, &c.realm, password]);
+    let ha2 = md5_hex(&[method, &c.uri]);
+    let expected = match (&c.qop, &c.nc, &c.cnonce) {
+        (Some(qop), Some(nc), Some(cnonce)) if qop.eq_ignore_ascii_case("auth") => {
+            md5_hex(&[&ha1, &c.nonce, nc, cnonce, qop, &ha2])
+        }
+        (None, _, _) => md5_hex(&[&ha1, &c.nonce, &ha2]),
+        _ => return false,
+    };
+    expected == c.response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2617_example_verifies() {
+        // RFC 2617 §3.5 (an HTTP example; the computation is the same for SIP).
+        let header = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+        let c = parse_authorization(header).unwrap();
+        assert_eq!(c.uri, "/dir/index.html");
+        assert!(verify(&c, "GET", "Circle Of Life"));
+        assert!(!verify(&c, "GET", "circle of life"));
+        assert!(!verify(&c, "POST", "Circle Of Life"));
+    }
+
+    #[test]
+    fn without_qop_and_with_odd_spacing() {
+        let ha1 = md5_hex(&["1001", "127.0.0.1", "pass1001"]);
+        let ha2 = md5_hex(&["REGISTER", "sip:127.0.0.1"]);
+        let response = md5_hex(&[&ha1, "abc", &ha2]);
+        let header = format!(
+            "digest  username = \"1001\",realm=\"127.0.0.1\" , nonce=\"abc\",uri=\"sip:127.0.0.1\",response=\"{response}\",algorithm=MD5"
+        );
+        let c = parse_authorization(&header).unwrap();
+        assert!(verify(&c, "REGISTER", "pass1001"));
+    }
+
+    #[test]
+    fn nonces_are_ours_fresh_or_stale() {
+        let n = Nonces::new("s3cret");
+        let nonce = n.issue("127.0.0.1", 1_000);
+        assert_eq!(n.check(&nonce, "127.0.0.1", 2_000), NonceCheck::Fresh);
+        assert_eq!(
+            n.check(&nonce, "127.0.0.1", 1_000 + NONCE_LIFETIME_MS + 1),
+            NonceCheck::Stale
+        );
+        assert_eq!(n.check(&nonce, "other.realm", 2_000), NonceCheck::Foreign);
+        assert_eq!(
+            Nonces::new("other").check(&nonce, "127.0.0.1", 2_000),
+            NonceCheck::Foreign
+        );
+        assert_eq!(n.check("short", "127.0.0.1", 0), NonceCheck::Foreign);
+        assert_eq!(
+            n.check("zzzzzzzzzzzzzzzzzzzzzz", "127.0.0.1", 0),
+            NonceCheck::Foreign
+        );
+        assert!(challenge("r", "n", true).ends_with("stale=true"));
+    }
+
+    #[test]
+    fn malformed_authorization_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "Basic abc",
+            "Digest",
+            "Digest username",
+            "Digest username=\"x",
+            "Digest realm=\"r\"",
+            "Digé",
+        ] {
+            assert!(parse_authorization(bad).is_err(), "{bad}");
+        }
+    }
+}
