@@ -2,4 +2,5 @@
 //! named; the rest of hookflash speaks the types defined here.
 
 pub mod digest;
+pub mod registrar;
 pub mod sdp;
