@@ -11,7 +11,8 @@ use md5::{Digest, Md5};
 /// How long a nonce stays fresh.
 pub const NONCE_LIFETIME_MS: u64 = 5 * 60_000;
 
-fn md5_hex(parts: &[&str]) -> String {
+/// MD5 of the parts joined by `:`, in lower-case hex (the building block of digest responses).
+pub(crate) fn md5_hex(parts: &[&str]) -> String {
     let mut h = Md5::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {

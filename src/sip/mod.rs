@@ -2,5 +2,7 @@
 //! named; the rest of hookflash speaks the types defined here.
 
 pub mod digest;
+pub mod message;
+pub mod register;
 pub mod registrar;
 pub mod sdp;

@@ -122,9 +122,91 @@ impl Registrar {
     }
 }
 
+/// Reads the Contact header values of a REGISTER (several headers, or comma-separated in one;
+/// commas inside `<…>` or quotes belong to the URI or display name).
+pub fn parse_contacts<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Update, String> {
+    let mut contacts = Vec::new();
+    let mut wildcard = false;
+    for value in values {
+        for item in split_outside_quotes(value) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if item == "*" {
+                wildcard = true;
+                continue;
+            }
+            let uri = super::message::uri_of(item);
+            if super::message::user_and_host(uri).is_none() {
+                return Err(format!("Contact `{item}` is not a SIP URI"));
+            }
+            // Parameters after the name-addr's `>` (or after the URI) belong to the header.
+            let params = match item.find('>') {
+                Some(close) => &item[close + 1..],
+                None => item.split_once(';').map_or("", |(_, p)| p),
+            };
+            let expires = params
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("expires"))
+                .map(|(_, v)| {
+                    v.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("Contact expires `{v}` is not a number"))
+                })
+                .transpose()?;
+            contacts.push((uri.to_string(), expires));
+        }
+    }
+    match (wildcard, contacts.is_empty()) {
+        (true, true) => Ok(Update::RemoveAll),
+        (true, false) => Err("`Contact: *` cannot be combined with other contacts".into()),
+        (false, true) => Ok(Update::Query),
+        (false, false) => Ok(Update::Contacts(contacts)),
+    }
+}
+
+fn split_outside_quotes(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth <= 0 => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contact_headers_are_read_like_phones_write_them() {
+        let u = parse_contacts(["\"Alice, desk\" <sip:1001@127.0.0.1:5070;transport=udp>;expires=60, <sip:1001@127.0.0.1:5080>", "sip:1001@10.0.0.1;expires=0"]).unwrap();
+        assert_eq!(
+            u,
+            Update::Contacts(vec![
+                ("sip:1001@127.0.0.1:5070;transport=udp".into(), Some(60)),
+                ("sip:1001@127.0.0.1:5080".into(), None),
+                ("sip:1001@10.0.0.1".into(), Some(0)),
+            ])
+        );
+        assert_eq!(parse_contacts(["*"]).unwrap(), Update::RemoveAll);
+        assert_eq!(parse_contacts(Vec::<&str>::new()).unwrap(), Update::Query);
+        assert!(parse_contacts(["*, <sip:a@b>"]).is_err());
+        assert!(parse_contacts(["<mailto:x@y>"]).is_err());
+        assert!(parse_contacts(["<sip:a@b>;expires=soon"]).is_err());
+    }
 
     fn contacts(items: &[(&str, Option<u32>)]) -> Update {
         Update::Contacts(items.iter().map(|(c, e)| (c.to_string(), *e)).collect())

@@ -1,0 +1,151 @@
+//! SIP requests and replies as hookflash's own plain data: what the sans-IO handlers (registrar,
+//! call logic) read and write. The facade converts to and from rsipstack's types, so nothing else
+//! depends on them.
+
+use std::net::SocketAddr;
+
+/// A request as received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub uri: String,
+    /// Header names and values in order, as received (names in any case or compact form).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Where it came from.
+    pub source: Option<SocketAddr>,
+}
+
+/// Compact header forms (RFC 3261 §7.3.3) and their full names.
+const COMPACT: [(&str, &str); 10] = [
+    ("i", "call-id"),
+    ("m", "contact"),
+    ("e", "content-encoding"),
+    ("l", "content-length"),
+    ("c", "content-type"),
+    ("f", "from"),
+    ("s", "subject"),
+    ("k", "supported"),
+    ("t", "to"),
+    ("v", "via"),
+];
+
+fn same_header(a: &str, b: &str) -> bool {
+    let full = |n: &str| {
+        COMPACT
+            .iter()
+            .find(|(c, _)| n.eq_ignore_ascii_case(c))
+            .map_or_else(|| n.to_ascii_lowercase(), |(_, f)| f.to_string())
+    };
+    full(a) == full(b)
+}
+
+impl Request {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| same_header(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| same_header(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A reply to send: status, extra headers (the stack adds Via, From, To, Call-ID, CSeq).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// The URI inside a name-addr or addr-spec (`"Alice" <sip:1001@h>;tag=x` → `sip:1001@h`).
+pub fn uri_of(value: &str) -> &str {
+    match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if close > open => &value[open + 1..close],
+        _ => value.split(';').next().unwrap_or("").trim(),
+    }
+}
+
+/// The user and host of a SIP URI (`sip:1001@127.0.0.1:5060;transport=udp` → `1001`, `127.0.0.1`).
+pub fn user_and_host(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .or_else(|| uri.strip_prefix("SIP:"))?;
+    let rest = rest.split([';', '?']).next().unwrap_or("");
+    let (user, host_port) = match rest.rsplit_once('@') {
+        Some((user_info, host)) => (user_info.split(':').next().unwrap_or(""), host),
+        None => ("", rest),
+    };
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    (!host.is_empty()).then_some((user, host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_by_any_name_or_compact_form() {
+        let r = Request {
+            headers: vec![
+                ("m".into(), "<sip:a@h>".into()),
+                ("CONTACT".into(), "<sip:b@h>".into()),
+                ("To".into(), "<sip:1001@127.0.0.1>".into()),
+            ],
+            ..Request::default()
+        };
+        assert_eq!(
+            r.headers("Contact").collect::<Vec<_>>(),
+            ["<sip:a@h>", "<sip:b@h>"]
+        );
+        assert_eq!(r.header("t"), Some("<sip:1001@127.0.0.1>"));
+        assert_eq!(r.header("Expires"), None);
+    }
+
+    #[test]
+    fn uris_users_and_hosts() {
+        assert_eq!(
+            uri_of("\"Alice, A.\" <sip:1001@h:5060;transport=udp>;tag=9"),
+            "sip:1001@h:5060;transport=udp"
+        );
+        assert_eq!(uri_of("sip:1001@h;tag=9"), "sip:1001@h");
+        assert_eq!(
+            user_and_host("sip:1001@127.0.0.1:5060;transport=udp"),
+            Some(("1001", "127.0.0.1"))
+        );
+        assert_eq!(
+            user_and_host("sip:1001:secret@example.com"),
+            Some(("1001", "example.com"))
+        );
+        assert_eq!(user_and_host("sip:[::1]:5070"), Some(("", "::1")));
+        assert_eq!(user_and_host("tel:+1555"), None);
+        assert_eq!(user_and_host("sip:@"), None);
+    }
+}

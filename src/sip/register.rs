@@ -1,0 +1,315 @@
+//! Answering REGISTER (sans-IO): find the device in the directory, challenge it with digest
+//! authentication, and update its bindings.
+//!
+//! 401 with a challenge when no (or a foreign or stale) credential is given; 403 when the
+//! credential is wrong or the device has no password; 404 for an unknown domain or user; 400 for
+//! a malformed request; 423 when the asked expiry is too short; otherwise 200 listing the bindings
+//! now in force, each with its remaining time.
+
+use crate::config::directory::Directory;
+use crate::engine::collector::Millis;
+
+use super::digest::{self, NonceCheck, Nonces};
+use super::message::{Reply, Request, uri_of, user_and_host};
+use super::registrar::{Refusal, Registrar, parse_contacts};
+
+/// What the handler needs besides the request.
+pub struct RegisterContext<'a> {
+    pub directory: &'a Directory,
+    pub nonces: &'a Nonces,
+    /// Monotonic time, for binding expiry.
+    pub now: Millis,
+    /// Wall-clock milliseconds since the Unix epoch, for nonces.
+    pub wall_ms: u64,
+}
+
+/// The reply, and for the log what happened.
+pub struct Outcome {
+    pub reply: Reply,
+    pub note: String,
+}
+
+fn outcome(reply: Reply, note: impl Into<String>) -> Outcome {
+    Outcome {
+        reply,
+        note: note.into(),
+    }
+}
+
+pub fn handle_register(
+    req: &Request,
+    registrar: &mut Registrar,
+    ctx: &RegisterContext<'_>,
+) -> Outcome {
+    let Some((user, host)) = req.header("To").map(uri_of).and_then(user_and_host) else {
+        return outcome(Reply::status(400), "REGISTER without a usable To URI");
+    };
+    let Some(account) = ctx
+        .directory
+        .accounts
+        .iter()
+        .find(|a| a.domain.eq_ignore_ascii_case(host))
+    else {
+        return outcome(
+            Reply::status(404),
+            format!("REGISTER for unknown domain `{host}`"),
+        );
+    };
+    let Some(device) = account
+        .users
+        .iter()
+        .flat_map(|u| &u.devices)
+        .find(|d| d.username == user)
+    else {
+        return outcome(
+            Reply::status(404),
+            format!("REGISTER for unknown user `{user}@{host}`"),
+        );
+    };
+    let Some(password) = device.password.as_deref() else {
+        return outcome(
+            Reply::status(403),
+            format!("`{user}@{host}` has no password and cannot register"),
+        );
+    };
+    let realm = account.domain.as_str();
+    let challenge = |stale: bool| {
+        Reply::status(401).with(
+            "WWW-Authenticate",
+            digest::challenge(realm, &ctx.nonces.issue(realm, ctx.wall_ms), stale),
+        )
+    };
+    let Some(authorization) = req.header("Authorization") else {
+        return outcome(challenge(false), format!("challenged `{user}@{host}`"));
+    };
+    let credentials = match digest::parse_authorization(authorization) {
+        Ok(c) => c,
+        Err(e) => return outcome(Reply::status(400), format!("`{user}@{host}`: {e}")),
+    };
+    if credentials.realm != realm {
+        return outcome(
+            challenge(false),
+            format!("`{user}@{host}` answered for realm `{}`", credentials.realm),
+        );
+    }
+    match ctx.nonces.check(&credentials.nonce, realm, ctx.wall_ms) {
+        NonceCheck::Fresh => {}
+        NonceCheck::Stale => {
+            return outcome(
+                challenge(true),
+                format!("`{user}@{host}` used a stale nonce"),
+            );
+        }
+        NonceCheck::Foreign => {
+            return outcome(
+                challenge(false),
+                format!("`{user}@{host}` used a nonce we did not issue"),
+            );
+        }
+    }
+    if credentials.username != device.username
+        || !digest::verify(&credentials, &req.method, password)
+    {
+        return outcome(
+            Reply::status(403),
+            format!("`{user}@{host}`: wrong credentials"),
+        );
+    }
+    let update = match parse_contacts(req.headers("Contact")) {
+        Ok(u) => u,
+        Err(e) => return outcome(Reply::status(400), format!("`{user}@{host}`: {e}")),
+    };
+    let expires = match req.header("Expires").map(|v| v.trim().parse::<u32>()) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(_)) => {
+            return outcome(Reply::status(400), format!("`{user}@{host}`: bad Expires"));
+        }
+    };
+    match registrar.register(realm, user, update, expires, ctx.now) {
+        Ok(bindings) => {
+            let mut reply = Reply::status(200);
+            for b in &bindings {
+                let left = b.expires_at.saturating_sub(ctx.now).div_ceil(1000);
+                reply = reply.with("Contact", format!("<{}>;expires={left}", b.contact));
+            }
+            let note = match bindings.as_slice() {
+                [] => format!("`{user}@{host}` unregistered"),
+                list => format!(
+                    "`{user}@{host}` registered at {}",
+                    list.iter()
+                        .map(|b| b.contact.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            outcome(reply, note)
+        }
+        Err(Refusal::TooBrief { min }) => outcome(
+            Reply::status(423).with("Min-Expires", min.to_string()),
+            format!("`{user}@{host}` asked for an expiry under {min} s"),
+        ),
+        Err(Refusal::WildcardNeedsZeroExpiry) => outcome(
+            Reply::status(400),
+            format!("`{user}@{host}`: `Contact: *` needs `Expires: 0`"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::sip::digest::md5_hex;
+
+    fn directory() -> Directory {
+        let (c, r) = config::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.example.yaml"
+        )));
+        c.unwrap_or_else(|| panic!("{:?}", r.rendered())).directory
+    }
+
+    fn register(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "REGISTER".into(),
+            uri: "sip:127.0.0.1".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Request::default()
+        }
+    }
+
+    /// The Authorization a phone computes from a challenge (qop=auth).
+    fn answer(challenge: &str, user: &str, password: &str) -> String {
+        let nonce = challenge
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let ha1 = md5_hex(&[user, "127.0.0.1", password]);
+        let ha2 = md5_hex(&["REGISTER", "sip:127.0.0.1"]);
+        let response = md5_hex(&[&ha1, nonce, "00000001", "abcdef", "auth", &ha2]);
+        format!(
+            "Digest username=\"{user}\", realm=\"127.0.0.1\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"abcdef\", algorithm=MD5"
+        )
+    }
+
+    #[test]
+    fn challenge_then_register_then_unregister() {
+        let dir = directory();
+        let nonces = Nonces::new("test");
+        let ctx = RegisterContext {
+            directory: &dir,
+            nonces: &nonces,
+            now: 0,
+            wall_ms: 1_000_000,
+        };
+        let mut reg = Registrar::new();
+        let to = ("To", "<sip:1001@127.0.0.1>");
+        let contact = ("Contact", "<sip:1001@127.0.0.1:5070>");
+        let first = handle_register(&register(&[to, contact]), &mut reg, &ctx);
+        assert_eq!(first.reply.status, 401);
+        let (_, challenge) = &first.reply.headers[0];
+        assert!(
+            challenge.starts_with("Digest realm=\"127.0.0.1\""),
+            "{challenge}"
+        );
+        let auth = answer(challenge, "1001", "pass1001");
+        let ok = handle_register(
+            &register(&[to, contact, ("Expires", "300"), ("Authorization", &auth)]),
+            &mut reg,
+            &ctx,
+        );
+        assert_eq!(ok.reply.status, 200, "{}", ok.note);
+        assert_eq!(
+            ok.reply.headers,
+            [(
+                "Contact".to_string(),
+                "<sip:1001@127.0.0.1:5070>;expires=300".to_string()
+            )]
+        );
+        assert_eq!(reg.lookup("127.0.0.1", "1001", 1).len(), 1);
+        let bye = handle_register(
+            &register(&[
+                to,
+                ("Contact", "*"),
+                ("Expires", "0"),
+                ("Authorization", &auth),
+            ]),
+            &mut reg,
+            &ctx,
+        );
+        assert_eq!(bye.reply.status, 200);
+        assert!(bye.note.contains("unregistered"));
+    }
+
+    #[test]
+    fn wrong_unknown_stale_and_malformed() {
+        let dir = directory();
+        let nonces = Nonces::new("test");
+        let ctx = RegisterContext {
+            directory: &dir,
+            nonces: &nonces,
+            now: 0,
+            wall_ms: 1_000_000,
+        };
+        let mut reg = Registrar::new();
+        let challenge = nonces.issue("127.0.0.1", ctx.wall_ms);
+        let challenge = format!("nonce=\"{challenge}\"");
+        let to = ("To", "<sip:1001@127.0.0.1>");
+        let wrong = answer(&challenge, "1001", "nope");
+        assert_eq!(
+            handle_register(&register(&[to, ("Authorization", &wrong)]), &mut reg, &ctx)
+                .reply
+                .status,
+            403
+        );
+        let other = answer(&challenge, "1002", "pass1002");
+        assert_eq!(
+            handle_register(&register(&[to, ("Authorization", &other)]), &mut reg, &ctx)
+                .reply
+                .status,
+            403,
+            "another user's credentials"
+        );
+        assert_eq!(
+            handle_register(&register(&[("To", "<sip:9999@127.0.0.1>")]), &mut reg, &ctx)
+                .reply
+                .status,
+            404
+        );
+        assert_eq!(
+            handle_register(&register(&[("To", "<sip:1001@elsewhere>")]), &mut reg, &ctx)
+                .reply
+                .status,
+            404
+        );
+        assert_eq!(
+            handle_register(&register(&[]), &mut reg, &ctx).reply.status,
+            400
+        );
+        let late = RegisterContext {
+            wall_ms: ctx.wall_ms + digest::NONCE_LIFETIME_MS + 1,
+            ..ctx
+        };
+        let good = answer(&challenge, "1001", "pass1001");
+        let stale = handle_register(&register(&[to, ("Authorization", &good)]), &mut reg, &late);
+        assert_eq!(stale.reply.status, 401);
+        assert!(stale.reply.headers[0].1.ends_with("stale=true"));
+        let brief = handle_register(
+            &register(&[
+                to,
+                ("Contact", "<sip:1001@h>;expires=5"),
+                ("Authorization", &good),
+            ]),
+            &mut reg,
+            &ctx,
+        );
+        assert_eq!(brief.reply.status, 423);
+    }
+}
