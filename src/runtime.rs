@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::diagnostics::{Report, Severity};
+use crate::sip::server::{ConfigSource, SipServer};
 
 /// State shared by every part of the running daemon.
 pub struct Shared {
@@ -27,10 +28,12 @@ pub struct Shared {
     pub reloads_failed: AtomicU64,
 }
 
-/// Sets up `tracing` to stderr: text for people or JSON lines. `RUST_LOG` filters (default info).
+/// Sets up `tracing` to stderr: text for people or JSON lines. `RUST_LOG` filters (default
+/// `info,rsipstack=warn`).
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rsipstack logs every packet at info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -103,6 +106,17 @@ pub fn run(config_path: &Path) -> i32 {
 }
 
 async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
+    let config_source: ConfigSource = {
+        let shared = Arc::clone(&shared);
+        Arc::new(move || shared.config.load_full())
+    };
+    let sip = match SipServer::start(&shared.config.load().sip, config_source).await {
+        Ok(server) => server,
+        Err(e) => {
+            error!("{e}; not starting");
+            return 1;
+        }
+    };
     {
         let config = shared.config.load();
         info!(
@@ -118,10 +132,12 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
             _ = signals.hangup.recv() => reload(&shared).await,
             _ = signals.terminate.recv() => {
                 info!("SIGTERM: no calls in progress, exiting");
+                sip.shutdown();
                 return 0;
             }
             _ = signals.interrupt.recv() => {
                 info!("SIGINT: exiting");
+                sip.shutdown();
                 return 0;
             }
         }

@@ -6,3 +6,4 @@ pub mod message;
 pub mod register;
 pub mod registrar;
 pub mod sdp;
+pub mod server;

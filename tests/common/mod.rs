@@ -42,6 +42,9 @@ pub fn free_port() -> u16 {
 /// A copy of the example config and metaflows in a temporary folder, on free ports.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The SIP (UDP and TCP) and API ports the config was given.
+    pub sip_port: u16,
+    pub api_port: u16,
 }
 
 impl Sandbox {
@@ -64,7 +67,11 @@ impl Sandbox {
             )
             .unwrap();
         }
-        Sandbox { dir }
+        Sandbox {
+            dir,
+            sip_port: sip,
+            api_port: api,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -164,5 +171,33 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs sipp against `target` with a scenario from tests/sipp; returns its output. sipp comes
+/// from Debian's `sip-tester` package (.ci/run installs it).
+pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local_port = free_port().to_string();
+    let mut cmd = Command::new("sipp");
+    cmd.arg(target)
+        .arg("-sf")
+        .arg(root.join("tests/sipp").join(scenario))
+        .args(["-i", "127.0.0.1", "-p", &local_port, "-t", transport])
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .args(args)
+        .current_dir(std::env::temp_dir());
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run sipp ({e}); install it: apt-get install sip-tester"),
     }
 }
