@@ -2,6 +2,7 @@
 //! named; the rest of hookflash speaks the types defined here.
 
 pub mod digest;
+pub mod info_dtmf;
 pub mod message;
 pub mod register;
 pub mod registrar;
