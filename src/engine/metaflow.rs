@@ -145,7 +145,6 @@ impl Metaflow {
             binding: settings.binding,
             max_len: settings.max_len(),
         })?;
-        drop(patterns);
         Ok((
             Metaflow {
                 name,

@@ -12,7 +12,7 @@
 //!   relayed packets after them shift by as many.
 //! - Payload types are mapped per leg (the telephone-event type may differ between the legs).
 
-use rtp_types::{RtpPacket, RtpPacketMut};
+use rtp_types::RtpPacketMut;
 
 use crate::engine::collector::Millis;
 
@@ -88,22 +88,20 @@ impl OutStream {
 
     /// Rewrites a packet from a party in place for this stream. `now` is when it is sent.
     pub fn relay(&mut self, packet: &mut [u8], now: Millis) -> Result<(), Dropped> {
-        let (in_ssrc, in_seq, in_ts, in_pt) = match RtpPacket::parse(&*packet) {
-            Ok(p) => (
-                p.ssrc(),
-                p.sequence_number(),
-                p.timestamp(),
-                p.payload_type(),
-            ),
-            Err(_) => return Err(Dropped::NotRtp),
-        };
+        // One parse per packet: the mutable view reads too.
+        let mut p = RtpPacketMut::parse(packet).map_err(|_| Dropped::NotRtp)?;
+        let (in_ssrc, in_seq, in_ts, in_pt) = (
+            p.ssrc(),
+            p.sequence_number(),
+            p.timestamp(),
+            p.payload_type(),
+        );
         let switched = self.switch_to(Source::Relay(in_ssrc), in_seq, in_ts, now);
         let Some(m) = self.mapping else {
             return Err(Dropped::NotRtp);
         };
         let seq = in_seq.wrapping_add(m.seq_offset);
         let ts = in_ts.wrapping_add(m.ts_offset);
-        let mut p = RtpPacketMut::parse(packet).map_err(|_| Dropped::NotRtp)?;
         p.set_ssrc(self.ssrc);
         p.set_sequence_number(seq);
         p.set_timestamp(ts);
@@ -194,7 +192,7 @@ impl OutStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtp_types::RtpPacketBuilder;
+    use rtp_types::{RtpPacket, RtpPacketBuilder};
 
     fn packet(ssrc: u32, seq: u16, ts: u32, pt: u8) -> Vec<u8> {
         RtpPacketBuilder::<&[u8], &[u8]>::new()
