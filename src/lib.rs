@@ -11,6 +11,7 @@ pub mod engine;
 pub mod keys;
 pub mod media;
 pub mod modules;
+pub mod random;
 pub mod runtime;
 pub mod sip;
 pub mod yaml;

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -110,7 +111,7 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
         let shared = Arc::clone(&shared);
         Arc::new(move || shared.config.load_full())
     };
-    let sip = match SipServer::start(&shared.config.load().sip, config_source).await {
+    let sip = match SipServer::start(&shared.config.load(), config_source).await {
         Ok(server) => server,
         Err(e) => {
             error!("{e}; not starting");
@@ -131,7 +132,7 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
         tokio::select! {
             _ = signals.hangup.recv() => reload(&shared).await,
             _ = signals.terminate.recv() => {
-                info!("SIGTERM: no calls in progress, exiting");
+                drain(&sip, &shared, &mut signals).await;
                 sip.shutdown();
                 return 0;
             }
@@ -141,6 +142,32 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
                 return 0;
             }
         }
+    }
+}
+
+/// SIGTERM: refuse new calls, let the calls in progress end (or the drain timeout pass). A second
+/// SIGTERM or a SIGINT ends the wait at once.
+async fn drain(sip: &SipServer, shared: &Arc<Shared>, signals: &mut Signals) {
+    sip.start_draining();
+    let calls = sip.calls();
+    if calls.is_empty() {
+        info!("SIGTERM: no calls in progress, exiting");
+        return;
+    }
+    let timeout = Duration::from_millis(shared.config.load().drain_timeout_ms);
+    info!(
+        calls = calls.len(),
+        "SIGTERM: refusing new calls; waiting up to {} s for {} call(s) to end",
+        timeout.as_secs(),
+        calls.len()
+    );
+    tokio::select! {
+        _ = calls.wait_empty() => info!("SIGTERM: all calls ended, exiting"),
+        _ = tokio::time::sleep(timeout) => {
+            warn!(calls = calls.len(), "SIGTERM: drain timeout passed, exiting with calls in progress");
+        }
+        _ = signals.terminate.recv() => warn!("second SIGTERM: exiting now"),
+        _ = signals.interrupt.recv() => warn!("SIGINT: exiting now"),
     }
 }
 

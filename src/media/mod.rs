@@ -3,6 +3,7 @@
 
 pub mod latch;
 pub mod ports;
+pub mod relay;
 pub mod rfc4733;
 pub mod stream;
 pub mod tgml;

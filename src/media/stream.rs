@@ -147,6 +147,14 @@ impl OutStream {
         (seq, ts)
     }
 
+    /// A packet of the current source was dropped on purpose (a withheld key): the packets after
+    /// it close the gap, so the receiver sees no loss.
+    pub fn skip(&mut self) {
+        if let Some(m) = self.mapping.as_mut() {
+            m.seq_offset = m.seq_offset.wrapping_sub(1);
+        }
+    }
+
     /// Sets up the mapping when the source changes; returns whether it did.
     fn switch_to(&mut self, source: Source, in_seq: u16, in_ts: u32, now: Millis) -> bool {
         if self.mapping.is_some_and(|m| m.source == source) {

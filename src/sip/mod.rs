@@ -1,10 +1,14 @@
 //! SIP signalling and session descriptions. This is the only place the SIP and SDP crates are
 //! named; the rest of hookflash speaks the types defined here.
 
+pub mod auth;
+pub mod call;
+pub mod calls;
 pub mod digest;
 pub mod info_dtmf;
 pub mod message;
 pub mod register;
 pub mod registrar;
+pub mod route;
 pub mod sdp;
 pub mod server;

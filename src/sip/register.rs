@@ -9,7 +9,8 @@
 use crate::config::directory::Directory;
 use crate::engine::collector::Millis;
 
-use super::digest::{self, NonceCheck, Nonces};
+use super::auth::{Challenge, Credential, authenticate};
+use super::digest::Nonces;
 use super::message::{Reply, Request, uri_of, user_and_host};
 use super::registrar::{Refusal, Registrar, parse_contacts};
 
@@ -73,47 +74,14 @@ pub fn handle_register(
         );
     };
     let realm = account.domain.as_str();
-    let challenge = |stale: bool| {
-        Reply::status(401).with(
-            "WWW-Authenticate",
-            digest::challenge(realm, &ctx.nonces.issue(realm, ctx.wall_ms), stale),
-        )
+    let cred = Credential {
+        realm,
+        username: &device.username,
+        password,
     };
-    let Some(authorization) = req.header("Authorization") else {
-        return outcome(challenge(false), format!("challenged `{user}@{host}`"));
-    };
-    let credentials = match digest::parse_authorization(authorization) {
-        Ok(c) => c,
-        Err(e) => return outcome(Reply::status(400), format!("`{user}@{host}`: {e}")),
-    };
-    if credentials.realm != realm {
-        return outcome(
-            challenge(false),
-            format!("`{user}@{host}` answered for realm `{}`", credentials.realm),
-        );
-    }
-    match ctx.nonces.check(&credentials.nonce, realm, ctx.wall_ms) {
-        NonceCheck::Fresh => {}
-        NonceCheck::Stale => {
-            return outcome(
-                challenge(true),
-                format!("`{user}@{host}` used a stale nonce"),
-            );
-        }
-        NonceCheck::Foreign => {
-            return outcome(
-                challenge(false),
-                format!("`{user}@{host}` used a nonce we did not issue"),
-            );
-        }
-    }
-    if credentials.username != device.username
-        || !digest::verify(&credentials, &req.method, password)
+    if let Err((reply, note)) = authenticate(req, Challenge::Server, &cred, ctx.nonces, ctx.wall_ms)
     {
-        return outcome(
-            Reply::status(403),
-            format!("`{user}@{host}`: wrong credentials"),
-        );
+        return outcome(reply, note);
     }
     let update = match parse_contacts(req.headers("Contact")) {
         Ok(u) => u,
@@ -160,6 +128,7 @@ pub fn handle_register(
 mod tests {
     use super::*;
     use crate::config;
+    use crate::sip::digest;
     use crate::sip::digest::md5_hex;
 
     fn directory() -> Directory {

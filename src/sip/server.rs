@@ -2,15 +2,15 @@
 //! that hands each request to hookflash's own (sans-IO) handlers. This file and its neighbours in
 //! `sip/` are the only ones that name rsipstack types.
 //!
-//! Today it answers REGISTER (the built-in registrar) and OPTIONS; other requests get 501 until
-//! the call path is in.
+//! Out-of-dialog requests: REGISTER (the built-in registrar), OPTIONS, INVITE (a new call through
+//! the B2BUA, see `call.rs`); anything else out of dialog is 501. In-dialog requests go to their
+//! dialog (rsipstack's dialog layer), which hands them to the call; an unknown dialog is 481.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::endpoint::Endpoint;
 use rsipstack::transaction::transaction::Transaction;
@@ -19,12 +19,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::config::settings::SipSettings;
+use crate::config::directory::Party;
+use crate::media::relay::MediaRelay;
+use crate::random::random_u64;
 
+use super::call::{CallEnv, CallPlan, run_call};
+use super::calls::Calls;
 use super::digest::Nonces;
-use super::message::{Reply, Request};
+use super::message::{Reply, Request, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
+use super::route::{InviteContext, route_invite};
 
 /// Where handlers find the config in force (it changes on reload).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -42,12 +47,24 @@ struct State {
     registrar: Mutex<Registrar>,
     nonces: Nonces,
     started: Instant,
+    dialogs: Arc<DialogLayer>,
+    calls: Arc<Calls>,
+    env: Arc<CallEnv>,
 }
 
 impl SipServer {
-    /// Binds the configured listeners and starts serving. A listener that cannot be bound is an
-    /// error naming it.
-    pub async fn start(settings: &SipSettings, config: ConfigSource) -> Result<SipServer, String> {
+    /// Binds the configured listeners, starts the media relay and serves. A listener that cannot
+    /// be bound is an error naming it.
+    pub async fn start(current: &Config, config: ConfigSource) -> Result<SipServer, String> {
+        let settings = &current.sip;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let relay = MediaRelay::start(
+            current.rtp.address,
+            current.rtp.port_min,
+            current.rtp.port_max,
+            threads,
+        )
+        .map_err(|e| format!("cannot start the media relay: {e}"))?;
         let cancel = CancellationToken::new();
         let transports = TransportLayer::new(cancel.clone());
         if let Some(udp) = settings.udp {
@@ -79,11 +96,29 @@ impl SipServer {
                 warn!("SIP endpoint stopped: {e}");
             }
         });
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let calls = Calls::new();
+        let host = &settings.advertised_address;
+        let env = Arc::new(CallEnv {
+            dialogs: Arc::clone(&dialogs),
+            relay,
+            calls: Arc::clone(&calls),
+            advertised: host.clone(),
+            contact_udp: settings
+                .udp
+                .map(|a| format!("sip:hookflash@{host}:{}", a.port())),
+            contact_tcp: settings
+                .tcp
+                .map(|a| format!("sip:hookflash@{host}:{};transport=tcp", a.port())),
+        });
         let state = Arc::new(State {
             config,
             registrar: Mutex::new(Registrar::new()),
             nonces: Nonces::new(random_secret()),
             started: Instant::now(),
+            dialogs,
+            calls,
+            env,
         });
         let dispatch_state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -115,6 +150,21 @@ impl SipServer {
         self.cancel.cancel();
     }
 
+    /// New calls are refused (503) from now on; calls in progress go on.
+    pub fn start_draining(&self) {
+        self.state.calls.start_draining();
+    }
+
+    /// Calls in progress.
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.state.calls
+    }
+
+    /// The media relay (ports, counters).
+    pub fn relay(&self) -> &Arc<MediaRelay> {
+        &self.state.env.relay
+    }
+
     /// Devices with a live registration.
     pub fn registered(&self) -> usize {
         self.state
@@ -125,10 +175,9 @@ impl SipServer {
     }
 }
 
-/// 128 bits from the OS-seeded hasher keys: enough to make our nonces unforgeable.
+/// 128 random bits: enough to make our nonces unforgeable.
 fn random_secret() -> String {
-    let word = || RandomState::new().build_hasher().finish();
-    format!("{:016x}{:016x}", word(), word())
+    format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 
 fn request_of(tx: &Transaction) -> Request {
@@ -148,6 +197,21 @@ fn request_of(tx: &Transaction) -> Request {
 
 async fn handle(mut tx: Transaction, state: &State) {
     let request = request_of(&tx);
+    let in_dialog = request
+        .header("To")
+        .is_some_and(|to| to.to_ascii_lowercase().contains(";tag="));
+    if in_dialog || matches!(tx.original.method, Method::Ack) {
+        match state.dialogs.match_dialog(&tx) {
+            Some(mut dialog) => {
+                if let Err(e) = dialog.handle(&mut tx).await {
+                    debug!("in-dialog {}: {e}", tx.original.method);
+                }
+            }
+            None if matches!(tx.original.method, Method::Ack) => {}
+            None => send(&mut tx, Reply::status(481)).await,
+        }
+        return;
+    }
     let reply = match tx.original.method {
         Method::Register => {
             let config = (state.config)();
@@ -159,10 +223,7 @@ async fn handle(mut tx: Transaction, state: &State) {
                     directory: &config.directory,
                     nonces: &state.nonces,
                     now: state.started.elapsed().as_millis() as u64,
-                    wall_ms: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0),
+                    wall_ms: wall_ms(),
                 };
                 handle_register(&request, &mut registrar, &ctx)
             };
@@ -173,6 +234,13 @@ async fn handle(mut tx: Transaction, state: &State) {
             }
             outcome.reply
         }
+        Method::Invite => match admit(&request, state) {
+            Ok(plan) => {
+                run_call(tx, plan, Arc::clone(&state.env)).await;
+                return;
+            }
+            Err(reply) => reply,
+        },
         Method::Options => Reply::status(200)
             .with(
                 "Allow",
@@ -182,10 +250,80 @@ async fn handle(mut tx: Transaction, state: &State) {
                 "Accept",
                 "application/sdp, application/dtmf-relay, application/dtmf",
             ),
-        Method::Ack => return,
         _ => Reply::status(501),
     };
     send(&mut tx, reply).await;
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Decides about a new INVITE: refused (the reply) or a plan for the call.
+fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
+    let call_id = request.header("Call-ID").unwrap_or("").trim().to_string();
+    if state.calls.is_draining() {
+        info!(call = %call_id, "refused: shutting down");
+        return Err(Reply::status(503).with("Retry-After", "5"));
+    }
+    if state.calls.is_our_b_leg(&call_id) {
+        info!(call = %call_id, "refused: the INVITE is one of our own b-legs (a routing loop)");
+        return Err(Reply::status(482));
+    }
+    let config = (state.config)();
+    let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
+    let ctx = InviteContext {
+        directory: &config.directory,
+        registrar: &registrar,
+        nonces: &state.nonces,
+        challenge_invites: config.sip.challenge_invites,
+        upstream: config.routing.upstream.as_deref(),
+        now: state.started.elapsed().as_millis() as u64,
+        wall_ms: wall_ms(),
+    };
+    let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
+        if reply.status == 407 {
+            debug!(call = %call_id, "INVITE {}: {note}", reply.status);
+        } else {
+            info!(call = %call_id, "INVITE refused {}: {note}", reply.status);
+        }
+        reply
+    })?;
+    let from = request.header("From").unwrap_or("");
+    let from_user = user_and_host(uri_of(from))
+        .map(|(u, _)| u.to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "anonymous".to_string());
+    let name = |p: Option<Party<'_>>, fallback: &str| match p {
+        Some(p) => format!(
+            "{}@{}",
+            p.device
+                .map_or(p.user.extension.as_str(), |d| d.username.as_str()),
+            p.account.name
+        ),
+        None => fallback.to_string(),
+    };
+    Ok(CallPlan {
+        call_id,
+        caller_name: name(routed.caller, &from_user),
+        callee_name: name(routed.callee, &routed.target),
+        caller_flow: routed.caller.and_then(|p| p.flow().cloned()),
+        callee_flow: routed.callee.and_then(|p| p.flow().cloned()),
+        target: routed.target,
+        max_forwards: routed.max_forwards,
+        from_display: display_name(from),
+        from_user,
+    })
+}
+
+/// The display name of a name-addr (`"Alice Smith" <sip:…>` → `Alice Smith`).
+fn display_name(value: &str) -> Option<String> {
+    let before = value.split('<').next()?.trim();
+    let name = before.trim_matches('"').trim();
+    (!name.is_empty() && value.contains('<')).then(|| name.to_string())
 }
 
 async fn send(tx: &mut Transaction, reply: Reply) {

@@ -1,6 +1,8 @@
 //! Helpers for tests that drive the real `hookflash` binary.
 #![allow(dead_code)]
 
+pub mod rtp;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -95,7 +97,7 @@ impl Daemon {
         let mut child = bin()
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,rsipstack=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -135,6 +137,14 @@ impl Daemon {
                     )
                 }
             }
+        }
+    }
+
+    /// A log line containing `needle`, already seen or still to come.
+    pub fn seen_or_wait(&mut self, needle: &str) -> String {
+        match self.log.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
         }
     }
 
@@ -200,4 +210,99 @@ pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Out
         Ok(o) => o,
         Err(e) => panic!("cannot run sipp ({e}); install it: apt-get install sip-tester"),
     }
+}
+
+/// A sipp running in the background (a callee), killed when dropped.
+pub struct SippProcess {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl SippProcess {
+    /// Starts sipp with a scenario from tests/sipp (or a path) listening on a free port; returns
+    /// once it listens there.
+    pub fn spawn(scenario: &Path, transport: &str, args: &[&str]) -> SippProcess {
+        let port = free_port();
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", transport])
+            .args([
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                "-trace_err",
+            ])
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run sipp ({e}); apt-get install sip-tester"));
+        wait_listening(port, transport.starts_with('t'));
+        SippProcess {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Waits for sipp to finish; returns its output.
+    pub fn finish(mut self) -> Output {
+        let child = self.child.take().unwrap();
+        let pid = child.id() as i32;
+        // A watchdog: sipp's own -timeout ends it; this only guards against a hung process.
+        let watchdog = std::thread::spawn(move || {
+            let deadline = Instant::now() + WAIT * 2;
+            while Instant::now() < deadline {
+                std::thread::park_timeout(Duration::from_millis(200));
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    return;
+                }
+            }
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        let out = child.wait_with_output().unwrap();
+        watchdog.thread().unpark();
+        out
+    }
+}
+
+impl Drop for SippProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls until something listens on 127.0.0.1:`port` (TCP: accepts connections; UDP: the port
+/// is taken).
+pub fn wait_listening(port: u16, tcp: bool) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let up = if tcp {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        } else {
+            UdpSocket::bind(("127.0.0.1", port)).is_err()
+        };
+        if up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// sipp's verdict, for assertion messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

@@ -1,0 +1,72 @@
+//! Digest authentication of a request against a device's password (sans-IO), shared by REGISTER
+//! (401, `WWW-Authenticate`/`Authorization`) and INVITE (407, `Proxy-Authenticate`/
+//! `Proxy-Authorization`, RFC 3261 §22.3).
+
+use super::digest::{self, NonceCheck, Nonces};
+use super::message::{Reply, Request};
+
+/// Which challenge a request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// 401 with `WWW-Authenticate`; the answer comes in `Authorization` (REGISTER).
+    Server,
+    /// 407 with `Proxy-Authenticate`; the answer comes in `Proxy-Authorization` (INVITE).
+    Proxy,
+}
+
+/// Whom to authenticate, and with what.
+pub struct Credential<'a> {
+    pub realm: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+}
+
+/// `Ok` when the request carries a valid answer for `cred`; otherwise the reply to send (a
+/// challenge, 403 or 400) and a note for the log.
+pub fn authenticate(
+    req: &Request,
+    kind: Challenge,
+    cred: &Credential<'_>,
+    nonces: &Nonces,
+    wall_ms: u64,
+) -> Result<(), (Reply, String)> {
+    let (status, challenge_header, answer_header) = match kind {
+        Challenge::Server => (401, "WWW-Authenticate", "Authorization"),
+        Challenge::Proxy => (407, "Proxy-Authenticate", "Proxy-Authorization"),
+    };
+    let who = format!("`{}@{}`", cred.username, cred.realm);
+    let challenge = |stale: bool, note: String| {
+        let nonce = nonces.issue(cred.realm, wall_ms);
+        let reply = Reply::status(status).with(
+            challenge_header,
+            digest::challenge(cred.realm, &nonce, stale),
+        );
+        Err((reply, note))
+    };
+    let Some(answer) = req.header(answer_header) else {
+        return challenge(false, format!("challenged {who}"));
+    };
+    let credentials = match digest::parse_authorization(answer) {
+        Ok(c) => c,
+        Err(e) => return Err((Reply::status(400), format!("{who}: {e}"))),
+    };
+    if credentials.realm != cred.realm {
+        return challenge(
+            false,
+            format!("{who} answered for realm `{}`", credentials.realm),
+        );
+    }
+    match nonces.check(&credentials.nonce, cred.realm, wall_ms) {
+        NonceCheck::Fresh => {}
+        NonceCheck::Stale => return challenge(true, format!("{who} used a stale nonce")),
+        NonceCheck::Foreign => {
+            return challenge(false, format!("{who} used a nonce we did not issue"));
+        }
+    }
+    if credentials.username != cred.username
+        || !digest::verify(&credentials, &req.method, cred.password)
+    {
+        return Err((Reply::status(403), format!("{who}: wrong credentials")));
+    }
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! One call through the B2BUA: the a-leg (the caller's dialog with us, a server dialog) and the
+//! b-leg (our dialog with the callee, a client dialog), with the media anchored on our ports.
+//!
+//! One task per call owns both legs and reacts to what each side does:
+//! - the callee's 180 → 180 to the caller; its 183 with SDP → 183 with our SDP (early media
+//!   flows through the anchor); its 2xx → 200 with our SDP; a failure → the same status to the
+//!   caller (except a challenge meant for us: 401/407 → 503);
+//! - the caller's CANCEL → CANCEL to the callee (a 2xx racing it is ended with BYE by the stack);
+//!   a BYE from either side → BYE to the other;
+//! - a re-INVITE or UPDATE from either side is answered here, from the anchor: the other party
+//!   is not disturbed; a hold (`sendonly`/`inactive`/`c=0.0.0.0`) stops media toward the holder
+//!   and is answered `recvonly`/`inactive`; an offerless re-INVITE gets our offer and its answer is
+//!   read from the ACK;
+//! - INFO with a key (`application/dtmf-relay`, `application/dtmf`) feeds the same collector as
+//!   RFC 4733 keys.
+//!
+//! Keys, fired actions and no-matches come back from the media relay and are logged as call
+//! events (JSON, target `hookflash::event`). Modules that act on them come with the next issue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode, StatusCodeKind};
+use rsipstack::transaction::transaction::Transaction;
+use serde_json::json;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::engine::collector::{Collector, Event};
+use crate::engine::listen::who_hears;
+use crate::engine::metaflow::Metaflow;
+use crate::media::relay::{CallMedia, Leg, MediaEvent, MediaRelay, PartyMedia};
+use crate::random::random_u64;
+
+use super::calls::{CallGuard, CallInfo, Calls};
+use super::info_dtmf::{InfoError, key_of};
+use super::sdp::{self, AudioSdp, Direction, LocalOrigin};
+
+/// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
+pub struct CallPlan {
+    pub call_id: String,
+    /// For logs: who called whom.
+    pub caller_name: String,
+    pub callee_name: String,
+    pub caller_flow: Option<Arc<Metaflow>>,
+    pub callee_flow: Option<Arc<Metaflow>>,
+    /// The b-leg's Request-URI.
+    pub target: String,
+    pub max_forwards: u32,
+    /// Caller ID for the b-leg's From.
+    pub from_user: String,
+    pub from_display: Option<String>,
+}
+
+/// What every call shares.
+pub struct CallEnv {
+    pub dialogs: Arc<DialogLayer>,
+    pub relay: Arc<MediaRelay>,
+    pub calls: Arc<Calls>,
+    /// Our host for From/Contact of b-legs.
+    pub advertised: String,
+    /// Our Contact URI, per transport of the leg.
+    pub contact_udp: Option<String>,
+    pub contact_tcp: Option<String>,
+}
+
+/// How long a b-leg may ring before the call fails (RFC 3261 Timer C is 3 minutes).
+const RING_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs a call from its INVITE to its end. The transaction's first reply is ours to send.
+pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
+    let call_id = plan.call_id.clone();
+    let offer = tx.original.body.clone();
+    let a_sdp = match sdp::describe(&offer) {
+        Ok(s) => s,
+        Err(e) => {
+            info!(call = %call_id, "refused: the INVITE's SDP is unusable ({e})");
+            let _ = tx
+                .reply_with(
+                    StatusCode::NotAcceptableHere,
+                    vec![Header::Warning(format!("399 hookflash \"{e}\"").into())],
+                    None,
+                )
+                .await;
+            return;
+        }
+    };
+    let (media_tx, mut media_rx) = unbounded_channel();
+    let media = match env.relay.open_call(media_tx) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(call = %call_id, "refused: {e}");
+            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+            return;
+        }
+    };
+    let tcp = tx
+        .connection
+        .as_ref()
+        .is_some_and(|c| !matches!(c.transport(), rsipstack::sip::Transport::Udp));
+    let contact = if tcp {
+        env.contact_tcp.as_ref().or(env.contact_udp.as_ref())
+    } else {
+        env.contact_udp.as_ref().or(env.contact_tcp.as_ref())
+    }
+    .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
+    let (a_state_tx, mut a_states) = env.dialogs.new_dialog_state_channel();
+    let a = match env
+        .dialogs
+        .get_or_create_server_invite(&tx, a_state_tx, None, contact.clone())
+    {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(call = %call_id, "cannot create the a-leg dialog: {e}");
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
+    let mut guard = env.calls.enter(CallInfo {
+        id: call_id.clone(),
+        caller: plan.caller_name.clone(),
+        callee: plan.callee_name.clone(),
+        started: std::time::Instant::now(),
+        answered: false,
+    });
+    {
+        let mut a = a.clone();
+        tokio::spawn(async move {
+            if let Err(e) = a.handle(&mut tx).await {
+                debug!("a-leg INVITE transaction: {e}");
+            }
+        });
+    }
+    media.set_party(Leg::A, party_media(&a_sdp));
+    media.set_listener(Leg::A, listener(&plan.caller_flow, &plan.callee_flow));
+    media.set_listener(Leg::B, listener(&plan.callee_flow, &plan.caller_flow));
+
+    let mut call = Call {
+        id: call_id.clone(),
+        a: a.clone(),
+        b: None,
+        media,
+        origins: [
+            LocalOrigin::new(random_u64() >> 2),
+            LocalOrigin::new(random_u64() >> 2),
+        ],
+        sdp: [offer.clone(), Vec::new()],
+        answered: false,
+        offer_in_ack: [false, false],
+    };
+    let b_offer = match sdp::anchor(&offer, call.media.local(Leg::B), &mut call.origins[1], None) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = a.reject(Some(StatusCode::NotAcceptableHere), Some(e.to_string()));
+            env.dialogs.remove_dialog(&a.id());
+            return;
+        }
+    };
+    let (b_state_tx, mut b_states) = env.dialogs.new_dialog_state_channel();
+    let option = match invite_option(&plan, &env, contact, b_offer) {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(call = %call_id, "cannot call `{}`: {e}", plan.target);
+            let _ = a.reject(Some(StatusCode::ServerInternalError), None);
+            env.dialogs.remove_dialog(&a.id());
+            return;
+        }
+    };
+    let (b, b_result) = match env.dialogs.do_invite_async(option, b_state_tx) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(call = %call_id, "cannot call `{}`: {e}", plan.target);
+            let _ = a.reject(Some(StatusCode::ServiceUnavailable), None);
+            env.dialogs.remove_dialog(&a.id());
+            return;
+        }
+    };
+    guard.set_b_leg(b.id().call_id.clone());
+    info!(
+        call = %call_id,
+        "call from {} to {} → {}",
+        plan.caller_name, plan.callee_name, plan.target
+    );
+    call.b = Some(b);
+    call.run(
+        &mut a_states,
+        &mut b_states,
+        b_result,
+        &mut media_rx,
+        &guard,
+    )
+    .await;
+    // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
+    env.dialogs.remove_dialog(&call.a.id());
+    if let Some(b) = &call.b {
+        env.dialogs.remove_dialog(&b.id());
+    }
+    info!(call = %call_id, "call ended");
+}
+
+fn invite_option(
+    plan: &CallPlan,
+    env: &CallEnv,
+    contact: Option<rsipstack::sip::Uri>,
+    offer: Vec<u8>,
+) -> Result<InviteOption, String> {
+    let callee = rsipstack::sip::Uri::try_from(plan.target.as_str()).map_err(|e| e.to_string())?;
+    let caller =
+        rsipstack::sip::Uri::try_from(format!("sip:{}@{}", plan.from_user, env.advertised))
+            .map_err(|e| e.to_string())?;
+    Ok(InviteOption {
+        caller_display_name: plan.from_display.clone(),
+        caller,
+        callee,
+        offer: Some(offer),
+        contact: contact.ok_or("no contact address")?,
+        headers: Some(vec![Header::MaxForwards(plan.max_forwards.into())]),
+        ..Default::default()
+    })
+}
+
+/// The collector that hears the keys of the party whose metaflow is `presser` (the other party's
+/// is `other`).
+fn listener(presser: &Option<Arc<Metaflow>>, other: &Option<Arc<Metaflow>>) -> Option<Collector> {
+    who_hears(presser.as_ref(), other.as_ref()).map(|(flow, side)| Collector::new(flow, side))
+}
+
+fn party_media(sdp: &AudioSdp) -> PartyMedia {
+    PartyMedia {
+        rtp: sdp.rtp,
+        rtcp: sdp.rtcp,
+        telephone_event: sdp.telephone_event,
+        receives: sdp.rtp.is_some()
+            && matches!(sdp.direction, Direction::SendRecv | Direction::RecvOnly),
+    }
+}
+
+fn sdp_headers() -> Option<Vec<Header>> {
+    Some(vec![Header::ContentType("application/sdp".into())])
+}
+
+struct Call {
+    id: String,
+    a: InviteDialog,
+    b: Option<InviteDialog>,
+    media: CallMedia,
+    /// Our SDP origin toward each party (a, b).
+    origins: [LocalOrigin; 2],
+    /// The latest SDP each party sent us (a, b).
+    sdp: [Vec<u8>; 2],
+    answered: bool,
+    /// We sent an offer in a 200 to an offerless re-INVITE: the answer comes in the ACK.
+    offer_in_ack: [bool; 2],
+}
+
+/// Why the main loop ended.
+enum End {
+    Done,
+}
+
+impl Call {
+    fn dialog(&self, leg: Leg) -> Option<&InviteDialog> {
+        match leg {
+            Leg::A => Some(&self.a),
+            Leg::B => self.b.as_ref(),
+        }
+    }
+
+    fn idx(leg: Leg) -> usize {
+        match leg {
+            Leg::A => 0,
+            Leg::B => 1,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        a_states: &mut DialogStateReceiver,
+        b_states: &mut DialogStateReceiver,
+        b_result: JoinHandle<InviteAsyncResult>,
+        media_rx: &mut UnboundedReceiver<MediaEvent>,
+        guard: &CallGuard,
+    ) {
+        let mut b_result = Some(b_result);
+        let ring_timeout = tokio::time::sleep(RING_TIMEOUT);
+        tokio::pin!(ring_timeout);
+        loop {
+            let end = tokio::select! {
+                Some(state) = a_states.recv() => self.on_state(Leg::A, state).await,
+                Some(state) = b_states.recv() => self.on_state(Leg::B, state).await,
+                result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
+                    b_result = None;
+                    let end = self.on_b_result(result).await;
+                    if self.answered {
+                        guard.answered();
+                    }
+                    end
+                }
+                Some(event) = media_rx.recv() => {
+                    self.on_media(event);
+                    None
+                }
+                _ = &mut ring_timeout, if !self.answered => {
+                    info!(call = %self.id, "no answer in {} s", RING_TIMEOUT.as_secs());
+                    if let Some(b) = &self.b {
+                        let _ = b.cancel().await;
+                    }
+                    let _ = self.a.reject(Some(StatusCode::RequestTimeout), None);
+                    Some(End::Done)
+                }
+                else => Some(End::Done),
+            };
+            if let Some(End::Done) = end {
+                // A b-leg still being set up is cancelled; let its transaction finish so a 2xx
+                // racing the CANCEL is ACKed and ended with BYE.
+                if let Some(result) = b_result.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(40), result).await;
+                }
+                return;
+            }
+        }
+    }
+
+    async fn on_b_result(
+        &mut self,
+        result: Result<InviteAsyncResult, tokio::task::JoinError>,
+    ) -> Option<End> {
+        let response = match result {
+            Ok(Ok((_, Some(resp)))) => resp,
+            Ok(Ok((_, None))) => {
+                let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
+                return Some(End::Done);
+            }
+            Ok(Err(e)) => {
+                info!(call = %self.id, "b-leg failed: {e}");
+                let status = match e {
+                    rsipstack::Error::TransactionError(..) => StatusCode::RequestTimeout,
+                    _ => StatusCode::ServiceUnavailable,
+                };
+                let _ = self.a.reject(Some(status), None);
+                return Some(End::Done);
+            }
+            Err(e) => {
+                warn!(call = %self.id, "b-leg task failed: {e}");
+                let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
+                return Some(End::Done);
+            }
+        };
+        let status = response.status_code.code();
+        if response.status_code.kind() != StatusCodeKind::Successful {
+            let mapped = match status {
+                401 | 407 => 503,
+                s => s,
+            };
+            info!(call = %self.id, "callee answered {status}; caller gets {mapped}");
+            let _ = self.a.reject(Some(StatusCode::from(mapped)), None);
+            return Some(End::Done);
+        }
+        if self.a.state().is_terminated() {
+            // The caller gave up at the same moment: end the b-leg too.
+            if let Some(b) = &self.b {
+                let _ = b.bye().await;
+            }
+            return Some(End::Done);
+        }
+        match self.answer_from(Leg::B, &response.body) {
+            Ok(answer) => {
+                if let Err(e) = self.a.accept(sdp_headers(), Some(answer)) {
+                    info!(call = %self.id, "could not answer the caller: {e}");
+                    if let Some(b) = &self.b {
+                        let _ = b.bye().await;
+                    }
+                    return Some(End::Done);
+                }
+                self.answered = true;
+                info!(call = %self.id, "answered");
+                None
+            }
+            Err(e) => {
+                info!(call = %self.id, "the callee's answer is unusable ({e}); ending");
+                if let Some(b) = &self.b {
+                    let _ = b.bye().await;
+                }
+                let _ = self.a.reject(Some(StatusCode::NotAcceptableHere), None);
+                Some(End::Done)
+            }
+        }
+    }
+
+    /// The party on `from` sent an SDP answer (or early answer): remember it, update its media,
+    /// and return the same answer anchored for the other party.
+    fn answer_from(&mut self, from: Leg, body: &[u8]) -> Result<Vec<u8>, sdp::SdpError> {
+        let desc = sdp::describe(body)?;
+        let to = from.other();
+        let anchored = sdp::anchor(
+            body,
+            self.media.local(to),
+            &mut self.origins[Self::idx(to)],
+            None,
+        )?;
+        self.sdp[Self::idx(from)] = body.to_vec();
+        self.media.set_party(from, party_media(&desc));
+        Ok(anchored)
+    }
+
+    async fn on_state(&mut self, leg: Leg, state: DialogState) -> Option<End> {
+        match state {
+            DialogState::Early(_, resp) if leg == Leg::B => {
+                if resp.body.is_empty() {
+                    let _ = self.a.ringing(None, None);
+                } else {
+                    match self.answer_from(Leg::B, &resp.body) {
+                        Ok(early) => {
+                            let _ = self.a.ringing(sdp_headers(), Some(early));
+                        }
+                        Err(e) => {
+                            debug!(call = %self.id, "ignoring the callee's early SDP: {e}");
+                            let _ = self.a.ringing(None, None);
+                        }
+                    }
+                }
+                None
+            }
+            DialogState::Terminated(_, reason) => self.on_terminated(leg, reason).await,
+            DialogState::Updated(_, req, handle) => {
+                self.on_offer(leg, &req.body, handle).await;
+                None
+            }
+            DialogState::Confirmed(..) if self.offer_in_ack[Self::idx(leg)] => {
+                self.offer_in_ack[Self::idx(leg)] = false;
+                let ack = self.dialog(leg).and_then(|d| d.last_remote_ack());
+                if let Some(ack) = ack
+                    && let Ok(desc) = sdp::describe(&ack.body)
+                {
+                    self.sdp[Self::idx(leg)] = ack.body.clone();
+                    self.media.set_party(leg, party_media(&desc));
+                }
+                None
+            }
+            DialogState::Info(_, req, handle) => {
+                let content_type = req
+                    .headers
+                    .iter()
+                    .find(|h| matches!(h, Header::ContentType(_)))
+                    .map(|h| h.value().to_string());
+                match key_of(content_type.as_deref(), &req.body) {
+                    Ok(key) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        self.media.key(leg, key);
+                    }
+                    Err(InfoError::NotDtmf) => {
+                        let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                    }
+                    Err(InfoError::BadBody(why)) => {
+                        debug!(call = %self.id, "INFO without a key: {why}");
+                        let _ = handle.reply(StatusCode::BadRequest).await;
+                    }
+                }
+                None
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                None
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> Option<End> {
+        info!(call = %self.id, leg = leg.as_str(), "leg ended: {reason:?}");
+        match leg {
+            Leg::A => {
+                if let Some(b) = &self.b {
+                    if self.answered {
+                        let _ = b.bye().await;
+                    } else {
+                        let _ = b.cancel().await;
+                    }
+                }
+                Some(End::Done)
+            }
+            Leg::B => {
+                if self.answered {
+                    let _ = self.a.bye().await;
+                    Some(End::Done)
+                } else {
+                    // A failure before the answer comes through the INVITE's result.
+                    None
+                }
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
+    async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
+        let i = Self::idx(leg);
+        let other = Self::idx(leg.other());
+        if body.is_empty() {
+            // Offerless re-INVITE (or an UPDATE without SDP): offer what the other party has.
+            if self.sdp[other].is_empty() {
+                let _ = handle.reply(StatusCode::OK).await;
+                return;
+            }
+            match sdp::anchor(
+                &self.sdp[other],
+                self.media.local(leg),
+                &mut self.origins[i],
+                Some(Direction::SendRecv),
+            ) {
+                Ok(offer) => {
+                    self.offer_in_ack[i] = true;
+                    let _ = handle
+                        .respond(StatusCode::OK, sdp_headers(), Some(offer))
+                        .await;
+                }
+                Err(_) => {
+                    let _ = handle.reply(StatusCode::ServerInternalError).await;
+                }
+            }
+            return;
+        }
+        let desc = match sdp::describe(body) {
+            Ok(d) => d,
+            Err(e) => {
+                debug!(call = %self.id, "re-INVITE with unusable SDP: {e}");
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                return;
+            }
+        };
+        let base = if self.sdp[other].is_empty() {
+            body.to_vec()
+        } else {
+            self.sdp[other].clone()
+        };
+        match sdp::anchor(
+            &base,
+            self.media.local(leg),
+            &mut self.origins[i],
+            Some(desc.direction.answer()),
+        ) {
+            Ok(answer) => {
+                self.sdp[i] = body.to_vec();
+                self.media.set_party(leg, party_media(&desc));
+                info!(
+                    call = %self.id,
+                    leg = leg.as_str(),
+                    hold = desc.direction.is_hold() || desc.rtp.is_none(),
+                    "re-offer answered from the anchor"
+                );
+                let _ = handle
+                    .respond(StatusCode::OK, sdp_headers(), Some(answer))
+                    .await;
+            }
+            Err(e) => {
+                debug!(call = %self.id, "cannot answer a re-offer: {e}");
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+            }
+        }
+    }
+
+    fn on_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Key {
+                leg,
+                key,
+                source,
+                at,
+            } => {
+                debug!(call = %self.id, leg = leg.as_str(), source = source.as_str(), at, "key {key}");
+            }
+            MediaEvent::Engine { presser, event } => self.log_engine_event(presser, event),
+        }
+    }
+
+    /// Call events, one JSON object per line (the same fields as `hookflash match`, plus the
+    /// call and the leg whose keys they were).
+    fn log_engine_event(&self, presser: Leg, event: Event) {
+        let lines: Vec<serde_json::Value> = match event {
+            Event::Fired(action) => {
+                let entry = &action.flow.entries[action.entry];
+                entry
+                    .node
+                    .chain()
+                    .map(|node| {
+                        json!({
+                            "call": self.id,
+                            "event": "fired",
+                            "leg": presser.as_str(),
+                            "module": node.module.name(),
+                            "collected": action.collected,
+                            "captures": action.captures,
+                            "data": node.module.data_json(),
+                            "dtmf_leg": action.dtmf_leg.as_str(),
+                            "metaflow": action.flow.name,
+                            "entry": entry.text,
+                        })
+                    })
+                    .collect()
+            }
+            Event::NoMatch { collected, .. } => vec![json!({
+                "call": self.id,
+                "event": "no_match",
+                "leg": presser.as_str(),
+                "collected": collected,
+            })],
+            Event::Released { keys, .. } => vec![json!({
+                "call": self.id,
+                "event": "released",
+                "leg": presser.as_str(),
+                "keys": keys,
+            })],
+        };
+        for line in lines {
+            info!(target: "hookflash::event", "{line}");
+        }
+    }
+}

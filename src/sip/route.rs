@@ -1,0 +1,299 @@
+//! Where a new call goes, and whether it may (sans-IO): the admission checks and routing of an
+//! out-of-dialog INVITE.
+//!
+//! - `Max-Forwards: 0` → 483; the b-leg gets the a-leg's value minus one, so a routing loop
+//!   through hookflash ends.
+//! - The caller is the directory device named by the From URI (user and domain). When
+//!   `sip.challenge_invites` is on, a caller claiming to be a device with a password must answer
+//!   a digest challenge (407), so nobody can borrow a user's identity — and its feature codes.
+//!   A caller the directory does not know is an outside caller: no metaflow of its own.
+//! - The callee is the Request-URI user: a user's extension (or a device's username) in the
+//!   caller's account, else in the account whose domain is the Request-URI host, else in any
+//!   account. With `routing.upstream` set every b-leg goes to the upstream; otherwise the user's
+//!   registered contact (the most recent one) or its static contact is rung; an unknown user is
+//!   404, a known one with nowhere to ring 480.
+
+use crate::config::directory::{Account, Device, Directory, Party, User};
+use crate::engine::collector::Millis;
+
+use super::auth::{Challenge, Credential, authenticate};
+use super::digest::Nonces;
+use super::message::{Reply, Request, uri_of, user_and_host};
+use super::registrar::Registrar;
+
+pub struct InviteContext<'a> {
+    pub directory: &'a Directory,
+    pub registrar: &'a Registrar,
+    pub nonces: &'a Nonces,
+    pub challenge_invites: bool,
+    /// `routing.upstream`, a SIP URI.
+    pub upstream: Option<&'a str>,
+    pub now: Millis,
+    pub wall_ms: u64,
+}
+
+/// An admitted call.
+#[derive(Debug)]
+pub struct Routed<'a> {
+    pub caller: Option<Party<'a>>,
+    pub callee: Option<Party<'a>>,
+    /// The Request-URI of the b-leg INVITE (where it is sent, too).
+    pub target: String,
+    /// Max-Forwards for the b-leg.
+    pub max_forwards: u32,
+}
+
+/// Admits and routes an INVITE, or says how to refuse it (reply and a note for the log).
+pub fn route_invite<'a>(
+    req: &Request,
+    ctx: &InviteContext<'a>,
+) -> Result<Routed<'a>, (Reply, String)> {
+    let max_forwards = match req.header("Max-Forwards").map(|v| v.trim().parse::<u32>()) {
+        None => 70,
+        Some(Ok(0)) => {
+            return Err((Reply::status(483), "Max-Forwards reached 0".into()));
+        }
+        Some(Ok(n)) => n.min(255) - 1,
+        Some(Err(_)) => return Err((Reply::status(400), "bad Max-Forwards".into())),
+    };
+    let Some((dialled, host)) = user_and_host(&req.uri) else {
+        return Err((Reply::status(416), format!("unsupported URI `{}`", req.uri)));
+    };
+    if dialled.is_empty() {
+        return Err((Reply::status(404), format!("no user in `{}`", req.uri)));
+    }
+    let caller = identify_caller(req, ctx)?;
+    let callee = find_callee(ctx.directory, caller.map(|p| p.account), host, dialled);
+    if let Some(upstream) = ctx.upstream {
+        return Ok(Routed {
+            caller,
+            callee,
+            target: upstream_target(upstream, dialled),
+            max_forwards,
+        });
+    }
+    let Some(callee) = callee else {
+        return Err((Reply::status(404), format!("no user `{dialled}`")));
+    };
+    let Some(target) = reachable_contact(callee, ctx) else {
+        return Err((
+            Reply::status(480),
+            format!("`{dialled}` is not registered and has no static contact"),
+        ));
+    };
+    Ok(Routed {
+        caller,
+        callee: Some(callee_party_for(callee, &target, ctx)),
+        target,
+        max_forwards,
+    })
+}
+
+/// The caller's directory party, after digest authentication when required.
+fn identify_caller<'a>(
+    req: &Request,
+    ctx: &InviteContext<'a>,
+) -> Result<Option<Party<'a>>, (Reply, String)> {
+    let Some((user, host)) = req.header("From").map(uri_of).and_then(user_and_host) else {
+        return Err((Reply::status(400), "INVITE without a usable From".into()));
+    };
+    let Some((account, user_entry, device)) = find_device(ctx.directory, host, user) else {
+        return Ok(None);
+    };
+    if ctx.challenge_invites
+        && let Some(password) = device.password.as_deref()
+    {
+        let cred = Credential {
+            realm: &account.domain,
+            username: &device.username,
+            password,
+        };
+        authenticate(req, Challenge::Proxy, &cred, ctx.nonces, ctx.wall_ms)?;
+    }
+    Ok(Some(Party {
+        account,
+        user: user_entry,
+        device: Some(device),
+    }))
+}
+
+/// A device by username: in the account of this domain if there is one, else in any account.
+fn find_device<'a>(
+    directory: &'a Directory,
+    domain: &str,
+    username: &str,
+) -> Option<(&'a Account, &'a User, &'a Device)> {
+    let in_account = |a: &'a Account| {
+        a.users.iter().find_map(|u| {
+            u.devices
+                .iter()
+                .find(|d| d.username == username)
+                .map(|d| (a, u, d))
+        })
+    };
+    directory
+        .accounts
+        .iter()
+        .filter(|a| a.domain.eq_ignore_ascii_case(domain))
+        .find_map(in_account)
+        .or_else(|| directory.accounts.iter().find_map(in_account))
+}
+
+/// The user dialled: by extension (or device username) in the caller's account, the account of
+/// the Request-URI's domain, then any account.
+fn find_callee<'a>(
+    directory: &'a Directory,
+    caller_account: Option<&'a Account>,
+    host: &str,
+    dialled: &str,
+) -> Option<Party<'a>> {
+    let in_account = |a: &'a Account| -> Option<Party<'a>> {
+        let by_extension = a.users.iter().find(|u| u.extension == dialled);
+        let user = by_extension.or_else(|| {
+            a.users
+                .iter()
+                .find(|u| u.devices.iter().any(|d| d.username == dialled))
+        })?;
+        Some(Party {
+            account: a,
+            user,
+            device: user.devices.first(),
+        })
+    };
+    caller_account
+        .and_then(in_account)
+        .or_else(|| {
+            directory
+                .accounts
+                .iter()
+                .filter(|a| a.domain.eq_ignore_ascii_case(host))
+                .find_map(in_account)
+        })
+        .or_else(|| directory.accounts.iter().find_map(in_account))
+}
+
+/// The newest registered contact of any of the user's devices, else the first static contact.
+fn reachable_contact(callee: Party<'_>, ctx: &InviteContext<'_>) -> Option<String> {
+    let registered = callee
+        .user
+        .devices
+        .iter()
+        .flat_map(|d| {
+            ctx.registrar
+                .lookup(&callee.account.domain, &d.username, ctx.now)
+        })
+        .max_by_key(|b| b.expires_at)
+        .map(|b| b.contact);
+    registered.or_else(|| callee.user.devices.iter().find_map(|d| d.contact.clone()))
+}
+
+/// The device that owns `contact` (so its own metaflow applies), else the user's first device.
+fn callee_party_for<'a>(callee: Party<'a>, contact: &str, ctx: &InviteContext<'a>) -> Party<'a> {
+    let device = callee.user.devices.iter().find(|d| {
+        d.contact.as_deref() == Some(contact)
+            || ctx
+                .registrar
+                .lookup(&callee.account.domain, &d.username, ctx.now)
+                .iter()
+                .any(|b| b.contact == contact)
+    });
+    Party {
+        device: device.or(callee.device),
+        ..callee
+    }
+}
+
+/// `sip:2600@pbx.example:5080;transport=tcp` from the upstream `sip:pbx.example:5080;transport=tcp`.
+fn upstream_target(upstream: &str, dialled: &str) -> String {
+    let (scheme, rest) = upstream.split_once(':').unwrap_or(("sip", upstream));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}:{dialled}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::sip::registrar::Update;
+
+    fn load() -> config::Config {
+        let (c, r) = config::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.example.yaml"
+        )));
+        assert!(r.error_count() == 0);
+        c.expect("example config loads")
+    }
+
+    fn invite(from: &str, to: &str) -> Request {
+        Request {
+            method: "INVITE".into(),
+            uri: format!("sip:{to}@127.0.0.1"),
+            headers: vec![("From".into(), format!("<sip:{from}@127.0.0.1>;tag=1"))],
+            body: Vec::new(),
+            source: None,
+        }
+    }
+
+    fn ctx<'a>(c: &'a config::Config, reg: &'a Registrar, nonces: &'a Nonces) -> InviteContext<'a> {
+        InviteContext {
+            directory: &c.directory,
+            registrar: reg,
+            nonces,
+            challenge_invites: false,
+            upstream: None,
+            now: 0,
+            wall_ms: 0,
+        }
+    }
+
+    #[test]
+    fn registered_contact_is_rung_and_unknown_users_are_404() {
+        let c = load();
+        let mut reg = Registrar::new();
+        let nonces = Nonces::new("s");
+        let update = Update::Contacts(vec![("sip:1002@127.0.0.1:5099".into(), None)]);
+        let domain = c.directory.accounts[0].domain.clone();
+        reg.register(&domain, "1002", update, Some(600), 0).unwrap();
+        let ctx = ctx(&c, &reg, &nonces);
+        let r = route_invite(&invite("1001", "1002"), &ctx).unwrap();
+        assert_eq!(r.target, "sip:1002@127.0.0.1:5099");
+        assert_eq!(r.caller.unwrap().user.extension, "1001");
+        assert_eq!(r.callee.unwrap().user.extension, "1002");
+        assert_eq!(r.max_forwards, 70, "no Max-Forwards: the RFC 3261 default");
+        let (reply, _) = route_invite(&invite("1001", "1003"), &ctx).unwrap_err();
+        assert_eq!(reply.status, 480);
+        let (reply, _) = route_invite(&invite("1001", "4242"), &ctx).unwrap_err();
+        assert_eq!(reply.status, 404);
+    }
+
+    #[test]
+    fn upstream_takes_every_call_and_max_forwards_zero_is_483() {
+        let c = load();
+        let reg = Registrar::new();
+        let nonces = Nonces::new("s");
+        let mut ctx = ctx(&c, &reg, &nonces);
+        ctx.upstream = Some("sip:10.0.0.9:5080;transport=tcp");
+        let r = route_invite(&invite("stranger", "2600"), &ctx).unwrap();
+        assert_eq!(r.target, "sip:2600@10.0.0.9:5080;transport=tcp");
+        assert!(r.caller.is_none() && r.callee.is_none());
+        let mut req = invite("1001", "1002");
+        req.headers.push(("Max-Forwards".into(), "0".into()));
+        assert_eq!(route_invite(&req, &ctx).unwrap_err().0.status, 483);
+    }
+
+    #[test]
+    fn a_known_caller_is_challenged_when_configured() {
+        let c = load();
+        let reg = Registrar::new();
+        let nonces = Nonces::new("s");
+        let mut ctx = ctx(&c, &reg, &nonces);
+        ctx.challenge_invites = true;
+        ctx.upstream = Some("sip:127.0.0.1:5080");
+        let (reply, _) = route_invite(&invite("1001", "1002"), &ctx).unwrap_err();
+        assert_eq!(reply.status, 407);
+        assert!(reply.headers.iter().any(|(n, _)| n == "Proxy-Authenticate"));
+        // An outside caller is not challenged (it has no password to answer with).
+        assert!(route_invite(&invite("stranger", "1002"), &ctx).is_ok());
+    }
+}
