@@ -127,33 +127,90 @@ fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("bad event line {line}: {e}"))
 }
 
-fn run_call(o: Options, keys: &str) -> (Bench, Capture) {
-    let transport = o.transport;
+/// A finished call: what each phone reported and what the callee's media port received.
+struct Run {
+    bench: Bench,
+    caller: std::process::Output,
+    callee: std::process::Output,
+    capture: Capture,
+}
+
+/// Starts the callee sipp (`callee` scenario with `callee_args`), the daemon, then runs the
+/// caller; waits for both phones.
+fn run(
+    o: Options,
+    callee: impl AsRef<std::path::Path>,
+    callee_args: &[&str],
+    caller: impl FnOnce(&Bench) -> std::process::Output,
+) -> Run {
     let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
     let capture_port = capture.local_addr().unwrap().port().to_string();
-    let callee = SippProcess::spawn(
-        &scenario("uas_answer.xml"),
-        transport,
-        &["-key", "capture_port", &capture_port],
-    );
+    let mut args = vec!["-key", "capture_port", &capture_port];
+    args.extend_from_slice(callee_args);
+    let callee = SippProcess::spawn(callee.as_ref(), o.transport, &args);
     let mut bench = Bench::start(o, callee.port);
     bench.capture = capture;
-    let caller = bench.call(keys, &[]);
+    let caller = caller(&bench);
     let callee = callee.finish();
-    assert!(
-        caller.status.success(),
-        "caller failed: {}\ndaemon log:\n{}",
-        describe(&caller),
-        bench.daemon.log.join("\n")
-    );
-    assert!(
-        callee.status.success(),
-        "callee failed: {}",
-        describe(&callee)
-    );
-    bench.daemon.wait_for("call ended");
-    let cap = Capture::drain(&bench.capture);
-    (bench, cap)
+    let capture = Capture::drain(&bench.capture);
+    // Whatever happened, the daemon must not have crashed.
+    assert!(bench.daemon.is_running(), "the daemon died");
+    Run {
+        bench,
+        caller,
+        callee,
+        capture,
+    }
+}
+
+impl Run {
+    fn assert_phones_ok(&self) {
+        assert!(
+            self.caller.status.success(),
+            "caller failed: {}\ndaemon log:\n{}",
+            describe(&self.caller),
+            self.bench.daemon.log.join("\n")
+        );
+        assert!(
+            self.callee.status.success(),
+            "callee failed: {}",
+            describe(&self.callee)
+        );
+    }
+}
+
+/// A scenario from a template in tests/sipp with `{{NAME}}` placeholders filled in.
+fn filled(bench: &Bench, template: &str, fill: &[(&str, String)]) -> PathBuf {
+    filled_in(bench.sandbox.dir.path(), template, fill)
+}
+
+fn filled_in(dir: &std::path::Path, template: &str, fill: &[(&str, String)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(scenario(template)).unwrap();
+    for (name, value) in fill {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    let path = dir.join(template);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// 1001 calls 1002 with `scenario`.
+fn caller(bench: &Bench, scenario: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["-s", "1002", "-key", "caller", "1001"];
+    args.extend_from_slice(extra);
+    sipp(
+        scenario.to_str().unwrap(),
+        &bench.target(),
+        bench.transport,
+        &args,
+    )
+}
+
+fn run_call(o: Options, keys: &str) -> (Bench, Capture) {
+    let mut r = run(o, scenario("uas_answer.xml"), &[], |b| b.call(keys, &[]));
+    r.assert_phones_ok();
+    r.bench.daemon.wait_for("call ended");
+    (r.bench, r.capture)
 }
 
 #[test]
@@ -218,4 +275,159 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert_eq!(cap.keys(EVENT_PT), "*22600");
     assert!(cap.sequence_is_continuous());
+}
+
+#[test]
+fn busy_and_unavailable_callees_are_reported_to_the_caller() {
+    for status in ["486", "480", "603"] {
+        let dir = tempfile::tempdir().unwrap();
+        let callee = filled_in(
+            dir.path(),
+            "uas_reject.xml",
+            &[("STATUS", status.to_string())],
+        );
+        let r = run(Options::default(), callee, &[], |b| {
+            let sf = filled(b, "uac_refused.xml", &[("STATUS", status.to_string())]);
+            caller(b, &sf, &[])
+        });
+        r.assert_phones_ok();
+    }
+}
+
+#[test]
+fn an_unknown_extension_is_404() {
+    let sandbox_callee = free_port();
+    let mut bench = Bench::start(Options::default(), sandbox_callee);
+    let sf = filled(&bench, "uac_refused.xml", &[("STATUS", "404".into())]);
+    let out = sipp(
+        sf.to_str().unwrap(),
+        &bench.target(),
+        "u1",
+        &["-s", "4242", "-key", "caller", "1001"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    bench.daemon.wait_for("INVITE refused 404");
+}
+
+#[test]
+fn a_cancel_before_the_answer_reaches_the_callee() {
+    let mut r = run(Options::default(), scenario("uas_ring.xml"), &[], |b| {
+        caller(b, &scenario("uac_cancel.xml"), &[])
+    });
+    r.assert_phones_ok();
+    r.bench.daemon.seen_or_wait("call ended");
+}
+
+#[test]
+fn the_callee_hanging_up_ends_the_call_for_the_caller() {
+    let mut r = run(
+        Options::default(),
+        scenario("uas_bye.xml"),
+        &["-d", "500"],
+        |b| caller(b, &scenario("uac_wait_bye.xml"), &[]),
+    );
+    r.assert_phones_ok();
+    r.bench.daemon.seen_or_wait("call ended");
+}
+
+#[test]
+fn hold_and_resume_by_reinvite_are_answered_from_the_anchor() {
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        caller(b, &scenario("uac_hold.xml"), &[])
+    });
+    r.assert_phones_ok();
+    let held = r.bench.daemon.seen_or_wait("hold=true");
+    assert!(held.contains("re-offer answered from the anchor"), "{held}");
+    r.bench.daemon.seen_or_wait("hold=false");
+    r.bench.daemon.seen_or_wait("call ended");
+}
+
+/// The caller presses `keys` by SIP INFO.
+fn info_call(passthrough: &'static str, keys: &str) -> Run {
+    let part = std::fs::read_to_string(scenario("info_key.part")).unwrap();
+    let infos: String = keys
+        .chars()
+        .enumerate()
+        .map(|(i, k)| {
+            part.replace("{{CSEQ}}", &(i + 2).to_string())
+                .replace("{{KEY}}", &k.to_string())
+        })
+        .collect();
+    let bye_cseq = (keys.len() + 2).to_string();
+    run(
+        Options {
+            passthrough,
+            ..Options::default()
+        },
+        scenario("uas_answer.xml"),
+        &[],
+        |b| {
+            let sf = filled(
+                b,
+                "uac_info.xml",
+                &[("INFOS", infos), ("BYE_CSEQ", bye_cseq)],
+            );
+            caller(b, &sf, &[])
+        },
+    )
+}
+
+#[test]
+fn info_keys_fire_and_are_held_back_from_the_callee() {
+    let mut r = info_call("hold", "*22600");
+    r.assert_phones_ok();
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    r.bench.daemon.seen_or_wait("call ended");
+    assert_eq!(r.capture.keys(EVENT_PT), "");
+}
+
+#[test]
+fn info_keys_reach_the_callee_as_rfc4733_with_passthrough_pass() {
+    let mut r = info_call("pass", "*22600");
+    r.assert_phones_ok();
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    r.bench.daemon.seen_or_wait("call ended");
+    let capture = Capture::drain(&r.bench.capture);
+    let mut heard = r.capture.keys(EVENT_PT);
+    heard.push_str(&capture.keys(EVENT_PT));
+    assert_eq!(heard, "*22600");
+}
+
+#[test]
+fn a_caller_claiming_a_directory_identity_must_authenticate() {
+    let r = run(
+        Options {
+            challenge: true,
+            ..Options::default()
+        },
+        scenario("uas_answer.xml"),
+        &[],
+        |b| {
+            let (pcap, length) = keys_pcap("*22600", 500);
+            let path = b.sandbox.path("auth.pcap");
+            std::fs::write(&path, pcap).unwrap();
+            let d = (length.as_millis() + 300).to_string();
+            caller(
+                b,
+                &scenario("uac_call_auth.xml"),
+                &[
+                    "-au",
+                    "1001",
+                    "-ap",
+                    "pass1001",
+                    "-key",
+                    "pcap",
+                    path.to_str().unwrap(),
+                    "-d",
+                    &d,
+                ],
+            )
+        },
+    );
+    let mut r = r;
+    r.assert_phones_ok();
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
 }
