@@ -90,34 +90,38 @@ impl Bench {
     }
 
     /// The caller: 1001 calls 1002, plays `keys` after a second of audio, hangs up.
-    fn call(&self, keys: &str, extra: &[&str]) -> std::process::Output {
-        let (pcap, length) = keys_pcap(keys, 1000);
-        let pcap_path = self.sandbox.path("caller.pcap");
-        std::fs::write(&pcap_path, pcap).unwrap();
-        let hold_ms = (length.as_millis() + 300).to_string();
-        let media_port = free_port().to_string();
-        let mut args = vec![
-            "-s",
-            "1002",
-            "-key",
-            "caller",
-            "1001",
-            "-key",
-            "pcap",
-            pcap_path.to_str().unwrap(),
-            "-d",
-            &hold_ms,
-            "-mp",
-            &media_port,
-        ];
-        args.extend_from_slice(extra);
-        sipp(
-            scenario("uac_call.xml").to_str().unwrap(),
-            &self.target(),
-            self.transport,
-            &args,
-        )
+    fn call(&self, keys: &str) -> std::process::Output {
+        call_keys(&self.sandbox, &self.target(), self.transport, keys)
     }
+}
+
+/// 1001 calls 1002 through the daemon at `target`, plays `keys` after a second of audio, hangs up.
+fn call_keys(sandbox: &Sandbox, target: &str, transport: &str, keys: &str) -> std::process::Output {
+    let (pcap, length) = keys_pcap(keys, 1000);
+    let pcap_path = sandbox.path("caller.pcap");
+    std::fs::write(&pcap_path, pcap).unwrap();
+    let hold_ms = (length.as_millis() + 300).to_string();
+    let media_port = free_port().to_string();
+    let args = [
+        "-s",
+        "1002",
+        "-key",
+        "caller",
+        "1001",
+        "-key",
+        "pcap",
+        pcap_path.to_str().unwrap(),
+        "-d",
+        &hold_ms,
+        "-mp",
+        &media_port,
+    ];
+    sipp(
+        scenario("uac_call.xml").to_str().unwrap(),
+        target,
+        transport,
+        &args,
+    )
 }
 
 /// Waits for the daemon's call event line of `kind` and returns it as JSON.
@@ -207,7 +211,7 @@ fn caller(bench: &Bench, scenario: &std::path::Path, extra: &[&str]) -> std::pro
 }
 
 fn run_call(o: Options, keys: &str) -> (Bench, Capture) {
-    let mut r = run(o, scenario("uas_answer.xml"), &[], |b| b.call(keys, &[]));
+    let mut r = run(o, scenario("uas_answer.xml"), &[], |b| b.call(keys));
     r.assert_phones_ok();
     r.bench.daemon.wait_for("call ended");
     (r.bench, r.capture)
@@ -430,4 +434,102 @@ fn a_caller_claiming_a_directory_identity_must_authenticate() {
     r.assert_phones_ok();
     let fired = event(&mut r.bench.daemon, "fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+}
+
+/// A raw SIP request over UDP from `socket`; returns the first final response's status line, if
+/// any comes within a few seconds (after that, there is none: the daemon dropped it).
+fn raw_request(socket: &UdpSocket, target: &str, message: &[u8]) -> Option<String> {
+    socket.send_to(message, target).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status = text.lines().next().unwrap_or("").to_string();
+        if !status.starts_with("SIP/2.0 1") {
+            return Some(status);
+        }
+    }
+    None
+}
+
+fn invite_with(call_id: &str, content_length: Option<usize>, body: &str) -> Vec<u8> {
+    let length = content_length.unwrap_or(body.len());
+    format!(
+        "INVITE sip:1002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{call_id}\r\n\
+         From: <sip:stranger@127.0.0.1>;tag=x{call_id}\r\nTo: <sip:1002@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:stranger@127.0.0.1:9>\r\n\
+         Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {length}\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
+    let r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        let target = b.target();
+        let config = std::fs::read_to_string(b.sandbox.path("config.yaml")).unwrap();
+        let ports: Vec<u16> = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ports: "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.split_once('-'))
+            .map(|(lo, hi)| (lo.parse().unwrap()..=hi.parse().unwrap()).collect())
+            .unwrap();
+        let (sandbox, transport) = (&b.sandbox, b.transport);
+        std::thread::scope(|s| {
+            let call = s.spawn(|| call_keys(sandbox, &target, transport, "*22600"));
+            let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Malformed SIP over UDP: garbage, a truncated request, a huge header, bad SDP.
+            junk.send_to(b"\x00\xff\xfegarbage\r\n\r\n", &target)
+                .unwrap();
+            junk.send_to(
+                b"INVITE sip:1002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP",
+                &target,
+            )
+            .unwrap();
+            let huge = format!(
+                "OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Junk: {}\r\n\r\n",
+                "a".repeat(60_000)
+            );
+            let _ = junk.send_to(huge.as_bytes(), &target);
+            let bad_sdp = invite_with("badsdp1", None, "v=0\r\nthis is not sdp\r\n");
+            assert_eq!(
+                raw_request(&junk, &target, &bad_sdp).as_deref(),
+                Some("SIP/2.0 488 Not Acceptable Here"),
+                "an INVITE with unusable SDP is refused"
+            );
+            // Malformed SIP over TCP: garbage, then a header block that never ends.
+            if let Ok(mut tcp) = std::net::TcpStream::connect(&target) {
+                use std::io::Write;
+                let _ = tcp.write_all(b"\x01\x02 not sip at all\r\n\r\n");
+                let _ = tcp.write_all(
+                    format!("INVITE sip:x SIP/2.0\r\nX: {}", "b".repeat(80_000)).as_bytes(),
+                );
+            }
+            // Malformed RTP (and strangers' packets) to every media port of the range.
+            for port in &ports {
+                for packet in [
+                    &b"\x80"[..],
+                    &[0xff; 12][..],
+                    &[0x80, 101, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 10][..],
+                ] {
+                    let _ = junk.send_to(packet, ("127.0.0.1", *port));
+                }
+            }
+            call.join().unwrap()
+        })
+    });
+    let mut r = r;
+    r.assert_phones_ok();
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    r.bench.daemon.seen_or_wait("call ended");
+    assert_eq!(
+        r.capture.keys(EVENT_PT),
+        "",
+        "no injected key reached the callee"
+    );
+    assert!(r.capture.audio_packets() >= 50);
 }
