@@ -572,3 +572,34 @@ fn sigterm_refuses_new_calls_and_waits_for_the_calls_in_progress() {
         "the call went on while draining"
     );
 }
+
+#[test]
+fn a_reload_during_a_call_leaves_the_call_and_its_codes_alone() {
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        let target = b.target();
+        let Bench {
+            sandbox,
+            daemon,
+            transport,
+            ..
+        } = b;
+        std::thread::scope(|s| {
+            let call = s.spawn(|| call_keys(sandbox, &target, transport, "*22600"));
+            daemon.wait_for("answered");
+            // The new config drops every feature code; the call keeps the metaflow it began with.
+            let flow = std::fs::read_to_string(sandbox.path("metaflows/default.yaml")).unwrap();
+            sandbox.write(
+                "metaflows/default.yaml",
+                &flow.replace("'2(\\d{4})':", "'9(\\d{4})':"),
+            );
+            daemon.signal(libc::SIGHUP);
+            daemon.wait_for("reload ok");
+            call.join().unwrap()
+        })
+    });
+    r.assert_phones_ok();
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    assert_eq!(r.capture.keys(EVENT_PT), "");
+    assert!(r.capture.audio_packets() >= 50);
+}
