@@ -16,6 +16,8 @@ struct Bench {
     daemon: Daemon,
     capture: UdpSocket,
     transport: &'static str,
+    /// The daemon's media port range.
+    rtp_ports: std::ops::RangeInclusive<u16>,
 }
 
 struct Options {
@@ -41,10 +43,12 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 impl Bench {
-    /// Starts the daemon; the callee sipp must be started with [`Bench::callee`] before calls.
-    fn start(o: Options, callee_port: u16) -> Bench {
+    /// Starts the daemon with user 1002 at the callee's port; `capture` is the callee's media
+    /// port.
+    fn start(o: Options, callee_port: u16, capture: UdpSocket) -> Bench {
         let sandbox = Sandbox::from_example();
         let rtp_base = free_port() & !1;
+        let rtp_ports = rtp_base..=rtp_base.saturating_add(59);
         let transport = if o.transport.starts_with('t') {
             ";transport=tcp"
         } else {
@@ -54,7 +58,7 @@ impl Bench {
             .unwrap()
             .replace(
                 "ports: 20000-29999",
-                &format!("ports: {rtp_base}-{}", rtp_base.saturating_add(59)),
+                &format!("ports: {}-{}", rtp_ports.start(), rtp_ports.end()),
             )
             .replace(
                 "challenge_invites: true",
@@ -76,12 +80,12 @@ impl Bench {
         sandbox.write("metaflows/default.yaml", &flow);
         let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
         daemon.wait_for("hookflash ready");
-        let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
         Bench {
             sandbox,
             daemon,
             capture,
             transport: o.transport,
+            rtp_ports,
         }
     }
 
@@ -152,8 +156,7 @@ fn run(
     let mut args = vec!["-key", "capture_port", &capture_port];
     args.extend_from_slice(callee_args);
     let callee = SippProcess::spawn(callee.as_ref(), o.transport, &args);
-    let mut bench = Bench::start(o, callee.port);
-    bench.capture = capture;
+    let mut bench = Bench::start(o, callee.port, capture);
     let caller = caller(&mut bench);
     let callee = callee.finish();
     let capture = Capture::drain(&bench.capture);
@@ -299,7 +302,8 @@ fn busy_and_unavailable_callees_are_reported_to_the_caller() {
 #[test]
 fn an_unknown_extension_is_404() {
     let sandbox_callee = free_port();
-    let mut bench = Bench::start(Options::default(), sandbox_callee);
+    let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut bench = Bench::start(Options::default(), sandbox_callee, capture);
     let sf = filled(&bench, "uac_refused.xml", &[("STATUS", "404".into())]);
     let out = sipp(
         sf.to_str().unwrap(),
@@ -434,6 +438,27 @@ fn a_caller_claiming_a_directory_identity_must_authenticate() {
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
 }
 
+/// 1001 calls 1002 pressing `keys`; once the call is answered, `meanwhile` acts on the daemon.
+fn during_call(
+    b: &mut Bench,
+    keys: &str,
+    meanwhile: impl FnOnce(&mut Daemon, &Sandbox, &str),
+) -> std::process::Output {
+    let target = b.target();
+    let Bench {
+        sandbox,
+        daemon,
+        transport,
+        ..
+    } = b;
+    std::thread::scope(|s| {
+        let call = s.spawn(|| call_keys(sandbox, &target, transport, keys));
+        daemon.wait_for("answered");
+        meanwhile(daemon, sandbox, &target);
+        call.join().unwrap()
+    })
+}
+
 /// A raw SIP request over UDP from `socket`; returns the first final response's status line, if
 /// any comes within a few seconds (after that, there is none: the daemon dropped it).
 fn raw_request(socket: &UdpSocket, target: &str, message: &[u8]) -> Option<String> {
@@ -467,14 +492,7 @@ fn invite_with(call_id: &str, content_length: Option<usize>, body: &str) -> Vec<
 fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
     let r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
         let target = b.target();
-        let config = std::fs::read_to_string(b.sandbox.path("config.yaml")).unwrap();
-        let ports: Vec<u16> = config
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("ports: "))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|r| r.split_once('-'))
-            .map(|(lo, hi)| (lo.parse().unwrap()..=hi.parse().unwrap()).collect())
-            .unwrap();
+        let ports = b.rtp_ports.clone();
         let (sandbox, transport) = (&b.sandbox, b.transport);
         std::thread::scope(|s| {
             let call = s.spawn(|| call_keys(sandbox, &target, transport, "*22600"));
@@ -507,13 +525,13 @@ fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
                 );
             }
             // Malformed RTP (and strangers' packets) to every media port of the range.
-            for port in &ports {
+            for port in ports {
                 for packet in [
                     &b"\x80"[..],
                     &[0xff; 12][..],
                     &[0x80, 101, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 10][..],
                 ] {
-                    let _ = junk.send_to(packet, ("127.0.0.1", *port));
+                    let _ = junk.send_to(packet, ("127.0.0.1", port));
                 }
             }
             call.join().unwrap()
@@ -535,25 +553,15 @@ fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
 #[test]
 fn sigterm_refuses_new_calls_and_waits_for_the_calls_in_progress() {
     let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
-        let target = b.target();
-        let Bench {
-            sandbox,
-            daemon,
-            transport,
-            ..
-        } = b;
-        std::thread::scope(|s| {
-            let call = s.spawn(|| call_keys(sandbox, &target, transport, ""));
-            daemon.wait_for("answered");
+        during_call(b, "", |daemon, _, target| {
             daemon.signal(libc::SIGTERM);
             daemon.wait_for("SIGTERM: refusing new calls");
             let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
             let late = invite_with("late1", None, "v=0\r\n");
             assert_eq!(
-                raw_request(&junk, &target, &late).as_deref(),
+                raw_request(&junk, target, &late).as_deref(),
                 Some("SIP/2.0 503 Service Unavailable"),
             );
-            call.join().unwrap()
         })
     });
     r.assert_phones_ok();
@@ -576,16 +584,7 @@ fn sigterm_refuses_new_calls_and_waits_for_the_calls_in_progress() {
 #[test]
 fn a_reload_during_a_call_leaves_the_call_and_its_codes_alone() {
     let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
-        let target = b.target();
-        let Bench {
-            sandbox,
-            daemon,
-            transport,
-            ..
-        } = b;
-        std::thread::scope(|s| {
-            let call = s.spawn(|| call_keys(sandbox, &target, transport, "*22600"));
-            daemon.wait_for("answered");
+        during_call(b, "*22600", |daemon, sandbox, _| {
             // The new config drops every feature code; the call keeps the metaflow it began with.
             let flow = std::fs::read_to_string(sandbox.path("metaflows/default.yaml")).unwrap();
             sandbox.write(
@@ -594,7 +593,6 @@ fn a_reload_during_a_call_leaves_the_call_and_its_codes_alone() {
             );
             daemon.signal(libc::SIGHUP);
             daemon.wait_for("reload ok");
-            call.join().unwrap()
         })
     });
     r.assert_phones_ok();

@@ -53,6 +53,9 @@ pub enum Leg {
     B,
 }
 
+/// Legs by [`Leg::index`].
+const LEGS: [Leg; 2] = [Leg::A, Leg::B];
+
 impl Leg {
     pub fn other(self) -> Leg {
         match self {
@@ -61,7 +64,8 @@ impl Leg {
         }
     }
 
-    fn index(self) -> usize {
+    /// Position in per-leg arrays: 0 for a, 1 for b.
+    pub fn index(self) -> usize {
         match self {
             Leg::A => 0,
             Leg::B => 1,
@@ -536,6 +540,8 @@ impl Worker {
     /// Reads everything waiting on one socket.
     fn readable(&mut self, token: usize) {
         let (slot, leg, rtcp) = (token / 4, (token / 2) % 2, token % 2 == 1);
+        // One clock read per wake-up, not per packet.
+        let now = self.now();
         loop {
             let Some(call) = self.calls.get_mut(slot).and_then(|c| c.as_mut()) else {
                 return;
@@ -552,7 +558,7 @@ impl Worker {
             if rtcp {
                 self.relay_rtcp(slot, leg, len, from);
             } else {
-                self.relay_rtp(slot, leg, len, from);
+                self.relay_rtp(slot, leg, len, from, now);
             }
         }
     }
@@ -571,8 +577,7 @@ impl Worker {
         }
     }
 
-    fn relay_rtp(&mut self, slot: usize, leg: usize, len: usize, from: SocketAddr) {
-        let now = self.now();
+    fn relay_rtp(&mut self, slot: usize, leg: usize, len: usize, from: SocketAddr, now: Millis) {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -581,38 +586,14 @@ impl Worker {
             self.stats.foreign.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Ok(packet) = RtpPacket::parse(&self.buf[..len]) else {
-            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
+        let is_event = len >= 12 && Some(self.buf[1] & 0x7f) == l.party.telephone_event;
+        if is_event && !self.hear_event(slot, leg, len, now) {
+            // A dropped packet of the party's stream leaves no gap in the other's.
+            if let Some(call) = self.calls[slot].as_mut() {
+                call.legs[1 - leg].out.skip();
+            }
             return;
-        };
-        if Some(packet.payload_type()) == l.party.telephone_event {
-            let heard =
-                l.detector
-                    .on_packet(packet.ssrc(), packet.timestamp(), packet.payload(), now);
-            match heard {
-                Heard::Key(key) => {
-                    let this = if leg == 0 { Leg::A } else { Leg::B };
-                    let forward = self.on_key(slot, this, key, KeySource::Rfc4733, now);
-                    if let Some(call) = self.calls[slot].as_mut() {
-                        call.legs[leg].detector.set_relay(forward);
-                    }
-                }
-                Heard::Same => {}
-                Heard::Ignored(_) => {
-                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            let Some(call) = self.calls[slot].as_mut() else {
-                return;
-            };
-            let relay = call.legs[leg].detector.relay();
-            let other = &mut call.legs[1 - leg];
-            if !relay || other.party.telephone_event.is_none() {
-                other.out.skip();
-                self.stats.withheld.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
         }
         let Some(call) = self.calls[slot].as_mut() else {
             return;
@@ -629,6 +610,46 @@ impl Worker {
         if other.rtp.send_to(&self.buf[..len], dest).is_ok() {
             self.stats.relayed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A telephone-event packet from the party on `leg`: the detector hears it (a new key goes to
+    /// the collector). Returns whether it may reach the other party; what it drops is counted.
+    fn hear_event(&mut self, slot: usize, leg: usize, len: usize, now: Millis) -> bool {
+        let Some(call) = self.calls[slot].as_mut() else {
+            return false;
+        };
+        let Ok(packet) = RtpPacket::parse(&self.buf[..len]) else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let heard = call.legs[leg].detector.on_packet(
+            packet.ssrc(),
+            packet.timestamp(),
+            packet.payload(),
+            now,
+        );
+        match heard {
+            Heard::Key(key) => {
+                let forward = self.on_key(slot, LEGS[leg], key, KeySource::Rfc4733, now);
+                if let Some(call) = self.calls[slot].as_mut() {
+                    call.legs[leg].detector.set_relay(forward);
+                }
+            }
+            Heard::Same => {}
+            Heard::Ignored(_) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        let Some(call) = self.calls[slot].as_mut() else {
+            return false;
+        };
+        let pass =
+            call.legs[leg].detector.relay() && call.legs[1 - leg].party.telephone_event.is_some();
+        if !pass {
+            self.stats.withheld.fetch_add(1, Ordering::Relaxed);
+        }
+        pass
     }
 
     /// A key from the party on `leg`: tell the owner, ask the collector. Returns whether the key's
@@ -678,7 +699,7 @@ impl Worker {
     fn tick(&mut self) {
         let now = self.now();
         for slot in 0..self.calls.len() {
-            for leg in [Leg::A, Leg::B] {
+            for leg in LEGS {
                 let Some(call) = self.calls[slot].as_mut() else {
                     break;
                 };

@@ -17,6 +17,7 @@
 //! Keys, fired actions and no-matches come back from the media relay and are logged as call
 //! events (JSON, target `hookflash::event`). Modules that act on them come with the next issue.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,29 +156,13 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         answered: false,
         offer_in_ack: [false, false],
     };
-    let b_offer = match sdp::anchor(&offer, call.media.local(Leg::B), &mut call.origins[1], None) {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = a.reject(Some(StatusCode::NotAcceptableHere), Some(e.to_string()));
-            env.dialogs.remove_dialog(&a.id());
-            return;
-        }
-    };
-    let (b_state_tx, mut b_states) = env.dialogs.new_dialog_state_channel();
-    let option = match invite_option(&plan, &env, contact, b_offer) {
-        Ok(o) => o,
-        Err(e) => {
-            warn!(call = %call_id, "cannot call `{}`: {e}", plan.target);
-            let _ = a.reject(Some(StatusCode::ServerInternalError), None);
-            env.dialogs.remove_dialog(&a.id());
-            return;
-        }
-    };
-    let (b, b_result) = match env.dialogs.do_invite_async(option, b_state_tx) {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(call = %call_id, "cannot call `{}`: {e}", plan.target);
-            let _ = a.reject(Some(StatusCode::ServiceUnavailable), None);
+    let (b, b_result, mut b_states) = match start_b_leg(&plan, &env, contact, &offer, &mut call) {
+        Ok(started) => started,
+        Err((status, why)) => {
+            warn!(call = %call_id, "cannot call `{}`: {why}", plan.target);
+            // Only an SDP problem is the caller's to know about.
+            let reason = (status == StatusCode::NotAcceptableHere).then_some(why);
+            let _ = a.reject(Some(status), reason);
             env.dialogs.remove_dialog(&a.id());
             return;
         }
@@ -203,6 +188,38 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         env.dialogs.remove_dialog(&b.id());
     }
     info!(call = %call_id, "call ended");
+}
+
+/// Sends the b-leg INVITE: the caller's SDP anchored on our b-side port.
+fn start_b_leg(
+    plan: &CallPlan,
+    env: &CallEnv,
+    contact: Option<rsipstack::sip::Uri>,
+    offer: &[u8],
+    call: &mut Call,
+) -> Result<
+    (
+        InviteDialog,
+        JoinHandle<InviteAsyncResult>,
+        DialogStateReceiver,
+    ),
+    (StatusCode, String),
+> {
+    let b_offer = sdp::anchor(
+        offer,
+        call.media.local(Leg::B),
+        &mut call.origins[Leg::B.index()],
+        None,
+    )
+    .map_err(|e| (StatusCode::NotAcceptableHere, e.to_string()))?;
+    let option = invite_option(plan, env, contact, b_offer)
+        .map_err(|e| (StatusCode::ServerInternalError, e))?;
+    let (b_state_tx, b_states) = env.dialogs.new_dialog_state_channel();
+    let (b, b_result) = env
+        .dialogs
+        .do_invite_async(option, b_state_tx)
+        .map_err(|e| (StatusCode::ServiceUnavailable, e.to_string()))?;
+    Ok((b, b_result, b_states))
 }
 
 fn invite_option(
@@ -260,23 +277,11 @@ struct Call {
     offer_in_ack: [bool; 2],
 }
 
-/// Why the main loop ended.
-enum End {
-    Done,
-}
-
 impl Call {
     fn dialog(&self, leg: Leg) -> Option<&InviteDialog> {
         match leg {
             Leg::A => Some(&self.a),
             Leg::B => self.b.as_ref(),
-        }
-    }
-
-    fn idx(leg: Leg) -> usize {
-        match leg {
-            Leg::A => 0,
-            Leg::B => 1,
         }
     }
 
@@ -305,7 +310,7 @@ impl Call {
                 }
                 Some(event) = media_rx.recv() => {
                     self.on_media(event);
-                    None
+                    ControlFlow::Continue(())
                 }
                 _ = &mut ring_timeout, if !self.answered => {
                     info!(call = %self.id, "no answer in {} s", RING_TIMEOUT.as_secs());
@@ -313,11 +318,11 @@ impl Call {
                         let _ = b.cancel().await;
                     }
                     let _ = self.a.reject(Some(StatusCode::RequestTimeout), None);
-                    Some(End::Done)
+                    ControlFlow::Break(())
                 }
-                else => Some(End::Done),
+                else => ControlFlow::Break(()),
             };
-            if let Some(End::Done) = end {
+            if end.is_break() {
                 // A b-leg still being set up is cancelled; let its transaction finish so a 2xx
                 // racing the CANCEL is ACKed and ended with BYE.
                 if let Some(result) = b_result.take() {
@@ -331,12 +336,12 @@ impl Call {
     async fn on_b_result(
         &mut self,
         result: Result<InviteAsyncResult, tokio::task::JoinError>,
-    ) -> Option<End> {
+    ) -> ControlFlow<()> {
         let response = match result {
             Ok(Ok((_, Some(resp)))) => resp,
             Ok(Ok((_, None))) => {
                 let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
-                return Some(End::Done);
+                return ControlFlow::Break(());
             }
             Ok(Err(e)) => {
                 info!(call = %self.id, "b-leg failed: {e}");
@@ -345,12 +350,12 @@ impl Call {
                     _ => StatusCode::ServiceUnavailable,
                 };
                 let _ = self.a.reject(Some(status), None);
-                return Some(End::Done);
+                return ControlFlow::Break(());
             }
             Err(e) => {
                 warn!(call = %self.id, "b-leg task failed: {e}");
                 let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
-                return Some(End::Done);
+                return ControlFlow::Break(());
             }
         };
         let status = response.status_code.code();
@@ -361,14 +366,14 @@ impl Call {
             };
             info!(call = %self.id, "callee answered {status}; caller gets {mapped}");
             let _ = self.a.reject(Some(StatusCode::from(mapped)), None);
-            return Some(End::Done);
+            return ControlFlow::Break(());
         }
         if self.a.state().is_terminated() {
             // The caller gave up at the same moment: end the b-leg too.
             if let Some(b) = &self.b {
                 let _ = b.bye().await;
             }
-            return Some(End::Done);
+            return ControlFlow::Break(());
         }
         match self.answer_from(Leg::B, &response.body) {
             Ok(answer) => {
@@ -377,11 +382,11 @@ impl Call {
                     if let Some(b) = &self.b {
                         let _ = b.bye().await;
                     }
-                    return Some(End::Done);
+                    return ControlFlow::Break(());
                 }
                 self.answered = true;
                 info!(call = %self.id, "answered");
-                None
+                ControlFlow::Continue(())
             }
             Err(e) => {
                 info!(call = %self.id, "the callee's answer is unusable ({e}); ending");
@@ -389,7 +394,7 @@ impl Call {
                     let _ = b.bye().await;
                 }
                 let _ = self.a.reject(Some(StatusCode::NotAcceptableHere), None);
-                Some(End::Done)
+                ControlFlow::Break(())
             }
         }
     }
@@ -402,15 +407,15 @@ impl Call {
         let anchored = sdp::anchor(
             body,
             self.media.local(to),
-            &mut self.origins[Self::idx(to)],
+            &mut self.origins[to.index()],
             None,
         )?;
-        self.sdp[Self::idx(from)] = body.to_vec();
+        self.sdp[from.index()] = body.to_vec();
         self.media.set_party(from, party_media(&desc));
         Ok(anchored)
     }
 
-    async fn on_state(&mut self, leg: Leg, state: DialogState) -> Option<End> {
+    async fn on_state(&mut self, leg: Leg, state: DialogState) -> ControlFlow<()> {
         match state {
             DialogState::Early(_, resp) if leg == Leg::B => {
                 if resp.body.is_empty() {
@@ -426,23 +431,23 @@ impl Call {
                         }
                     }
                 }
-                None
+                ControlFlow::Continue(())
             }
             DialogState::Terminated(_, reason) => self.on_terminated(leg, reason).await,
             DialogState::Updated(_, req, handle) => {
                 self.on_offer(leg, &req.body, handle).await;
-                None
+                ControlFlow::Continue(())
             }
-            DialogState::Confirmed(..) if self.offer_in_ack[Self::idx(leg)] => {
-                self.offer_in_ack[Self::idx(leg)] = false;
+            DialogState::Confirmed(..) if self.offer_in_ack[leg.index()] => {
+                self.offer_in_ack[leg.index()] = false;
                 let ack = self.dialog(leg).and_then(|d| d.last_remote_ack());
                 if let Some(ack) = ack
                     && let Ok(desc) = sdp::describe(&ack.body)
                 {
-                    self.sdp[Self::idx(leg)] = ack.body.clone();
+                    self.sdp[leg.index()] = ack.body.clone();
                     self.media.set_party(leg, party_media(&desc));
                 }
-                None
+                ControlFlow::Continue(())
             }
             DialogState::Info(_, req, handle) => {
                 let content_type = req
@@ -463,24 +468,24 @@ impl Call {
                         let _ = handle.reply(StatusCode::BadRequest).await;
                     }
                 }
-                None
+                ControlFlow::Continue(())
             }
             DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
-                None
+                ControlFlow::Continue(())
             }
             DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;
-                None
+                ControlFlow::Continue(())
             }
-            _ => None,
+            _ => ControlFlow::Continue(()),
         }
     }
 
-    async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> Option<End> {
+    async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> ControlFlow<()> {
         info!(call = %self.id, leg = leg.as_str(), "leg ended: {reason:?}");
         match leg {
             Leg::A => {
@@ -491,15 +496,15 @@ impl Call {
                         let _ = b.cancel().await;
                     }
                 }
-                Some(End::Done)
+                ControlFlow::Break(())
             }
             Leg::B => {
                 if self.answered {
                     let _ = self.a.bye().await;
-                    Some(End::Done)
+                    ControlFlow::Break(())
                 } else {
                     // A failure before the answer comes through the INVITE's result.
-                    None
+                    ControlFlow::Continue(())
                 }
             }
         }
@@ -507,8 +512,8 @@ impl Call {
 
     /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
     async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
-        let i = Self::idx(leg);
-        let other = Self::idx(leg.other());
+        let i = leg.index();
+        let other = leg.other().index();
         if body.is_empty() {
             // Offerless re-INVITE (or an UPDATE without SDP): offer what the other party has.
             if self.sdp[other].is_empty() {

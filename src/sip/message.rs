@@ -89,6 +89,14 @@ pub fn uri_of(value: &str) -> &str {
     }
 }
 
+/// The display name of a name-addr (`"Alice Smith" <sip:…>` → `Alice Smith`); `None` for a bare
+/// URI or an empty name.
+pub fn display_name(value: &str) -> Option<String> {
+    let (before, _) = value.split_once('<')?;
+    let name = before.trim().trim_matches('"').trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// The user and host of a SIP URI (`sip:1001@127.0.0.1:5060;transport=udp` → `1001`, `127.0.0.1`).
 pub fn user_and_host(uri: &str) -> Option<(&str, &str)> {
     let rest = uri
@@ -110,6 +118,18 @@ pub fn user_and_host(uri: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_of_name_addrs() {
+        let of = |v| display_name(v);
+        assert_eq!(
+            of("\"Alice Caller\" <sip:1001@h>;tag=1").as_deref(),
+            Some("Alice Caller")
+        );
+        assert_eq!(of("Bob <sip:1002@h>").as_deref(), Some("Bob"));
+        assert_eq!(of("<sip:1002@h>"), None);
+        assert_eq!(of("sip:1002@h;tag=1"), None);
+    }
 
     #[test]
     fn headers_by_any_name_or_compact_form() {

@@ -75,7 +75,7 @@ pub fn route_invite<'a>(
     let Some(callee) = callee else {
         return Err((Reply::status(404), format!("no user `{dialled}`")));
     };
-    let Some(target) = reachable_contact(callee, ctx) else {
+    let Some((device, target)) = reachable(callee, ctx) else {
         return Err((
             Reply::status(480),
             format!("`{dialled}` is not registered and has no static contact"),
@@ -83,7 +83,10 @@ pub fn route_invite<'a>(
     };
     Ok(Routed {
         caller,
-        callee: Some(callee_party_for(callee, &target, ctx)),
+        callee: Some(Party {
+            device: Some(device),
+            ..callee
+        }),
         target,
         max_forwards,
     })
@@ -172,8 +175,9 @@ fn find_callee<'a>(
         .or_else(|| directory.accounts.iter().find_map(in_account))
 }
 
-/// The newest registered contact of any of the user's devices, else the first static contact.
-fn reachable_contact(callee: Party<'_>, ctx: &InviteContext<'_>) -> Option<String> {
+/// Where to ring the user, and the device that is (so its own metaflow applies): the newest
+/// registered contact of any of its devices, else the first static contact.
+fn reachable<'a>(callee: Party<'a>, ctx: &InviteContext<'_>) -> Option<(&'a Device, String)> {
     let registered = callee
         .user
         .devices
@@ -181,26 +185,18 @@ fn reachable_contact(callee: Party<'_>, ctx: &InviteContext<'_>) -> Option<Strin
         .flat_map(|d| {
             ctx.registrar
                 .lookup(&callee.account.domain, &d.username, ctx.now)
+                .into_iter()
+                .map(move |b| (d, b))
         })
-        .max_by_key(|b| b.expires_at)
-        .map(|b| b.contact);
-    registered.or_else(|| callee.user.devices.iter().find_map(|d| d.contact.clone()))
-}
-
-/// The device that owns `contact` (so its own metaflow applies), else the user's first device.
-fn callee_party_for<'a>(callee: Party<'a>, contact: &str, ctx: &InviteContext<'a>) -> Party<'a> {
-    let device = callee.user.devices.iter().find(|d| {
-        d.contact.as_deref() == Some(contact)
-            || ctx
-                .registrar
-                .lookup(&callee.account.domain, &d.username, ctx.now)
-                .iter()
-                .any(|b| b.contact == contact)
-    });
-    Party {
-        device: device.or(callee.device),
-        ..callee
-    }
+        .max_by_key(|(_, b)| b.expires_at)
+        .map(|(d, b)| (d, b.contact));
+    registered.or_else(|| {
+        callee
+            .user
+            .devices
+            .iter()
+            .find_map(|d| d.contact.clone().map(|c| (d, c)))
+    })
 }
 
 /// `sip:2600@pbx.example:5080;transport=tcp` from the upstream `sip:pbx.example:5080;transport=tcp`.

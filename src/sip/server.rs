@@ -26,7 +26,7 @@ use crate::random::random_u64;
 use super::call::{CallEnv, CallPlan, run_call};
 use super::calls::Calls;
 use super::digest::Nonces;
-use super::message::{Reply, Request, uri_of, user_and_host};
+use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::route::{InviteContext, route_invite};
@@ -317,13 +317,6 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         from_display: display_name(from),
         from_user,
     })
-}
-
-/// The display name of a name-addr (`"Alice Smith" <sip:…>` → `Alice Smith`).
-fn display_name(value: &str) -> Option<String> {
-    let before = value.split('<').next()?.trim();
-    let name = before.trim_matches('"').trim();
-    (!name.is_empty() && value.contains('<')).then(|| name.to_string())
 }
 
 async fn send(tx: &mut Transaction, reply: Reply) {
