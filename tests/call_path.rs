@@ -101,6 +101,17 @@ impl Bench {
 
 /// 1001 calls 1002 through the daemon at `target`, plays `keys` after a second of audio, hangs up.
 fn call_keys(sandbox: &Sandbox, target: &str, transport: &str, keys: &str) -> std::process::Output {
+    play_keys("uac_call.xml", sandbox, target, transport, keys)
+}
+
+/// As [`call_keys`], with another caller scenario of the same shape.
+fn play_keys(
+    caller: &str,
+    sandbox: &Sandbox,
+    target: &str,
+    transport: &str,
+    keys: &str,
+) -> std::process::Output {
     let (pcap, length) = keys_pcap(keys, 1000);
     let pcap_path = sandbox.path("caller.pcap");
     std::fs::write(&pcap_path, pcap).unwrap();
@@ -120,12 +131,7 @@ fn call_keys(sandbox: &Sandbox, target: &str, transport: &str, keys: &str) -> st
         "-mp",
         &media_port,
     ];
-    sipp(
-        scenario("uac_call.xml").to_str().unwrap(),
-        target,
-        transport,
-        &args,
-    )
+    sipp(scenario(caller).to_str().unwrap(), target, transport, &args)
 }
 
 /// Waits for the daemon's call event line of `kind` and returns it as JSON.
@@ -599,5 +605,23 @@ fn a_reload_during_a_call_leaves_the_call_and_its_codes_alone() {
     let fired = event(&mut r.bench.daemon, "fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert_eq!(r.capture.keys(EVENT_PT), "");
+    assert!(r.capture.audio_packets() >= 50);
+}
+
+#[test]
+fn a_udp_invite_without_content_length_and_with_latin1_headers_is_understood() {
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        play_keys(
+            "uac_sloppy.xml",
+            &b.sandbox,
+            &b.target(),
+            b.transport,
+            "*22600",
+        )
+    });
+    r.assert_phones_ok();
+    // The SDP arrived (else 488) and the caller is still known by its From (else no metaflow).
+    let fired = event(&mut r.bench.daemon, "fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert!(r.capture.audio_packets() >= 50);
 }

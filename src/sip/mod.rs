@@ -9,6 +9,8 @@ pub mod info_dtmf;
 pub mod message;
 pub mod register;
 pub mod registrar;
+pub mod repair;
 pub mod route;
 pub mod sdp;
 pub mod server;
+pub mod udp;

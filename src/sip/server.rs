@@ -30,6 +30,7 @@ use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::route::{InviteContext, route_invite};
+use super::udp::RepairingUdpSocket;
 
 /// Where handlers find the config in force (it changes on reload).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -68,9 +69,13 @@ impl SipServer {
         let cancel = CancellationToken::new();
         let transports = TransportLayer::new(cancel.clone());
         if let Some(udp) = settings.udp {
-            let conn = UdpConnection::create_connection(udp, None, Some(cancel.child_token()))
+            let socket = RepairingUdpSocket::bind(udp)
                 .await
                 .map_err(|e| format!("cannot listen for SIP on udp {udp}: {e}"))?;
+            let conn =
+                UdpConnection::from_socket(Arc::new(socket), None, Some(cancel.child_token()))
+                    .await
+                    .map_err(|e| format!("cannot listen for SIP on udp {udp}: {e}"))?;
             transports.add_transport(conn.into());
         }
         if let Some(tcp) = settings.tcp {
