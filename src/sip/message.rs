@@ -41,6 +41,31 @@ fn same_header(a: &str, b: &str) -> bool {
 }
 
 impl Request {
+    /// Our copy of a request rsipstack parsed.
+    pub fn from_stack(req: &rsipstack::sip::Request) -> Request {
+        Request {
+            method: req.method.to_string(),
+            uri: req.uri.to_string(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name().to_string(), h.value().to_string()))
+                .collect(),
+            body: req.body.clone(),
+            source: None,
+        }
+    }
+
+    /// A received UDP datagram as the daemon reads it: repaired (`repair.rs`), then parsed by
+    /// rsipstack. `None` when it is not a request rsipstack can read.
+    pub fn from_datagram(packet: &[u8]) -> Option<Request> {
+        let repaired = super::repair::repair_datagram(packet);
+        match rsipstack::sip::SipMessage::try_from(&repaired[..]).ok()? {
+            rsipstack::sip::SipMessage::Request(req) => Some(Request::from_stack(&req)),
+            rsipstack::sip::SipMessage::Response(_) => None,
+        }
+    }
+
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -185,23 +185,8 @@ fn random_secret() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 
-fn request_of(tx: &Transaction) -> Request {
-    Request {
-        method: tx.original.method.to_string(),
-        uri: tx.original.uri.to_string(),
-        headers: tx
-            .original
-            .headers
-            .iter()
-            .map(|h| (h.name().to_string(), h.value().to_string()))
-            .collect(),
-        body: tx.original.body.clone(),
-        source: None,
-    }
-}
-
 async fn handle(mut tx: Transaction, state: &State) {
-    let request = request_of(&tx);
+    let request = Request::from_stack(&tx.original);
     let in_dialog = request
         .header("To")
         .is_some_and(|to| to.to_ascii_lowercase().contains(";tag="));

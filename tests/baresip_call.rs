@@ -1,0 +1,155 @@
+//! End to end with real phones: two baresip instances register to hookflash with digest auth,
+//! one calls the other through it (its INVITE is challenged too), presses `*22600` (baresip sends
+//! RFC 4733), and the transfer code fires. Needs baresip (Debian `baresip`, .ci/run installs it).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A headless baresip on loopback (no sound card: a sine source, a bridge with no sink),
+/// registered to hookflash as `user`, driven through its ctrl_tcp socket.
+struct Phone {
+    child: Child,
+    ctrl: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Phone {
+    fn start(user: &str, password: &str, registrar: u16, answer: &str) -> Phone {
+        let dir = tempfile::tempdir().unwrap();
+        // baresip also opens TCP on its SIP port and TLS on the next one.
+        let sip = free_pair();
+        let ctrl = free_port();
+        let rtp = free_pair();
+        let config = format!(
+            "poll_method epoll\nnet_interface 127.0.0.1\nsip_listen 127.0.0.1:{sip}\n\
+             dns_server 127.0.0.1:53\ncall_local_timeout 120\ncall_max_calls 4\n\
+             audio_player aubridge,nil\naudio_source ausine,440\nausrc_srate 48000\n\
+             ausrc_channels 2\naudio_alert aubridge,nil\naudio_level no\naudio_buffer 20-160\n\
+             rtp_ports {rtp}-{}\nrtcp_mux no\njitter_buffer_delay 5-10\nrtp_stats no\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\n\
+             module aubridge.so\nmodule_tmp uuid.so\nmodule_tmp account.so\n\
+             module_app contact.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n",
+            rtp + 1
+        );
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        std::fs::write(
+            dir.path().join("accounts"),
+            format!(
+                "<sip:{user}@127.0.0.1:{registrar}>;auth_pass={password};regint=600;\
+                 answermode={answer};audio_codecs=PCMU\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("contacts"), "").unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run baresip ({e}); apt-get install baresip"));
+        wait_listening(ctrl, true);
+        Phone {
+            child,
+            ctrl,
+            _dir: dir,
+        }
+    }
+
+    /// Sends one ctrl_tcp command (netstring-framed JSON) and waits for its response.
+    fn command(&self, command: &str, params: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.ctrl)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let json =
+            serde_json::json!({"command": command, "params": params, "token": "t"}).to_string();
+        s.write_all(format!("{}:{},", json.len(), json).as_bytes())
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if text.contains("\"response\"") {
+                        assert!(
+                            text.contains("\"ok\":true"),
+                            "baresip refused {command}: {text}"
+                        );
+                        return text.to_string();
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        panic!(
+            "baresip gave no response to {command}: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An even port free (UDP and TCP) with its successor.
+fn free_pair() -> u16 {
+    loop {
+        // Linux hands out odd ports for bind(0): take the even one below.
+        let p = free_port() & !1;
+        let free = |port: u16| {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
+        if free(p) && free(p + 1) {
+            return p;
+        }
+    }
+}
+
+fn have_baresip() -> bool {
+    Path::new("/usr/bin/baresip").exists() || Command::new("baresip").arg("-h").output().is_ok()
+}
+
+#[test]
+fn registered_baresip_phones_call_through_hookflash_and_keys_fire() {
+    assert!(
+        have_baresip(),
+        "baresip is needed (apt-get install baresip)"
+    );
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let _bob = Phone::start("1002", "pass1002", sandbox.sip_port, "auto");
+    daemon.wait_for("`1002@127.0.0.1` registered");
+    let alice = Phone::start("1001", "pass1001", sandbox.sip_port, "manual");
+    daemon.wait_for("`1001@127.0.0.1` registered");
+
+    alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
+    daemon.wait_for("call from 1001@demo to 1002@demo");
+    daemon.wait_for("answered");
+    for key in ["*", "2", "2", "6", "0", "0"] {
+        alice.command("sndcode", key);
+    }
+    let fired = daemon.wait_for("\"event\":\"fired\"");
+    let json: serde_json::Value = serde_json::from_str(&fired[fired.find('{').unwrap()..]).unwrap();
+    assert_eq!(json["module"], "transfer");
+    assert_eq!(json["captures"], serde_json::json!(["2600"]));
+    assert_eq!(json["leg"], "a");
+    alice.command("hangup", "");
+    daemon.wait_for("call ended");
+}
