@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 calls=${1:-2000}
 cargo build --release --quiet
 work=$(mktemp -d /tmp/hookflash-bench-XXXX)
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 uac_port=25170; uas_port=25180; hf_port=26160
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

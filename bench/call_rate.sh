@@ -12,7 +12,7 @@ secs=${1:-20}; shift || true
 if [ $# -gt 0 ]; then rates=("$@"); else rates=(1000 2000 3000 4000); fi
 cargo build --release --quiet
 work=$(mktemp -d /tmp/hookflash-bench-XXXX)
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 uac_port=25070; uas_port=25080; kam_port=25060; hf_port=26060
 tck=$(getconf CLK_TCK)
 

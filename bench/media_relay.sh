@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Media relay load, hookflash against rtpengine (userspace, --table=-1), side by side in one run:
 # N calls × 2 parties × 50 packets/s through each relay; CPU per relayed packet, loss, added
-# one-way latency (p50/p99). The generator is examples/relay_load.rs, the same for both.
+# one-way latency (p50/p99; `relay=none` is the generator alone, parties sending straight to each
+# other: the latency a relay adds is its figure minus that one). The generator is
+# examples/relay_load.rs, the same for both.
 #
 #   bench/media_relay.sh [SECONDS] [CALLS...]      e.g. bench/media_relay.sh 10 100 500 1000 2000
 #
@@ -13,7 +15,7 @@ secs=${1:-10}; shift || true
 if [ $# -gt 0 ]; then counts=("$@"); else counts=(100 500 1000 2000); fi
 cargo build --release --quiet --example relay_load
 gen=target/release/examples/relay_load
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 rtpengine_pid=""
 stop_rtpengine() { [ -n "$rtpengine_pid" ] && kill "$rtpengine_pid" 2>/dev/null && wait "$rtpengine_pid" 2>/dev/null || true; rtpengine_pid=""; }
@@ -32,6 +34,7 @@ start_rtpengine() {
 }
 
 for n in "${counts[@]}"; do
+  $gen --relay none --calls "$n" --seconds "$secs"
   $gen --relay hookflash --calls "$n" --seconds "$secs"
   if command -v rtpengine >/dev/null; then
     start_rtpengine

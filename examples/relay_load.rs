@@ -7,6 +7,9 @@
 //! `--relay rtpengine --ng 127.0.0.1:2223 --pid PID`: a running rtpengine, set up per call with
 //! its ng protocol (offer/answer); its CPU time is read from /proc/PID.
 //!
+//! `--relay none`: the parties send straight to each other: the generator's own latency, which
+//! the relays' latencies are compared with (what a relay adds is the difference).
+//!
 //! Both relays get the same generator, on the same machine, in the same run of the script.
 //!
 //! With hookflash, one more call carries a key probe: its caller (user 1001 of
@@ -228,6 +231,21 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 calls.push(Call {
                     a_to: SocketAddr::from(([127, 0, 0, 1], media_port(&ans_sdp))),
                     b_to: SocketAddr::from(([127, 0, 0, 1], media_port(&off_sdp))),
+                    a: pa,
+                    b: pb,
+                    _media: None,
+                });
+            }
+            (calls, None)
+        }
+        // No relay: the parties send straight to each other. The generator's own latency, the
+        // baseline the relays' figures are compared with.
+        "none" => {
+            for _ in 0..a.calls {
+                let (pa, pb) = (party(), party());
+                calls.push(Call {
+                    a_to: pb.local_addr().unwrap(),
+                    b_to: pa.local_addr().unwrap(),
                     a: pa,
                     b: pb,
                     _media: None,

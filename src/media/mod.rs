@@ -1,6 +1,7 @@
 //! Media: what can be played to a leg. Generation and relay come with the call path; for now this
 //! holds the parsed forms that config validation produces.
 
+pub mod batch;
 pub mod latch;
 pub mod ports;
 pub mod relay;

@@ -5,8 +5,9 @@
 //! Threads: a few dedicated worker threads (one per core by default), each owning the sockets of
 //! the calls assigned to it, waiting on one `mio` poll. Signalling (tokio) talks to a worker only
 //! through commands (a channel plus a waker) and hears back through a per-call event channel, so
-//! a slow SIP peer never delays a packet and a packet never waits for a lock. Per packet: one
-//! `recv_from` into a reused buffer, a latch check, an in-place header rewrite, one `send_to`.
+//! a slow SIP peer never delays a packet and a packet never waits for a lock. Per packet: a share
+//! of one `recvmmsg` into reused buffers (`batch.rs`), a latch check, an in-place header
+//! rewrite, one `send_to`.
 //!
 //! What happens to a packet from party X on its leg (see the building blocks' own docs):
 //! - from anyone but X (after latching, [`Latch`]) → dropped and counted;
@@ -23,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -39,6 +40,7 @@ use crate::engine::collector::{Collector, Event, KeyDisposition, Millis};
 use crate::keys::Key;
 use crate::random::random_u64;
 
+use super::batch::{BATCH, Batch};
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
 use super::rfc4733::{Detector, EventWriter, Heard};
@@ -153,6 +155,17 @@ struct NewCall {
 struct WorkerHandle {
     commands: Sender<Command>,
     waker: Arc<Waker>,
+    /// Set by the first command after the worker last looked: later ones need no wake-up (a
+    /// call's setup sends several commands at once; each wake-up is a system call on both sides).
+    pending: Arc<AtomicBool>,
+}
+
+impl WorkerHandle {
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// The relay: its port pool and worker threads.
@@ -168,8 +181,6 @@ pub struct MediaRelay {
 
 /// How often timers (event silence, the digit timeout, scheduled key packets) are checked.
 const TICK: Duration = Duration::from_millis(5);
-/// Room for any RTP packet on a LAN, with margin.
-const BUFFER: usize = 2048;
 const WAKER: Token = Token(usize::MAX);
 /// Pause between two replayed keys, after the first key's last end packet.
 const KEY_GAP_MS: u32 = 60;
@@ -189,11 +200,16 @@ impl MediaRelay {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (commands, inbox) = channel();
-            let worker = Worker::new(poll, inbox, epoch, Arc::clone(&stats));
+            let pending = Arc::new(AtomicBool::new(false));
+            let worker = Worker::new(poll, inbox, Arc::clone(&pending), epoch, Arc::clone(&stats));
             thread::Builder::new()
                 .name(format!("media-{n}"))
                 .spawn(move || worker.run())?;
-            workers.push(WorkerHandle { commands, waker });
+            workers.push(WorkerHandle {
+                commands,
+                waker,
+                pending,
+            });
         }
         Ok(Arc::new(MediaRelay {
             address,
@@ -322,10 +338,7 @@ impl CallMedia {
     }
 
     fn send(&self, command: Command) {
-        let w = &self.relay.workers[self.worker];
-        if w.commands.send(command).is_ok() {
-            let _ = w.waker.wake();
-        }
+        self.relay.workers[self.worker].send(command);
     }
 }
 
@@ -391,12 +404,14 @@ struct CallState {
 struct Worker {
     poll: Poll,
     inbox: Receiver<Command>,
+    pending: Arc<AtomicBool>,
     epoch: Instant,
     stats: Arc<RelayStats>,
     calls: Vec<Option<CallState>>,
     free: Vec<usize>,
     slots: HashMap<u64, usize>,
-    buf: Box<[u8; BUFFER]>,
+    /// Receive buffers; taken while a socket is read.
+    batch: Option<Box<Batch>>,
     engine_events: Vec<Event>,
 }
 
@@ -406,16 +421,23 @@ fn token(slot: usize, leg: usize, rtcp: bool) -> Token {
 }
 
 impl Worker {
-    fn new(poll: Poll, inbox: Receiver<Command>, epoch: Instant, stats: Arc<RelayStats>) -> Worker {
+    fn new(
+        poll: Poll,
+        inbox: Receiver<Command>,
+        pending: Arc<AtomicBool>,
+        epoch: Instant,
+        stats: Arc<RelayStats>,
+    ) -> Worker {
         Worker {
             poll,
             inbox,
+            pending,
             epoch,
             stats,
             calls: Vec::new(),
             free: Vec::new(),
             slots: HashMap::new(),
-            buf: Box::new([0; BUFFER]),
+            batch: Some(Batch::new()),
             engine_events: Vec::new(),
         }
     }
@@ -453,6 +475,8 @@ impl Worker {
 
     /// Applies queued commands; false when the worker must stop.
     fn drain_commands(&mut self) -> bool {
+        // Cleared before reading, so a command sent from now on wakes us again.
+        self.pending.store(false, Ordering::Release);
         loop {
             match self.inbox.try_recv() {
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
@@ -486,13 +510,10 @@ impl Worker {
                 }
             }
             Command::Remove(id) => {
+                // Closing a socket takes it out of the poll: no deregistration needed.
                 if let Some(slot) = self.slots.remove(&id)
-                    && let Some(mut call) = self.calls[slot].take()
+                    && self.calls[slot].take().is_some()
                 {
-                    for leg in &mut call.legs {
-                        let _ = self.poll.registry().deregister(&mut leg.rtp);
-                        let _ = self.poll.registry().deregister(&mut leg.rtcp);
-                    }
                     self.free.push(slot);
                 }
             }
@@ -537,33 +558,41 @@ impl Worker {
         self.calls[slot].as_mut()
     }
 
-    /// Reads everything waiting on one socket.
+    /// Reads everything waiting on one socket, a batch per system call.
     fn readable(&mut self, token: usize) {
         let (slot, leg, rtcp) = (token / 4, (token / 2) % 2, token % 2 == 1);
         // One clock read per wake-up, not per packet.
         let now = self.now();
-        loop {
-            let Some(call) = self.calls.get_mut(slot).and_then(|c| c.as_mut()) else {
-                return;
-            };
-            let l = &mut call.legs[leg];
-            let socket = if rtcp { &l.rtcp } else { &l.rtp };
-            let (len, from) = match socket.recv_from(&mut self.buf[..]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ICMP errors from an earlier send surface here on some systems: skip them.
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        while let Some(call) = self.calls.get(slot).and_then(|c| c.as_ref()) {
+            let l = &call.legs[leg];
+            let n = match batch.recv(if rtcp { &l.rtcp } else { &l.rtp }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // Interrupted, or an ICMP error from an earlier send reported here: read on.
                 Err(_) => continue,
             };
-            if rtcp {
-                self.relay_rtcp(slot, leg, len, from);
-            } else {
-                self.relay_rtp(slot, leg, len, from, now);
+            for i in 0..n {
+                let Some(from) = batch.from[i] else {
+                    continue;
+                };
+                let packet = &mut batch.bufs[i][..batch.lens[i]];
+                if rtcp {
+                    self.relay_rtcp(slot, leg, packet, from);
+                } else {
+                    self.relay_rtp(slot, leg, packet, from, now);
+                }
+            }
+            if n < BATCH {
+                break;
             }
         }
+        self.batch = Some(batch);
     }
 
-    fn relay_rtcp(&mut self, slot: usize, leg: usize, len: usize, from: SocketAddr) {
+    fn relay_rtcp(&mut self, slot: usize, leg: usize, packet: &[u8], from: SocketAddr) {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -573,11 +602,18 @@ impl Worker {
         }
         let other = &call.legs[1 - leg];
         if let Some(dest) = other.rtcp_latch.destination() {
-            let _ = other.rtcp.send_to(&self.buf[..len], dest);
+            let _ = other.rtcp.send_to(packet, dest);
         }
     }
 
-    fn relay_rtp(&mut self, slot: usize, leg: usize, len: usize, from: SocketAddr, now: Millis) {
+    fn relay_rtp(
+        &mut self,
+        slot: usize,
+        leg: usize,
+        packet: &mut [u8],
+        from: SocketAddr,
+        now: Millis,
+    ) {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -587,8 +623,8 @@ impl Worker {
             return;
         }
         // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
-        let is_event = len >= 12 && Some(self.buf[1] & 0x7f) == l.party.telephone_event;
-        if is_event && !self.hear_event(slot, leg, len, now) {
+        let is_event = packet.len() >= 12 && Some(packet[1] & 0x7f) == l.party.telephone_event;
+        if is_event && !self.hear_event(slot, leg, packet, now) {
             // A dropped packet of the party's stream leaves no gap in the other's.
             if let Some(call) = self.calls[slot].as_mut() {
                 call.legs[1 - leg].out.skip();
@@ -603,22 +639,22 @@ impl Worker {
             self.stats.withheld.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if other.out.relay(&mut self.buf[..len], now).is_err() {
+        if other.out.relay(packet, now).is_err() {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if other.rtp.send_to(&self.buf[..len], dest).is_ok() {
+        if other.rtp.send_to(packet, dest).is_ok() {
             self.stats.relayed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A telephone-event packet from the party on `leg`: the detector hears it (a new key goes to
     /// the collector). Returns whether it may reach the other party; what it drops is counted.
-    fn hear_event(&mut self, slot: usize, leg: usize, len: usize, now: Millis) -> bool {
+    fn hear_event(&mut self, slot: usize, leg: usize, packet: &[u8], now: Millis) -> bool {
         let Some(call) = self.calls[slot].as_mut() else {
             return false;
         };
-        let Ok(packet) = RtpPacket::parse(&self.buf[..len]) else {
+        let Ok(packet) = RtpPacket::parse(packet) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return false;
         };
