@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-2000}
 cargo build --release --quiet
+hookflash=${HOOKFLASH:-target/release/hookflash}   # another build to compare, e.g. HOOKFLASH=/tmp/x/hookflash
 work=$(mktemp -d /tmp/hookflash-bench-XXXX)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 uac_port=25170; uas_port=25180; hf_port=26160
@@ -23,7 +24,7 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:281
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
 cp -r metaflows "$work/"
 
-RUST_LOG=info,rsipstack=warn target/release/hookflash run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
+RUST_LOG=info,rsipstack=warn "$hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
 hpid=$!; pids+=($hpid); wait_udp $hf_port
 sipp -sf bench/sipp/uas_200.xml -i 127.0.0.1 -mi 127.0.0.1 -p $uas_port -buff_size 4194304 -nostdin > /dev/null 2>&1 &
 pids+=($!); wait_udp $uas_port

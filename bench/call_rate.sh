@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}; shift || true
 if [ $# -gt 0 ]; then rates=("$@"); else rates=(1000 2000 3000 4000); fi
 cargo build --release --quiet
+hookflash=${HOOKFLASH:-target/release/hookflash}   # another build to compare, e.g. HOOKFLASH=/tmp/x/hookflash
 work=$(mktemp -d /tmp/hookflash-bench-XXXX)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 uac_port=25070; uas_port=25080; kam_port=25060; hf_port=26060
@@ -71,7 +72,7 @@ for rate in "${rates[@]}"; do
     run kamailio $kam_port "$rate" $kpid
     kill $kpid; wait $kpid 2>/dev/null || true
   fi
-  RUST_LOG=warn target/release/hookflash run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
+  RUST_LOG=warn "$hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
   hpid=$!; pids+=($hpid); wait_udp $hf_port
   run hookflash $hf_port "$rate" $hpid
   kill $hpid; wait $hpid 2>/dev/null || true
