@@ -100,6 +100,8 @@ struct Call {
     a_to: SocketAddr,
     b_to: SocketAddr,
     _media: Option<CallMedia>,
+    /// Kept open so the relay can report (nobody reads it: no keys on these calls).
+    _events: Option<tokio::sync::mpsc::UnboundedReceiver<MediaEvent>>,
 }
 
 fn party() -> UdpSocket {
@@ -168,7 +170,6 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
             for _ in 0..a.calls {
                 let (pa, pb) = (party(), party());
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                std::mem::forget(rx);
                 let media = relay.open_call(tx).unwrap();
                 for (leg, p) in [(Leg::A, &pa), (Leg::B, &pb)] {
                     media.set_party(
@@ -187,6 +188,7 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                     a: pa,
                     b: pb,
                     _media: Some(media),
+                    _events: Some(rx),
                 });
             }
             (calls, Some(relay))
@@ -234,6 +236,7 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                     a: pa,
                     b: pb,
                     _media: None,
+                    _events: None,
                 });
             }
             (calls, None)
@@ -249,6 +252,7 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                     a: pa,
                     b: pb,
                     _media: None,
+                    _events: None,
                 });
             }
             (calls, None)
