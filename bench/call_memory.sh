@@ -26,16 +26,16 @@ cp -r metaflows "$work/"
 
 RUST_LOG=info,rsipstack=warn "$hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
 hpid=$!; pids+=($hpid); wait_udp $hf_port
-sipp -sf bench/sipp/uas_200.xml -i 127.0.0.1 -mi 127.0.0.1 -p $uas_port -buff_size 4194304 -nostdin > /dev/null 2>&1 &
+sipp -sf bench/sipp/uas_200.xml -i 127.0.0.1 -mi 127.0.0.1 -p $uas_port -mp 27100 -buff_size 4194304 -nostdin > "$work/uas.log" 2>&1 &
 pids+=($!); wait_udp $uas_port
 # Warm up: one round of calls that end, so allocator pools and rsipstack's tables exist.
-(cd "$work" && sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -r 200 -m 400 -d 100 \
-   -nostdin -timeout 60s > /dev/null 2>&1) || true
+(cd "$work" && sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -mp 27000 -r 200 -m 400 -d 100 \
+   -nostdin -timeout 60s > "$work/warmup.log" 2>&1) || true
 sleep 35   # rsipstack keeps finished transactions for about 32 s
 before=$(rss_kb $hpid)
 answered0=$(grep -c "answered" "$work/hookflash.log" || true)
-(cd "$work" && sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -r 200 -m "$calls" \
-   -l $((calls + 10)) -d 120000 -buff_size 4194304 -nostdin -timeout 300s > /dev/null 2>&1) &
+(cd "$work" && sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -mp 27000 -r 200 -m "$calls" \
+   -l $((calls + 10)) -d 120000 -buff_size 4194304 -nostdin -timeout 300s > "$work/uac.log" 2>&1) &
 pids+=($!)
 for _ in $(seq 600); do
   up=$(( $(grep -c "answered" "$work/hookflash.log" || true) - answered0 ))

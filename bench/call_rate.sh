@@ -43,14 +43,14 @@ sed -e "s/KAM_PORT/$kam_port/g" -e "s/UAS_PORT/$uas_port/g" bench/kamailio-state
 
 run() { # run NAME TARGET_PORT RATE PID
   local name=$1 port=$2 rate=$3 pid=$4
-  sipp -sf bench/sipp/uas_200.xml -i 127.0.0.1 -mi 127.0.0.1 -p $uas_port -buff_size 4194304 \
-       -nostdin > /dev/null 2>&1 &
+  sipp -sf bench/sipp/uas_200.xml -i 127.0.0.1 -mi 127.0.0.1 -p $uas_port -mp 27100 \
+       -buff_size 4194304 -nostdin > "$work/uas-$name-$rate.log" 2>&1 &
   local uas=$!; pids+=($uas)
   wait_udp $uas_port
   local c0; c0=$(cpu_of "$pid")
-  (cd "$work" && sipp -sn uac 127.0.0.1:$port -s 1002 -i 127.0.0.1 -mi 127.0.0.1 -p $uac_port \
+  (cd "$work" && sipp -sn uac 127.0.0.1:$port -s 1002 -i 127.0.0.1 -mi 127.0.0.1 -p $uac_port -mp 27000 \
        -r "$rate" -m $((rate * secs)) -l $((rate * 4)) -d 500 -buff_size 4194304 \
-       -timeout $((secs + 40))s -nostdin -trace_stat -stf "$work/$name-$rate.csv" -fd 1 > /dev/null 2>&1) || true
+       -timeout $((secs + 40))s -nostdin -trace_stat -stf "$work/$name-$rate.csv" -fd 1 > "$work/uac-$name-$rate.log" 2>&1) || true
   local c1; c1=$(cpu_of "$pid")
   kill $uas 2>/dev/null || true; wait $uas 2>/dev/null || true
   python3 - "$work/$name-$rate.csv" "$name" "$rate" "$(( (c1 - c0) ))" "$tck" <<'PY'

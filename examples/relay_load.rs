@@ -317,10 +317,7 @@ fn key_probe(
             let deadline = Instant::now() + Duration::from_secs(1);
             while Instant::now() < deadline {
                 match rx.try_recv() {
-                    Ok(MediaEvent::Engine {
-                        event: Event::Fired(_),
-                        ..
-                    }) => {
+                    Ok(MediaEvent::Engine { event, .. }) if matches!(*event, Event::Fired(_)) => {
                         latencies.push(completed_at.elapsed().as_micros() as u32);
                         break;
                     }

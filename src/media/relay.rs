@@ -120,8 +120,9 @@ pub enum MediaEvent {
         source: KeySource,
         at: Millis,
     },
-    /// The collector hearing `presser`'s keys fired, found no match, or released keys.
-    Engine { presser: Leg, event: Event },
+    /// The collector hearing `presser`'s keys fired, found no match, or released keys. Boxed: the
+    /// call's channel reserves room for 32 events up front, and these are rare.
+    Engine { presser: Leg, event: Box<Event> },
 }
 
 /// Relay-wide counters (for `/metrics` and tests).
@@ -727,7 +728,10 @@ impl Worker {
                 let keys: Vec<Key> = keys.chars().filter_map(Key::from_char).collect();
                 schedule_keys(&mut call.legs[presser.other().index()], &keys, now);
             }
-            let _ = call.events.send(MediaEvent::Engine { presser, event });
+            let _ = call.events.send(MediaEvent::Engine {
+                presser,
+                event: Box::new(event),
+            });
         }
     }
 

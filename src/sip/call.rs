@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::dialog::dialog::{
-    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason, TransactionHandle,
 };
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
@@ -112,18 +112,21 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         env.contact_udp.as_ref().or(env.contact_tcp.as_ref())
     }
     .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
-    let (a_state_tx, mut a_states) = env.dialogs.new_dialog_state_channel();
-    let a = match env
-        .dialogs
-        .get_or_create_server_invite(&tx, a_state_tx, None, contact.clone())
-    {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(call = %call_id, "cannot create the a-leg dialog: {e}");
-            let _ = tx.reply(StatusCode::ServerInternalError).await;
-            return;
-        }
-    };
+    // One channel carries both legs' dialog events (told apart by Call-ID): each channel
+    // allocates room for 32 events up front, about 10 KiB per call.
+    let (state_tx, mut states) = env.dialogs.new_dialog_state_channel();
+    let a =
+        match env
+            .dialogs
+            .get_or_create_server_invite(&tx, state_tx.clone(), None, contact.clone())
+        {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(call = %call_id, "cannot create the a-leg dialog: {e}");
+                let _ = tx.reply(StatusCode::ServerInternalError).await;
+                return;
+            }
+        };
     let mut guard = env.calls.enter(CallInfo {
         id: call_id.clone(),
         caller: plan.caller_name.clone(),
@@ -156,7 +159,7 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         answered: false,
         offer_in_ack: [false, false],
     };
-    let (b, b_result, mut b_states) = match start_b_leg(&plan, &env, contact, &offer, &mut call) {
+    let (b, b_result) = match start_b_leg(&plan, &env, contact, &offer, state_tx, &mut call) {
         Ok(started) => started,
         Err((status, why)) => {
             warn!(call = %call_id, "cannot call `{}`: {why}", plan.target);
@@ -174,14 +177,7 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         plan.caller_name, plan.callee_name, plan.target
     );
     call.b = Some(b);
-    call.run(
-        &mut a_states,
-        &mut b_states,
-        b_result,
-        &mut media_rx,
-        &guard,
-    )
-    .await;
+    call.run(&mut states, b_result, &mut media_rx, &guard).await;
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
     env.dialogs.remove_dialog(&call.a.id());
     if let Some(b) = &call.b {
@@ -196,15 +192,9 @@ fn start_b_leg(
     env: &CallEnv,
     contact: Option<rsipstack::sip::Uri>,
     offer: &[u8],
+    states: DialogStateSender,
     call: &mut Call,
-) -> Result<
-    (
-        InviteDialog,
-        JoinHandle<InviteAsyncResult>,
-        DialogStateReceiver,
-    ),
-    (StatusCode, String),
-> {
+) -> Result<(InviteDialog, JoinHandle<InviteAsyncResult>), (StatusCode, String)> {
     let b_offer = sdp::anchor(
         offer,
         call.media.local(Leg::B),
@@ -214,12 +204,9 @@ fn start_b_leg(
     .map_err(|e| (StatusCode::NotAcceptableHere, e.to_string()))?;
     let option = invite_option(plan, env, contact, b_offer)
         .map_err(|e| (StatusCode::ServerInternalError, e))?;
-    let (b_state_tx, b_states) = env.dialogs.new_dialog_state_channel();
-    let (b, b_result) = env
-        .dialogs
-        .do_invite_async(option, b_state_tx)
-        .map_err(|e| (StatusCode::ServiceUnavailable, e.to_string()))?;
-    Ok((b, b_result, b_states))
+    env.dialogs
+        .do_invite_async(option, states)
+        .map_err(|e| (StatusCode::ServiceUnavailable, e.to_string()))
 }
 
 fn invite_option(
@@ -287,8 +274,7 @@ impl Call {
 
     async fn run(
         &mut self,
-        a_states: &mut DialogStateReceiver,
-        b_states: &mut DialogStateReceiver,
+        states: &mut DialogStateReceiver,
         b_result: JoinHandle<InviteAsyncResult>,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
         guard: &CallGuard,
@@ -298,8 +284,11 @@ impl Call {
         tokio::pin!(ring_timeout);
         loop {
             let end = tokio::select! {
-                Some(state) = a_states.recv() => self.on_state(Leg::A, state).await,
-                Some(state) = b_states.recv() => self.on_state(Leg::B, state).await,
+                Some(state) = states.recv() => {
+                    // The b-leg has a Call-ID of its own; the a-leg's names the call.
+                    let leg = if state.id().call_id == self.id { Leg::A } else { Leg::B };
+                    self.on_state(leg, state).await
+                }
                 result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
                     b_result = None;
                     let end = self.on_b_result(result).await;
@@ -587,7 +576,7 @@ impl Call {
             } => {
                 debug!(call = %self.id, leg = leg.as_str(), source = source.as_str(), at, "key {key}");
             }
-            MediaEvent::Engine { presser, event } => self.log_engine_event(presser, event),
+            MediaEvent::Engine { presser, event } => self.log_engine_event(presser, *event),
         }
     }
 
