@@ -160,6 +160,32 @@ fn ng(control: &UdpSocket, ng: &str, n: usize, dict: &[(&str, &str)]) -> Vec<u8>
     buf
 }
 
+/// A call through hookflash's relay between two local parties; its event channel and the parties.
+fn relayed_call(
+    relay: &Arc<MediaRelay>,
+) -> (
+    CallMedia,
+    tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
+    UdpSocket,
+    UdpSocket,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let media = relay.open_call(tx).unwrap();
+    let (pa, pb) = (party(), party());
+    for (leg, p) in [(Leg::A, &pa), (Leg::B, &pb)] {
+        media.set_party(
+            leg,
+            PartyMedia {
+                rtp: Some(p.local_addr().unwrap()),
+                rtcp: None,
+                telephone_event: Some(101),
+                receives: true,
+            },
+        );
+    }
+    (media, rx, pa, pb)
+}
+
 fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
     let mut calls = Vec::new();
     match a.relay.as_str() {
@@ -168,20 +194,7 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
             let relay =
                 MediaRelay::start("127.0.0.1".parse().unwrap(), 40000, 59999, threads).unwrap();
             for _ in 0..a.calls {
-                let (pa, pb) = (party(), party());
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let media = relay.open_call(tx).unwrap();
-                for (leg, p) in [(Leg::A, &pa), (Leg::B, &pb)] {
-                    media.set_party(
-                        leg,
-                        PartyMedia {
-                            rtp: Some(p.local_addr().unwrap()),
-                            rtcp: None,
-                            telephone_event: Some(101),
-                            receives: true,
-                        },
-                    );
-                }
+                let (media, rx, pa, pb) = relayed_call(&relay);
                 calls.push(Call {
                     a_to: media.local(Leg::A),
                     b_to: media.local(Leg::B),
@@ -274,20 +287,7 @@ fn key_probe(
         .expect("the example config loads");
     let caller = config.directory.find_party("1001").unwrap();
     let (flow, side) = who_hears(caller.flow(), None).expect("1001 hears its own keys");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
-    let (pa, pb) = (party(), party());
-    for (leg, p) in [(Leg::A, &pa), (Leg::B, &pb)] {
-        media.set_party(
-            leg,
-            PartyMedia {
-                rtp: Some(p.local_addr().unwrap()),
-                rtcp: None,
-                telephone_event: Some(101),
-                receives: true,
-            },
-        );
-    }
+    let (media, mut rx, pa, _pb) = relayed_call(relay);
     media.set_listener(Leg::A, Some(Collector::new(flow, side)));
     let to = media.local(Leg::A);
     std::thread::spawn(move || {
