@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::dialog::dialog::{
-    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason, TransactionHandle,
+    DialogState, DialogStateSender, TerminatedReason, TransactionHandle,
 };
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
@@ -34,6 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::dialog_events::{DialogEvents, Inbox};
 use crate::engine::collector::{Collector, Event};
 use crate::engine::listen::who_hears;
 use crate::engine::metaflow::Metaflow;
@@ -63,6 +64,8 @@ pub struct CallPlan {
 /// What every call shares.
 pub struct CallEnv {
     pub dialogs: Arc<DialogLayer>,
+    /// Hands each call the events of its dialogs.
+    pub dialog_events: Arc<DialogEvents>,
     pub relay: Arc<MediaRelay>,
     pub calls: Arc<Calls>,
     /// Our host for From/Contact of b-legs.
@@ -76,7 +79,10 @@ pub struct CallEnv {
 const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs a call from its INVITE to its end. The transaction's first reply is ours to send.
-pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
+///
+/// The transaction comes boxed: what an async function takes stays in its future for the whole
+/// call, and a call's memory is mostly its task.
+pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv>) {
     let call_id = plan.call_id.clone();
     let offer = tx.original.body.clone();
     let a_sdp = match sdp::describe(&offer) {
@@ -112,9 +118,11 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         env.contact_udp.as_ref().or(env.contact_tcp.as_ref())
     }
     .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
-    // One channel carries both legs' dialog events (told apart by Call-ID): each channel
-    // allocates room for 32 events up front, about 10 KiB per call.
-    let (state_tx, mut states) = env.dialogs.new_dialog_state_channel();
+    // Both legs' dialog events, told apart by Call-ID; the b-leg's is ours to choose, so the
+    // inbox exists before its first event.
+    let b_call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
+    let mut states = env.dialog_events.register(&[&call_id, &b_call_id]);
+    let state_tx = env.dialog_events.sender();
     let a =
         match env
             .dialogs
@@ -159,7 +167,14 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
         answered: false,
         offer_in_ack: [false, false],
     };
-    let (b, b_result) = match start_b_leg(&plan, &env, contact, &offer, state_tx, &mut call) {
+    let (b, b_result) = match start_b_leg(
+        &plan,
+        &env,
+        contact,
+        (&offer, b_call_id),
+        state_tx,
+        &mut call,
+    ) {
         Ok(started) => started,
         Err((status, why)) => {
             warn!(call = %call_id, "cannot call `{}`: {why}", plan.target);
@@ -186,12 +201,13 @@ pub async fn run_call(mut tx: Transaction, plan: CallPlan, env: Arc<CallEnv>) {
     info!(call = %call_id, "call ended");
 }
 
-/// Sends the b-leg INVITE: the caller's SDP anchored on our b-side port.
+/// Sends the b-leg INVITE (with Call-ID `call_id`): the caller's SDP anchored on our b-side
+/// port.
 fn start_b_leg(
     plan: &CallPlan,
     env: &CallEnv,
     contact: Option<rsipstack::sip::Uri>,
-    offer: &[u8],
+    (offer, call_id): (&[u8], String),
     states: DialogStateSender,
     call: &mut Call,
 ) -> Result<(InviteDialog, JoinHandle<InviteAsyncResult>), (StatusCode, String)> {
@@ -202,8 +218,11 @@ fn start_b_leg(
         None,
     )
     .map_err(|e| (StatusCode::NotAcceptableHere, e.to_string()))?;
-    let option = invite_option(plan, env, contact, b_offer)
-        .map_err(|e| (StatusCode::ServerInternalError, e))?;
+    let option = InviteOption {
+        call_id: Some(call_id),
+        ..invite_option(plan, env, contact, b_offer)
+            .map_err(|e| (StatusCode::ServerInternalError, e))?
+    };
     env.dialogs
         .do_invite_async(option, states)
         .map_err(|e| (StatusCode::ServiceUnavailable, e.to_string()))
@@ -274,7 +293,7 @@ impl Call {
 
     async fn run(
         &mut self,
-        states: &mut DialogStateReceiver,
+        states: &mut Inbox,
         b_result: JoinHandle<InviteAsyncResult>,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
         guard: &CallGuard,
@@ -287,11 +306,13 @@ impl Call {
                 Some(state) = states.recv() => {
                     // The b-leg has a Call-ID of its own; the a-leg's names the call.
                     let leg = if state.id().call_id == self.id { Leg::A } else { Leg::B };
-                    self.on_state(leg, state).await
+                    // Boxed, like `on_b_result`: their futures are large and short-lived, and
+                    // inline they would be part of every call's task while it waits.
+                    Box::pin(self.on_state(leg, state)).await
                 }
                 result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
                     b_result = None;
-                    let end = self.on_b_result(result).await;
+                    let end = Box::pin(self.on_b_result(result)).await;
                     if self.answered {
                         guard.answered();
                     }

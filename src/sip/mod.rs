@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod call;
 pub mod calls;
+pub mod dialog_events;
 pub mod digest;
 pub mod info_dtmf;
 pub mod message;

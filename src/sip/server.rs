@@ -25,6 +25,7 @@ use crate::random::random_u64;
 
 use super::call::{CallEnv, CallPlan, run_call};
 use super::calls::Calls;
+use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
@@ -105,6 +106,7 @@ impl SipServer {
         let calls = Calls::new();
         let host = &settings.advertised_address;
         let env = Arc::new(CallEnv {
+            dialog_events: DialogEvents::start(&dialogs),
             dialogs: Arc::clone(&dialogs),
             relay,
             calls: Arc::clone(&calls),
@@ -193,7 +195,9 @@ async fn handle(mut tx: Transaction, state: &State) {
     if in_dialog || matches!(tx.original.method, Method::Ack) {
         match state.dialogs.match_dialog(&tx) {
             Some(mut dialog) => {
-                if let Err(e) = dialog.handle(&mut tx).await {
+                // Boxed: rsipstack's handler future is large, and inline it would size every
+                // request's task.
+                if let Err(e) = Box::pin(dialog.handle(&mut tx)).await {
                     debug!("in-dialog {}: {e}", tx.original.method);
                 }
             }
@@ -226,7 +230,8 @@ async fn handle(mut tx: Transaction, state: &State) {
         }
         Method::Invite => match admit(&request, state) {
             Ok(plan) => {
-                run_call(tx, plan, Arc::clone(&state.env)).await;
+                // A task of its own, sized for the call alone: it lives as long as the call.
+                tokio::spawn(run_call(Box::new(tx), plan, Arc::clone(&state.env)));
                 return;
             }
             Err(reply) => reply,

@@ -1,0 +1,105 @@
+//! One rsipstack dialog-state channel for every call, and a router that hands each dialog event
+//! to the call it belongs to (by Call-ID: a call answers to its a-leg's and its b-leg's).
+//!
+//! Why not a channel per call, as rsipstack's API suggests: its channels are tokio unbounded
+//! channels, which reserve room for 32 events on creation — 32 × 304 bytes, about 10 KiB per
+//! call, most of an established call's memory. A call's own inbox here is a `futures` channel,
+//! which allocates per queued event (a call holds a few at most), so an idle call costs a few
+//! hundred bytes instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use tracing::debug;
+
+/// Routes dialog events from the shared channel to the calls' inboxes.
+pub struct DialogEvents {
+    sender: DialogStateSender,
+    inboxes: Mutex<HashMap<String, UnboundedSender<DialogState>>>,
+}
+
+impl DialogEvents {
+    /// Creates the shared channel and spawns its router on the current tokio runtime.
+    pub fn start(dialogs: &DialogLayer) -> Arc<DialogEvents> {
+        let (sender, mut receiver) = dialogs.new_dialog_state_channel();
+        let events = Arc::new(DialogEvents {
+            sender,
+            inboxes: Mutex::new(HashMap::new()),
+        });
+        let router = Arc::downgrade(&events);
+        tokio::spawn(async move {
+            while let Some(state) = receiver.recv().await {
+                let Some(events) = router.upgrade() else {
+                    return;
+                };
+                events.deliver(state);
+            }
+        });
+        events
+    }
+
+    /// The sender to give rsipstack for every dialog.
+    pub fn sender(&self) -> DialogStateSender {
+        self.sender.clone()
+    }
+
+    /// An inbox for the dialogs with these Call-IDs (a call's two legs), registered until the
+    /// returned [`Inbox`] is dropped. Register before the dialog can produce events: a b-leg's
+    /// Call-ID is chosen by us ([`rsipstack::dialog::invitation::InviteOption::call_id`]).
+    pub fn register(self: &Arc<Self>, call_ids: &[&str]) -> Inbox {
+        let (tx, rx) = unbounded();
+        if let Ok(mut inboxes) = self.inboxes.lock() {
+            for id in call_ids {
+                inboxes.insert(id.to_string(), tx.clone());
+            }
+        }
+        Inbox {
+            events: Arc::clone(self),
+            call_ids: call_ids.iter().map(|s| s.to_string()).collect(),
+            receiver: rx,
+        }
+    }
+
+    fn deliver(&self, state: DialogState) {
+        let call_id = &state.id().call_id;
+        let inbox = self
+            .inboxes
+            .lock()
+            .ok()
+            .and_then(|inboxes| inboxes.get(call_id.as_str()).cloned());
+        match inbox {
+            Some(inbox) => {
+                let _ = inbox.unbounded_send(state);
+            }
+            // The call has ended; rsipstack still reports on its dialogs' last transactions.
+            None => debug!(call = %call_id, "dialog event after the call ended: {state}"),
+        }
+    }
+}
+
+/// A call's dialog events, both legs, in the order rsipstack reported them.
+pub struct Inbox {
+    events: Arc<DialogEvents>,
+    call_ids: Vec<String>,
+    receiver: UnboundedReceiver<DialogState>,
+}
+
+impl Inbox {
+    /// The next event (`None` once the router is gone).
+    pub async fn recv(&mut self) -> Option<DialogState> {
+        self.receiver.recv().await.ok()
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Ok(mut inboxes) = self.events.inboxes.lock() {
+            for id in &self.call_ids {
+                inboxes.remove(id);
+            }
+        }
+    }
+}
