@@ -2,28 +2,41 @@
 //! sending 20 ms RTP packets (172 bytes, 50 packets/s) to each other through a relay, for a few
 //! seconds; reports the relay's CPU time per relayed packet, loss, and the added one-way latency.
 //!
+//! The generator has to be cheaper than the relay it measures, on the same two cores: the parties
+//! of all calls share a few sockets per side ([`POOL`]; a relay keeps each call's streams apart
+//! by its own ports, so many calls may use one party address), sends go out with `sendmmsg` and
+//! arrive with `recvmmsg`. Sends are paced like real calls, whose 20 ms rounds start at random
+//! phases: call `i` sends in slice `i % SLICES` of each round, so the relay never sees every
+//! call's packet at the same instant.
+//!
 //! `--relay hookflash`: hookflash's media relay (`hookflash::media::relay`, the code calls use)
 //! runs in this process on its own worker threads; their CPU time is read from /proc.
 //! `--relay rtpengine --ng 127.0.0.1:2223 --pid PID`: a running rtpengine, set up per call with
 //! its ng protocol (offer/answer); its CPU time is read from /proc/PID.
 //!
+//! `--relay bare`: a relay that does nothing but forward (`recv_from`, `send_to`), in this
+//! process: the kernel's cost per relayed packet, under any relay's figure here.
+//! `--relay bare-connected`: the same with each socket `connect`ed to its party (`send`, no
+//! route lookup per packet): what that would save a real relay.
 //! `--relay none`: the parties send straight to each other: the generator's own latency, which
 //! the relays' latencies are compared with (what a relay adds is the difference).
 //!
-//! Both relays get the same generator, on the same machine, in the same run of the script.
+//! Every relay gets the same generator, on the same machine, in the same run of the script.
 //!
 //! With hookflash, one more call carries a key probe: its caller (user 1001 of
 //! config.example.yaml, whose metaflow has `*2` + four digits) presses `*22600` as RFC 4733
 //! events every 50 ms while the load runs; the time from sending the packet that completes the
 //! code to the fired event reaching the call's owner is the key-to-action latency.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hookflash::engine::collector::{Collector, Event};
 use hookflash::engine::listen::who_hears;
+use hookflash::media::batch::{BATCH, Batch};
 use hookflash::media::relay::{CallMedia, Leg, MediaEvent, MediaRelay, PartyMedia};
 use hookflash::media::rfc4733::EventWriter;
 
@@ -93,10 +106,13 @@ fn relay_cpu(pid: Option<u32>) -> f64 {
     }
 }
 
-/// One call: two parties and where each sends.
+/// Sockets per side shared by the calls' parties.
+const POOL: usize = 8;
+/// A 20 ms round is cut into this many slices (1 ms each); each call sends in one of them.
+const SLICES: usize = 20;
+
+/// One call: where each of its two parties (pool sockets `i % POOL` of each side) sends.
 struct Call {
-    a: UdpSocket,
-    b: UdpSocket,
     a_to: SocketAddr,
     b_to: SocketAddr,
     _media: Option<CallMedia>,
@@ -107,7 +123,88 @@ struct Call {
 fn party() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_nonblocking(true).unwrap();
+    // Room for a burst of the whole load (needs root or a high net.core.rmem_max to go past it).
+    let size: libc::c_int = 8 << 20;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and a pointer to a c_int of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
     s
+}
+
+/// The parties' sockets: `POOL` per side.
+struct Parties {
+    a: Vec<UdpSocket>,
+    b: Vec<UdpSocket>,
+}
+
+impl Parties {
+    fn new() -> Parties {
+        Parties {
+            a: (0..POOL).map(|_| party()).collect(),
+            b: (0..POOL).map(|_| party()).collect(),
+        }
+    }
+
+    /// The addresses of call `i`'s two parties.
+    fn of(&self, i: usize) -> (SocketAddr, SocketAddr) {
+        (
+            self.a[i % POOL].local_addr().unwrap(),
+            self.b[i % POOL].local_addr().unwrap(),
+        )
+    }
+}
+
+/// Sends each `(destination, packet)` from `socket`, 64 per `sendmmsg`; returns how many went
+/// out (a packet the kernel refuses is skipped).
+fn send_all(socket: &UdpSocket, packets: &[(SocketAddrV4, [u8; 172])]) -> usize {
+    let (mut at, mut sent) = (0, 0);
+    while at < packets.len() {
+        let chunk = &packets[at..(at + 64).min(packets.len())];
+        // SAFETY: every pointer points into `chunk` or these arrays, which outlive the call; the
+        // lengths are the real sizes.
+        let n = unsafe {
+            let mut addrs: [libc::sockaddr_in; 64] = std::mem::zeroed();
+            let mut iovecs: [libc::iovec; 64] = std::mem::zeroed();
+            let mut headers: [libc::mmsghdr; 64] = std::mem::zeroed();
+            for (i, (to, packet)) in chunk.iter().enumerate() {
+                addrs[i].sin_family = libc::AF_INET as libc::sa_family_t;
+                addrs[i].sin_port = to.port().to_be();
+                addrs[i].sin_addr.s_addr = u32::from(*to.ip()).to_be();
+                iovecs[i].iov_base = packet.as_ptr() as *mut libc::c_void;
+                iovecs[i].iov_len = packet.len();
+                headers[i].msg_hdr.msg_iov = &mut iovecs[i];
+                headers[i].msg_hdr.msg_iovlen = 1;
+                headers[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+                headers[i].msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                chunk.len() as libc::c_uint,
+                0,
+            )
+        };
+        if n > 0 {
+            sent += n as usize;
+            at += n as usize;
+        } else {
+            at += 1;
+        }
+    }
+    sent
 }
 
 fn sdp(port: u16) -> String {
@@ -160,46 +257,41 @@ fn ng(control: &UdpSocket, ng: &str, n: usize, dict: &[(&str, &str)]) -> Vec<u8>
     buf
 }
 
-/// A call through hookflash's relay between two local parties; its event channel and the parties.
+/// A call through hookflash's relay between parties `pa` and `pb`, and its event channel.
 fn relayed_call(
     relay: &Arc<MediaRelay>,
-) -> (
-    CallMedia,
-    tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
-    UdpSocket,
-    UdpSocket,
-) {
+    pa: SocketAddr,
+    pb: SocketAddr,
+) -> (CallMedia, tokio::sync::mpsc::UnboundedReceiver<MediaEvent>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let media = relay.open_call(tx).unwrap();
-    let (pa, pb) = (party(), party());
-    for (leg, p) in [(Leg::A, &pa), (Leg::B, &pb)] {
+    for (leg, p) in [(Leg::A, pa), (Leg::B, pb)] {
         media.set_party(
             leg,
             PartyMedia {
-                rtp: Some(p.local_addr().unwrap()),
+                rtp: Some(p),
                 rtcp: None,
                 telephone_event: Some(101),
                 receives: true,
             },
         );
     }
-    (media, rx, pa, pb)
+    (media, rx)
 }
 
-fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
+fn setup(a: &Args, parties: &Parties) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
     let mut calls = Vec::new();
     match a.relay.as_str() {
         "hookflash" => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let relay =
                 MediaRelay::start("127.0.0.1".parse().unwrap(), 40000, 59999, threads).unwrap();
-            for _ in 0..a.calls {
-                let (media, rx, pa, pb) = relayed_call(&relay);
+            for i in 0..a.calls {
+                let (pa, pb) = parties.of(i);
+                let (media, rx) = relayed_call(&relay, pa, pb);
                 calls.push(Call {
                     a_to: media.local(Leg::A),
                     b_to: media.local(Leg::B),
-                    a: pa,
-                    b: pb,
                     _media: Some(media),
                     _events: Some(rx),
                 });
@@ -212,9 +304,9 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
             for n in 0..a.calls {
-                let (pa, pb) = (party(), party());
+                let (pa, pb) = parties.of(n);
                 let cid = format!("load-{}-{n}", std::process::id());
-                let a_sdp = sdp(pa.local_addr().unwrap().port());
+                let a_sdp = sdp(pa.port());
                 let off = ng(
                     &control,
                     &a.ng,
@@ -228,7 +320,7 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 );
                 let off_sdp = bdecode_str(&off, "sdp")
                     .unwrap_or_else(|| panic!("offer: {}", String::from_utf8_lossy(&off)));
-                let b_sdp = sdp(pb.local_addr().unwrap().port());
+                let b_sdp = sdp(pb.port());
                 let ans = ng(
                     &control,
                     &a.ng,
@@ -246,24 +338,46 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 calls.push(Call {
                     a_to: SocketAddr::from(([127, 0, 0, 1], media_port(&ans_sdp))),
                     b_to: SocketAddr::from(([127, 0, 0, 1], media_port(&off_sdp))),
-                    a: pa,
-                    b: pb,
                     _media: None,
                     _events: None,
                 });
             }
             (calls, None)
         }
+        // The least a relay in user space can do: read each packet and send it on, nothing else.
+        // What the kernel's socket path costs per packet on this machine: the floor under any
+        // relay's CPU figure here.
+        "bare" | "bare-connected" => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut shares: Vec<Vec<BareCall>> = (0..threads).map(|_| Vec::new()).collect();
+            for i in 0..a.calls {
+                let (pa, pb) = parties.of(i);
+                let legs = [(party(), pa), (party(), pb)];
+                calls.push(Call {
+                    a_to: legs[0].0.local_addr().unwrap(),
+                    b_to: legs[1].0.local_addr().unwrap(),
+                    _media: None,
+                    _events: None,
+                });
+                shares[i % threads].push(legs);
+            }
+            let connected = a.relay == "bare-connected";
+            for (n, share) in shares.into_iter().enumerate() {
+                std::thread::Builder::new()
+                    .name(format!("media-bare-{n}"))
+                    .spawn(move || bare_relay(share, connected))
+                    .unwrap();
+            }
+            (calls, None)
+        }
         // No relay: the parties send straight to each other. The generator's own latency, the
         // baseline the relays' figures are compared with.
         "none" => {
-            for _ in 0..a.calls {
-                let (pa, pb) = (party(), party());
+            for i in 0..a.calls {
+                let (pa, pb) = parties.of(i);
                 calls.push(Call {
-                    a_to: pb.local_addr().unwrap(),
-                    b_to: pa.local_addr().unwrap(),
-                    a: pa,
-                    b: pb,
+                    a_to: pb,
+                    b_to: pa,
                     _media: None,
                     _events: None,
                 });
@@ -271,6 +385,47 @@ fn setup(a: &Args) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
             (calls, None)
         }
         other => panic!("unknown relay {other}"),
+    }
+}
+
+/// A call in the bare relay: per leg, our socket and the party it serves.
+type BareCall = [(UdpSocket, SocketAddr); 2];
+
+/// The bare relay's worker: what one leg's socket receives goes out of the other leg's socket to
+/// the other party (as in any relay: each party talks to one port of ours), one `recv_from` and
+/// one `send_to` per packet, until the process ends.
+fn bare_relay(share: Vec<BareCall>, connected: bool) {
+    let mut poll = mio::Poll::new().unwrap();
+    let mut socks = Vec::new();
+    for (i, legs) in share.into_iter().enumerate() {
+        for (leg, (s, party)) in legs.into_iter().enumerate() {
+            if connected {
+                s.connect(party).unwrap();
+            }
+            let mut m = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut m, mio::Token(2 * i + leg), mio::Interest::READABLE)
+                .unwrap();
+            socks.push((m, party));
+        }
+    }
+    let mut events = mio::Events::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    loop {
+        if poll.poll(&mut events, None).is_err() {
+            continue;
+        }
+        for e in events.iter() {
+            let token = e.token().0;
+            let (from, (to, party)) = (&socks[token].0, &socks[token ^ 1]);
+            while let Ok((n, _)) = from.recv_from(&mut buf) {
+                let _ = if connected {
+                    to.send(&buf[..n])
+                } else {
+                    to.send_to(&buf[..n], *party)
+                };
+            }
+        }
     }
 }
 
@@ -287,11 +442,16 @@ fn key_probe(
         .expect("the example config loads");
     let caller = config.directory.find_party("1001").unwrap();
     let (flow, side) = who_hears(caller.flow(), None).expect("1001 hears its own keys");
-    let (media, mut rx, pa, _pb) = relayed_call(relay);
+    let (pa, pb) = (party(), party());
+    let (media, mut rx) = relayed_call(relay, pa.local_addr().unwrap(), pb.local_addr().unwrap());
     media.set_listener(Leg::A, Some(Collector::new(flow, side)));
     let to = media.local(Leg::A);
     std::thread::spawn(move || {
-        let _media = media;
+        let (_media, _pb) = (media, pb);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let writer = EventWriter::default();
         let (mut seq, mut ts) = (0u16, 0u32);
         let mut latencies = Vec::new();
@@ -314,16 +474,22 @@ fn key_probe(
                 }
             }
             // The code completes on the first packet of its last key.
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                match rx.try_recv() {
-                    Ok(MediaEvent::Engine { event, .. }) if matches!(*event, Event::Fired(_)) => {
-                        latencies.push(completed_at.elapsed().as_micros() as u32);
-                        break;
+            // Waits asleep, as a call's task does (spinning would take a core from the relay).
+            let fired = runtime.block_on(async {
+                let fired = async {
+                    while let Some(event) = rx.recv().await {
+                        if let MediaEvent::Engine { event, .. } = event
+                            && matches!(*event, Event::Fired(_))
+                        {
+                            return true;
+                        }
                     }
-                    Ok(_) => {}
-                    Err(_) => std::thread::yield_now(),
-                }
+                    false
+                };
+                tokio::time::timeout(Duration::from_secs(1), fired).await
+            });
+            if fired == Ok(true) {
+                latencies.push(completed_at.elapsed().as_micros() as u32);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -331,83 +497,117 @@ fn key_probe(
     })
 }
 
-fn main() {
-    let a = args();
-    let (calls, relay) = setup(&a);
-    let calls = Arc::new(calls);
-    let epoch = Instant::now();
-    let running = Arc::new(AtomicBool::new(true));
-    let probe = relay.as_ref().map(|r| key_probe(r, Arc::clone(&running)));
-    // Receiver: every party socket, one poll.
-    let receiver = {
-        let calls = Arc::clone(&calls);
-        let running = Arc::clone(&running);
-        std::thread::spawn(move || {
-            let mut poll = mio::Poll::new().unwrap();
-            let mut socks: Vec<mio::net::UdpSocket> = Vec::new();
-            for c in calls.iter() {
-                for s in [&c.a, &c.b] {
-                    let mut m = mio::net::UdpSocket::from_std(s.try_clone().unwrap());
-                    poll.registry()
-                        .register(&mut m, mio::Token(socks.len()), mio::Interest::READABLE)
-                        .unwrap();
-                    socks.push(m);
-                }
-            }
-            let mut events = mio::Events::with_capacity(1024);
-            let mut buf = [0u8; 2048];
-            let mut latencies_us: Vec<u32> = Vec::new();
-            let mut received = 0u64;
-            while running.load(Ordering::Relaxed) {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))
-                    .unwrap();
-                for e in events.iter() {
-                    while let Ok(n) = socks[e.token().0].recv(&mut buf) {
-                        if n >= 20 {
-                            let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
-                            let now = epoch.elapsed().as_nanos() as u64;
+/// Reads every party socket until `running` clears; returns how many packets arrived and their
+/// one-way latencies (µs, from the send time each packet carries).
+fn receive(
+    parties: &Parties,
+    epoch: Instant,
+    running: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<u32>)> {
+    let sockets: Vec<UdpSocket> = parties
+        .a
+        .iter()
+        .chain(&parties.b)
+        .map(|s| s.try_clone().unwrap())
+        .collect();
+    std::thread::spawn(move || {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut socks: Vec<mio::net::UdpSocket> = Vec::new();
+        for s in sockets {
+            let mut m = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut m, mio::Token(socks.len()), mio::Interest::READABLE)
+                .unwrap();
+            socks.push(m);
+        }
+        let mut events = mio::Events::with_capacity(64);
+        let mut batch = Batch::new();
+        let mut latencies_us: Vec<u32> = Vec::new();
+        let mut received = 0u64;
+        while running.load(Ordering::Relaxed) {
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
+            for e in events.iter() {
+                while let Ok(n) = batch.recv(&socks[e.token().0]) {
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    for i in 0..n {
+                        if batch.lens[i] >= 20 {
+                            let sent =
+                                u64::from_be_bytes(batch.bufs[i][12..20].try_into().unwrap());
                             latencies_us.push((now.saturating_sub(sent) / 1000) as u32);
                             received += 1;
                         }
                     }
+                    if n < BATCH {
+                        break;
+                    }
                 }
             }
-            (received, latencies_us)
-        })
-    };
+        }
+        (received, latencies_us)
+    })
+}
+
+fn main() {
+    let a = args();
+    let parties = Parties::new();
+    let (calls, relay) = setup(&a, &parties);
+    let epoch = Instant::now();
+    let running = Arc::new(AtomicBool::new(true));
+    let probe = relay.as_ref().map(|r| key_probe(r, Arc::clone(&running)));
+    let receiver = receive(&parties, epoch, Arc::clone(&running));
     // Warm-up second (latching), then the measured window.
     let mut sent = 0u64;
     let mut seq = 0u16;
     let total = Duration::from_secs(a.seconds + 1);
+    let slice = Duration::from_millis(20) / SLICES as u32;
     let mut next = Instant::now();
     let mut cpu_start = None;
     let mut measured_from = 0u64;
-    let mut packet = [0u8; 172];
-    packet[0] = 0x80;
-    while epoch.elapsed() < total {
-        if cpu_start.is_none() && epoch.elapsed() >= Duration::from_secs(1) {
-            cpu_start = Some((relay_cpu((a.pid != 0).then_some(a.pid)), Instant::now()));
-            measured_from = sent;
-        }
-        for (i, c) in calls.iter().enumerate() {
-            for (s, to, ssrc) in [
-                (&c.a, c.a_to, 2 * i as u32),
-                (&c.b, c.b_to, 2 * i as u32 + 1),
-            ] {
-                packet[2..4].copy_from_slice(&seq.to_be_bytes());
-                packet[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
-                packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                packet[12..20].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
-                if s.send_to(&packet, to).is_ok() {
-                    sent += 1;
+    let mut outgoing: Vec<Vec<(SocketAddrV4, [u8; 172])>> = vec![Vec::new(); 2 * POOL];
+    let v4 = |to: SocketAddr| match to {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(_) => panic!("the relays listen on 127.0.0.1"),
+    };
+    'rounds: loop {
+        for s in 0..SLICES {
+            if epoch.elapsed() >= total {
+                break 'rounds;
+            }
+            if cpu_start.is_none() && epoch.elapsed() >= Duration::from_secs(1) {
+                cpu_start = Some((relay_cpu((a.pid != 0).then_some(a.pid)), Instant::now()));
+                measured_from = sent;
+            }
+            let stamp = epoch.elapsed().as_nanos() as u64;
+            for (i, c) in calls.iter().enumerate().skip(s).step_by(SLICES) {
+                for (side, to, ssrc) in [
+                    (i % POOL, c.a_to, 2 * i as u32),
+                    (POOL + i % POOL, c.b_to, 2 * i as u32 + 1),
+                ] {
+                    let mut packet = [0u8; 172];
+                    packet[0] = 0x80;
+                    packet[2..4].copy_from_slice(&seq.to_be_bytes());
+                    packet[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
+                    packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    packet[12..20].copy_from_slice(&stamp.to_be_bytes());
+                    outgoing[side].push((v4(to), packet));
                 }
+            }
+            for (side, packets) in outgoing.iter_mut().enumerate() {
+                let socket = if side < POOL {
+                    &parties.a[side]
+                } else {
+                    &parties.b[side - POOL]
+                };
+                sent += send_all(socket, packets) as u64;
+                packets.clear();
+            }
+            next += slice;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
             }
         }
         seq = seq.wrapping_add(1);
-        next += Duration::from_millis(20);
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
     }
     let (cpu0, t0) = cpu_start.unwrap_or((0.0, Instant::now()));
     let cpu = relay_cpu((a.pid != 0).then_some(a.pid)) - cpu0;
