@@ -4,8 +4,9 @@
 # one-way latency (p50/p99; `relay=none` is the generator alone, parties sending straight to each
 # other: the latency a relay adds is its figure minus that one). `relay=bare` is the least a relay
 # in user space can do (recv_from + send_to, nothing else): the kernel's share, the floor under
-# both relays' CPU figures; `bare-connected` the same with connect(2)ed sockets. The generator is
-# examples/relay_load.rs, the same for all.
+# both relays' CPU figures; `bare-connected` the same with connect(2)ed sockets, `bare-uring` the
+# same on io_uring (submissions and completions of many packets per system call). The generator
+# is examples/relay_load.rs, the same for all.
 #
 #   bench/media_relay.sh [SECONDS] [CALLS...]      e.g. bench/media_relay.sh 10 100 500 1000 2000
 #
@@ -39,6 +40,7 @@ for n in "${counts[@]}"; do
   $gen --relay none --calls "$n" --seconds "$secs"
   $gen --relay bare --calls "$n" --seconds "$secs"
   $gen --relay bare-connected --calls "$n" --seconds "$secs"
+  $gen --relay bare-uring --calls "$n" --seconds "$secs"
   $gen --relay hookflash --calls "$n" --seconds "$secs"
   if command -v rtpengine >/dev/null; then
     start_rtpengine

@@ -18,6 +18,9 @@
 //! process: the kernel's cost per relayed packet, under any relay's figure here.
 //! `--relay bare-connected`: the same with each socket `connect`ed to its party (`send`, no
 //! route lookup per packet): what that would save a real relay.
+//! `--relay bare-uring`: the connected bare relay on io_uring (a receive always posted on every
+//! socket, many packets' operations per system call): whether batching system calls lowers the
+//! floor.
 //! `--relay none`: the parties send straight to each other: the generator's own latency, which
 //! the relays' latencies are compared with (what a relay adds is the difference).
 //!
@@ -347,7 +350,7 @@ fn setup(a: &Args, parties: &Parties) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
         // The least a relay in user space can do: read each packet and send it on, nothing else.
         // What the kernel's socket path costs per packet on this machine: the floor under any
         // relay's CPU figure here.
-        "bare" | "bare-connected" => {
+        "bare" | "bare-connected" | "bare-uring" => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let mut shares: Vec<Vec<BareCall>> = (0..threads).map(|_| Vec::new()).collect();
             for i in 0..a.calls {
@@ -362,10 +365,17 @@ fn setup(a: &Args, parties: &Parties) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 shares[i % threads].push(legs);
             }
             let connected = a.relay == "bare-connected";
+            let uring = a.relay == "bare-uring";
             for (n, share) in shares.into_iter().enumerate() {
                 std::thread::Builder::new()
                     .name(format!("media-bare-{n}"))
-                    .spawn(move || bare_relay(share, connected))
+                    .spawn(move || {
+                        if uring {
+                            bare_uring_relay(share)
+                        } else {
+                            bare_relay(share, connected)
+                        }
+                    })
                     .unwrap();
             }
             (calls, None)
@@ -424,6 +434,71 @@ fn bare_relay(share: Vec<BareCall>, connected: bool) {
                 } else {
                     to.send_to(&buf[..n], *party)
                 };
+            }
+        }
+    }
+}
+
+/// The bare relay on io_uring: every socket `connect`ed to its party, a receive always posted on
+/// each, a received packet sent on by the other leg's socket; submissions and completions of
+/// many packets share one system call.
+fn bare_uring_relay(share: Vec<BareCall>) {
+    use io_uring::{IoUring, opcode, types};
+    let socks: Vec<UdpSocket> = share
+        .into_iter()
+        .flat_map(|legs| legs.into_iter())
+        .map(|(s, party)| {
+            s.connect(party).unwrap();
+            s
+        })
+        .collect();
+    let mut ring = IoUring::new(8192).unwrap();
+    let mut bufs = vec![[0u8; 2048]; socks.len()];
+    // user_data: socket index × 2, + 1 for a send (whose buffer is the receiving socket's).
+    let recv = |i: usize, buf: &mut [u8; 2048]| {
+        opcode::Recv::new(types::Fd(socks[i].as_raw_fd()), buf.as_mut_ptr(), 2048)
+            .build()
+            .user_data((i * 2) as u64)
+    };
+    let mut queue: Vec<io_uring::squeue::Entry> = Vec::new();
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        queue.push(recv(i, buf));
+    }
+    loop {
+        // SAFETY: every buffer an entry points to lives in `bufs` for the thread's life, and a
+        // buffer is in one operation at a time (receive, then the send of what it received).
+        while !queue.is_empty() {
+            let mut sq = ring.submission();
+            let room = sq.capacity() - sq.len();
+            let n = room.min(queue.len());
+            for e in queue.drain(..n) {
+                unsafe { sq.push(&e).unwrap() };
+            }
+            drop(sq);
+            if !queue.is_empty() {
+                ring.submit().unwrap();
+            }
+        }
+        if ring.submit_and_wait(1).is_err() {
+            continue;
+        }
+        for cqe in ring.completion() {
+            let (i, send) = ((cqe.user_data() / 2) as usize, cqe.user_data() % 2 == 1);
+            if send || cqe.result() <= 0 {
+                // The buffer is free again: receive the next packet into it.
+                let buf = &mut bufs[i];
+                queue.push(recv(i, buf));
+            } else {
+                let buf = &bufs[i];
+                queue.push(
+                    opcode::Send::new(
+                        types::Fd(socks[i ^ 1].as_raw_fd()),
+                        buf.as_ptr(),
+                        cqe.result() as u32,
+                    )
+                    .build()
+                    .user_data((i * 2 + 1) as u64),
+                );
             }
         }
     }
