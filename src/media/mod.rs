@@ -2,12 +2,16 @@
 //! holds the parsed forms that config validation produces.
 
 pub mod batch;
+pub mod clip;
+pub mod g711;
 pub mod latch;
 pub mod ports;
 pub mod relay;
 pub mod rfc4733;
 pub mod stream;
 pub mod tgml;
+pub mod tone;
+pub mod wav;
 
 use std::path::{Path, PathBuf};
 
