@@ -1,0 +1,439 @@
+//! `transfer`'s call behaviour: attended and blind transfer as SPEC §3 describes them, with
+//! Kazoo's partial transfer and takeback, Asterisk's complete-now and swap keys, and a blind
+//! transfer's failure handled by `on_fail` so the transferee is never left in silence.
+//!
+//! Roles: the transferor T pressed the code, the transferee E is the party T was talking to, the
+//! target X is the leg this module originates (with T's caller ID), R a leg that calls T back.
+//!
+//! Attended: E hears music on hold; T hears ringback, or X's early media; X answers → T and X
+//! talk (consultation); T hangs up, or presses `complete_dtmf` → E and X talk (completed).
+//! T hangs up while X rings → partial: E and X talk when X answers. X fails (misdial, busy, no
+//! answer, `timeout`) or hangs up during the consultation → T and E talk again. T's keys since
+//! the start ending in `takeback_dtmf` (a suffix match, as Kazoo) → X is hung up, T and E talk
+//! again. `swap_dtmf` while consulting → T talks to the other party, the one left hears music.
+//! E hangs up → T stays with X.
+//!
+//! Blind: T is released at once, E hears ringback (or X's early media), X answers → E and X
+//! talk. Failure with T gone (blind, or a partial transfer) → `on_fail`: `recall` and
+//! `reconnect` ring T back (R) and connect E when T answers, `hangup` plays E a failure tone
+//! and hangs up; a recall nobody answers ends the same way.
+
+use crate::keys::Key;
+use crate::modules::transfer::{OnFail, TransferData, TransferType};
+
+use super::control::{Ctx, LegState, Step};
+use super::{Input, LegId, Source, Target, failure_reason};
+
+/// Played to the transferee before hanging up when nothing could connect it (the ITU special
+/// information tone: three rising notes).
+pub const FAILURE_TONE: &str = "%(330,30,950);%(330,30,1400);%(330,1000,1800)";
+/// Played to the transferor when the target is refused (`allowed_targets`): two short low beeps.
+pub const REFUSED_TONE: &str = "%(200,100,480,620);%(200,100,480,620)";
+/// Keys of the transferor kept for the suffix match of the transfer keys.
+const KEPT_KEYS: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// X rings; T hears ringback (or X's early media), E hears music.
+    Ringing { early: bool },
+    /// T and X talk (`swapped`: T and E talk, X hears music).
+    Consulting { swapped: bool },
+    /// T has gone; E hears music (attended) or ringback (blind) until X answers.
+    Unattended,
+    /// T is being called back (R) for E.
+    Recalling,
+    /// This party (E, or T left alone) hears the failure tone, then is hung up.
+    FailureTone { leg: LegId },
+    /// T hears the refusal tone, then talks to E again.
+    Refused,
+}
+
+pub(super) struct Transfer {
+    data: TransferData,
+    t: LegId,
+    e: LegId,
+    x: Option<LegId>,
+    r: Option<LegId>,
+    stage: Stage,
+    keys: Vec<Key>,
+    deadline: Option<u64>,
+    target: String,
+}
+
+impl Transfer {
+    /// Starts a transfer by `t` of `e`; `None` when it ends at once.
+    pub fn start(
+        ctx: &mut Ctx<'_>,
+        t: LegId,
+        e: LegId,
+        data: TransferData,
+        captures: &[String],
+    ) -> (Option<Transfer>, Step) {
+        let target = captures
+            .first()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .or_else(|| data.target.clone())
+            .unwrap_or_default();
+        let mut me = Transfer {
+            t,
+            e,
+            x: None,
+            r: None,
+            stage: Stage::Refused,
+            keys: Vec::new(),
+            deadline: None,
+            target: target.clone(),
+            data,
+        };
+        if !me.allowed(ctx) {
+            ctx.event(
+                "transfer.failed",
+                vec![("transferor", t), ("transferee", e)],
+                Some("not_allowed"),
+                Some(target),
+            );
+            ctx.play(t, REFUSED_TONE, false);
+            return (Some(me), Step::Continue);
+        }
+        ctx.event(
+            "transfer.started",
+            vec![("transferor", t), ("transferee", e)],
+            None,
+            Some(target.clone()),
+        );
+        let x = ctx.originate(Target::Dial(target), t);
+        me.x = Some(x);
+        me.deadline = Some(ctx.now + me.data.timeout_ms);
+        match me.data.kind {
+            TransferType::Attended => {
+                ctx.play(e, &me.data.moh, true);
+                ctx.play(t, &me.data.ringback, true);
+                me.stage = Stage::Ringing { early: false };
+            }
+            TransferType::Blind => {
+                ctx.play(e, &me.data.ringback, true);
+                ctx.hangup(t);
+                me.stage = Stage::Unattended;
+            }
+        }
+        (Some(me), Step::Continue)
+    }
+
+    fn allowed(&self, ctx: &Ctx<'_>) -> bool {
+        if self.target.is_empty() {
+            return false;
+        }
+        match &self.data.allowed_targets {
+            Some(pattern) => regex::Regex::new(&format!("^(?:{pattern})$"))
+                .is_ok_and(|re| re.is_match(&self.target)),
+            None => ctx.dir.is_extension(&self.target),
+        }
+    }
+
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    /// The transferor's keys are the transfer's while T is on the call and the transfer is not
+    /// settled.
+    pub fn wants_keys(&self, leg: LegId) -> bool {
+        leg == self.t && matches!(self.stage, Stage::Ringing { .. } | Stage::Consulting { .. })
+    }
+
+    fn legs(&self) -> Vec<(&'static str, LegId)> {
+        let mut legs = vec![("transferor", self.t), ("transferee", self.e)];
+        if let Some(x) = self.x {
+            legs.push(("target", x));
+        }
+        legs
+    }
+
+    /// X rang for too long.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.deadline = None;
+        let Some(x) = self.x else {
+            return Step::Continue;
+        };
+        if ctx.state(x) == LegState::Ringing {
+            ctx.hangup(x);
+            return self.target_failed(ctx, "timeout");
+        }
+        if self.stage == Stage::Recalling
+            && let Some(r) = self.r
+            && ctx.state(r) == LegState::Ringing
+        {
+            ctx.hangup(r);
+            return self.give_up(ctx, self.e);
+        }
+        Step::Continue
+    }
+
+    /// `resume` while the transfer runs: like a takeback.
+    pub fn resume(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.stage {
+            Stage::Ringing { .. } | Stage::Consulting { .. } => self.take_back(ctx, "resumed"),
+            _ => Step::Continue,
+        }
+    }
+
+    pub fn handle(&mut self, ctx: &mut Ctx<'_>, input: &Input) -> Step {
+        if let Input::HungUp { leg } = *input
+            && (leg == self.t || leg == self.e)
+            && !ctx.alive(self.t)
+            && !ctx.alive(self.e)
+        {
+            // Both parties of the transfer have gone: nobody is left to connect anything to.
+            ctx.event(
+                "transfer.abandoned",
+                self.legs(),
+                Some("parties_gone"),
+                None,
+            );
+            for leg in [self.x, self.r].into_iter().flatten() {
+                ctx.hangup(leg);
+            }
+            return Step::Done;
+        }
+        match *input {
+            Input::Key { leg, key } if leg == self.t => self.key(ctx, key),
+            Input::Ringing { leg, early_media } if Some(leg) == self.x => {
+                self.target_ringing(ctx, early_media)
+            }
+            Input::Answered { leg } if Some(leg) == self.x => self.target_answered(ctx),
+            Input::Failed { leg, status } if Some(leg) == self.x => {
+                self.target_failed(ctx, failure_reason(status))
+            }
+            Input::HungUp { leg } if Some(leg) == self.x => self.target_hung_up(ctx),
+            Input::HungUp { leg } if leg == self.t => self.transferor_left(ctx),
+            Input::HungUp { leg } if leg == self.e => self.transferee_left(ctx),
+            Input::Answered { leg } if Some(leg) == self.r => {
+                self.deadline = None;
+                ctx.bridge(self.e, leg);
+                ctx.event(
+                    "transfer.recalled",
+                    vec![("transferee", self.e), ("transferor", leg)],
+                    None,
+                    None,
+                );
+                Step::Done
+            }
+            Input::Failed { leg, .. } | Input::HungUp { leg } if Some(leg) == self.r => {
+                self.give_up(ctx, self.e)
+            }
+            Input::MediaEnded { leg } if self.stage == (Stage::FailureTone { leg }) => {
+                ctx.hangup(leg);
+                Step::Done
+            }
+            Input::HungUp { leg } if self.stage == (Stage::FailureTone { leg }) => Step::Done,
+            Input::MediaEnded { leg } if leg == self.t && self.stage == Stage::Refused => {
+                ctx.bridge(self.t, self.e);
+                Step::Done
+            }
+            Input::HungUp { .. } if self.stage == Stage::Refused => Step::Done,
+            _ => Step::Continue,
+        }
+    }
+
+    fn key(&mut self, ctx: &mut Ctx<'_>, key: Key) -> Step {
+        if !self.wants_keys(self.t) {
+            return Step::Continue;
+        }
+        if self.keys.len() == KEPT_KEYS {
+            self.keys.remove(0);
+        }
+        self.keys.push(key);
+        let typed = |code: &[Key]| !code.is_empty() && self.keys.ends_with(code);
+        if typed(&self.data.takeback_dtmf) {
+            return self.take_back(ctx, "takeback");
+        }
+        if typed(&self.data.complete_dtmf) {
+            self.keys.clear();
+            return self.complete_now(ctx);
+        }
+        if typed(&self.data.swap_dtmf) {
+            self.keys.clear();
+            if let (Stage::Consulting { swapped }, Some(x)) = (self.stage, self.x) {
+                let swapped = !swapped;
+                let (with, waiting) = if swapped { (self.e, x) } else { (x, self.e) };
+                ctx.bridge(self.t, with);
+                ctx.play(waiting, &self.data.moh, true);
+                ctx.event("transfer.swapped", self.legs(), None, None);
+                self.stage = Stage::Consulting { swapped };
+            }
+        }
+        Step::Continue
+    }
+
+    fn take_back(&mut self, ctx: &mut Ctx<'_>, how: &'static str) -> Step {
+        if let Some(x) = self.x {
+            ctx.hangup(x);
+        }
+        ctx.bridge(self.t, self.e);
+        ctx.event("transfer.taken_back", self.legs(), Some(how), None);
+        Step::Done
+    }
+
+    /// `complete_dtmf`: E joins X (now, or when X answers), T is released.
+    fn complete_now(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        ctx.hangup(self.t);
+        self.transferor_left(ctx)
+    }
+
+    fn target_ringing(&mut self, ctx: &mut Ctx<'_>, early_media: bool) -> Step {
+        let Some(x) = self.x else {
+            return Step::Continue;
+        };
+        match self.stage {
+            Stage::Ringing { early: false } => {
+                ctx.event("target.ringing", self.legs(), None, None);
+                if early_media {
+                    ctx.hear(self.t, Source::Leg(x));
+                    self.stage = Stage::Ringing { early: true };
+                }
+            }
+            Stage::Unattended if self.data.kind == TransferType::Blind => {
+                ctx.event("target.ringing", self.legs(), None, None);
+                if early_media {
+                    ctx.hear(self.e, Source::Leg(x));
+                }
+            }
+            _ => {}
+        }
+        Step::Continue
+    }
+
+    fn target_answered(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let Some(x) = self.x else {
+            return Step::Continue;
+        };
+        self.deadline = None;
+        ctx.event("target.answered", self.legs(), None, None);
+        match self.stage {
+            Stage::Ringing { .. } => {
+                if ctx.alive(self.e) {
+                    ctx.bridge(self.t, x);
+                    self.stage = Stage::Consulting { swapped: false };
+                    Step::Continue
+                } else {
+                    // E left while X rang: T simply talks to X.
+                    ctx.bridge(self.t, x);
+                    Step::Done
+                }
+            }
+            Stage::Unattended => {
+                ctx.bridge(self.e, x);
+                ctx.event("transfer.completed", self.legs(), None, None);
+                Step::Done
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    fn target_failed(&mut self, ctx: &mut Ctx<'_>, reason: &'static str) -> Step {
+        self.deadline = None;
+        ctx.event("transfer.failed", self.legs(), Some(reason), None);
+        match self.stage {
+            Stage::Ringing { .. } => {
+                if ctx.alive(self.e) {
+                    ctx.bridge(self.t, self.e);
+                    Step::Done
+                } else {
+                    // E left while X rang, and X failed: T is alone.
+                    self.give_up(ctx, self.t)
+                }
+            }
+            Stage::Unattended => self.on_fail(ctx),
+            _ => Step::Continue,
+        }
+    }
+
+    fn target_hung_up(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.stage {
+            Stage::Consulting { .. } => {
+                ctx.bridge(self.t, self.e);
+                ctx.event("transfer.failed", self.legs(), Some("target_hung_up"), None);
+                Step::Done
+            }
+            // Before an answer, a hang-up of X is a failure to reach it.
+            Stage::Ringing { .. } | Stage::Unattended => self.target_failed(ctx, "failed"),
+            _ => Step::Continue,
+        }
+    }
+
+    fn transferor_left(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let Some(x) = self.x else {
+            return Step::Continue;
+        };
+        match self.stage {
+            Stage::Ringing { .. } => {
+                ctx.event("transfer.partial", self.legs(), None, None);
+                self.stage = Stage::Unattended;
+                Step::Continue
+            }
+            Stage::Consulting { .. } => {
+                ctx.bridge(self.e, x);
+                ctx.event("transfer.completed", self.legs(), None, None);
+                Step::Done
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    fn transferee_left(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        ctx.event("transfer.transferee_hung_up", self.legs(), None, None);
+        match self.stage {
+            Stage::Consulting { .. } => {
+                if let Some(x) = self.x {
+                    ctx.bridge(self.t, x);
+                }
+                Step::Done
+            }
+            // T stays on the line with the ringing X; answered, they talk.
+            Stage::Ringing { .. } => Step::Continue,
+            Stage::Unattended | Stage::FailureTone { .. } => {
+                if let Some(x) = self.x {
+                    ctx.hangup(x);
+                }
+                Step::Done
+            }
+            Stage::Recalling => {
+                if let Some(r) = self.r {
+                    ctx.hangup(r);
+                }
+                Step::Done
+            }
+            Stage::Refused => Step::Done,
+        }
+    }
+
+    /// The target failed with T gone: `on_fail` decides what E gets.
+    fn on_fail(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.data.on_fail {
+            OnFail::Recall | OnFail::Reconnect => {
+                let r = ctx.originate(Target::PartyOf(self.t), self.e);
+                self.r = Some(r);
+                self.deadline = Some(ctx.now + self.data.timeout_ms);
+                ctx.play(self.e, &self.data.ringback, true);
+                ctx.event(
+                    "transfer.recall",
+                    vec![("transferee", self.e), ("transferor", r)],
+                    None,
+                    None,
+                );
+                self.stage = Stage::Recalling;
+                Step::Continue
+            }
+            OnFail::Hangup => self.give_up(ctx, self.e),
+        }
+    }
+
+    /// Nothing can connect `leg`'s party: the failure tone, then a hang-up.
+    fn give_up(&mut self, ctx: &mut Ctx<'_>, leg: LegId) -> Step {
+        self.deadline = None;
+        ctx.event("transfer.abandoned", vec![("party", leg)], None, None);
+        ctx.play(leg, FAILURE_TONE, false);
+        self.stage = Stage::FailureTone { leg };
+        Step::Continue
+    }
+}
