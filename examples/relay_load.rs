@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use hookflash::engine::collector::{Collector, Event};
 use hookflash::engine::listen::who_hears;
 use hookflash::media::batch::{BATCH, Batch};
-use hookflash::media::relay::{CallMedia, Leg, MediaEvent, MediaRelay, PartyMedia};
+use hookflash::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use hookflash::media::rfc4733::EventWriter;
 
 struct Args {
@@ -276,6 +276,7 @@ fn relayed_call(
                 rtcp: None,
                 telephone_event: Some(101),
                 receives: true,
+                g711: Some((0, hookflash::media::g711::Law::Ulaw)),
             },
         );
     }
@@ -293,8 +294,8 @@ fn setup(a: &Args, parties: &Parties) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
                 let (pa, pb) = parties.of(i);
                 let (media, rx) = relayed_call(&relay, pa, pb);
                 calls.push(Call {
-                    a_to: media.local(Leg::A),
-                    b_to: media.local(Leg::B),
+                    a_to: media.local(Leg::A).unwrap(),
+                    b_to: media.local(Leg::B).unwrap(),
                     _media: Some(media),
                     _events: Some(rx),
                 });
@@ -520,7 +521,7 @@ fn key_probe(
     let (pa, pb) = (party(), party());
     let (media, mut rx) = relayed_call(relay, pa.local_addr().unwrap(), pb.local_addr().unwrap());
     media.set_listener(Leg::A, Some(Collector::new(flow, side)));
-    let to = media.local(Leg::A);
+    let to = media.local(Leg::A).unwrap();
     std::thread::spawn(move || {
         let (_media, _pb) = (media, pb);
         let runtime = tokio::runtime::Builder::new_current_thread()

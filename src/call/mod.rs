@@ -29,6 +29,22 @@ pub struct LegId(pub u16);
 impl LegId {
     pub const A: LegId = LegId(0);
     pub const B: LegId = LegId(1);
+
+    /// Position in per-leg tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for LegId {
+    /// `a` and `b` for the call's first two legs (caller, callee), then `leg2`, `leg3`…
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("a"),
+            1 => f.write_str("b"),
+            n => write!(f, "leg{n}"),
+        }
+    }
 }
 
 /// What a leg hears.

@@ -1,6 +1,8 @@
-//! The media relay: the hot path. Every call's two legs get a local RTP/RTCP port pair each; the
-//! parties send to those ports and hookflash forwards each packet to the other party, hearing
-//! keys on the way.
+//! The media relay: the hot path. Every leg of a call gets a local RTP/RTCP port pair; its party
+//! sends to that pair and hookflash forwards each packet to the legs that hear this one, hearing
+//! keys on the way. What a leg hears is set per leg ([`Hearing`]): another leg (two parties
+//! talking are two legs hearing each other), a clip played by hookflash (music on hold, ringback,
+//! a prompt: paced every 20 ms from a timer heap), or silence.
 //!
 //! Threads: a few dedicated worker threads (one per core by default), each owning the sockets of
 //! the calls assigned to it, waiting on one `mio` poll. Signalling (tokio) talks to a worker only
@@ -15,13 +17,16 @@
 //!   collector that hears X ([`Collector`]); its hold/pass/drop decision says whether this
 //!   event's packets reach the other party; keys the collector releases later are written as
 //!   fresh RFC 4733 events ([`EventWriter`]) into the other party's stream;
-//! - anything else → rewritten for the other party's stream ([`OutStream`]: our SSRC, continuous
-//!   sequence numbers and timestamps, payload types mapped) and sent, unless that party does not
-//!   receive (on hold) or has not told us where.
+//! - anything else → rewritten for each listening party's stream ([`OutStream`]: our SSRC,
+//!   continuous sequence numbers and timestamps across source switches, payload types mapped)
+//!   and sent, unless that party does not receive (on hold) or has not told us where.
 //!
-//! RTCP is relayed as is between the RTCP ports, with its own latch.
+//! A clip's frames go out through the same [`OutStream`], so a switch between relayed and
+//! generated audio is seamless to the receiver. RTCP is relayed as is to the RTCP ports of the
+//! legs that hear the sender, with its own latch.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,51 +41,19 @@ use rtp_types::RtpPacket;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
+pub use crate::call::LegId;
 use crate::engine::collector::{Collector, Event, KeyDisposition, Millis};
 use crate::keys::Key;
 use crate::random::random_u64;
 
 use super::batch::{BATCH, Batch};
+use super::clip::{Clip, FRAME, Playback};
+use super::g711::Law;
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
 use super::rfc4733::{Detector, EventWriter, Heard};
 use super::stream::OutStream;
-
-/// One side of a call, named from hookflash's point of view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Leg {
-    /// The caller's leg (the party that sent us the INVITE).
-    A,
-    /// The callee's leg (the party we called).
-    B,
-}
-
-/// Legs by [`Leg::index`].
-const LEGS: [Leg; 2] = [Leg::A, Leg::B];
-
-impl Leg {
-    pub fn other(self) -> Leg {
-        match self {
-            Leg::A => Leg::B,
-            Leg::B => Leg::A,
-        }
-    }
-
-    /// Position in per-leg arrays: 0 for a, 1 for b.
-    pub fn index(self) -> usize {
-        match self {
-            Leg::A => 0,
-            Leg::B => 1,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Leg::A => "a",
-            Leg::B => "b",
-        }
-    }
-}
+use super::tone::Plays;
 
 /// Where and how a party takes media, from its latest SDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +65,22 @@ pub struct PartyMedia {
     pub telephone_event: Option<u8>,
     /// Whether it wants media now (false on hold: `sendonly`, `inactive`).
     pub receives: bool,
+    /// Its payload type and law when its codec is G.711: how hookflash's own audio reaches it.
+    pub g711: Option<(u8, Law)>,
+}
+
+/// What a leg hears.
+#[derive(Clone, Debug)]
+pub enum Hearing {
+    /// The party of another leg of the call.
+    Leg(LegId),
+    /// A clip, from its start; `looped`: until told otherwise, else as often as the clip says
+    /// (then [`MediaEvent::MediaEnded`], and silence).
+    Clip {
+        clip: Clip,
+        looped: bool,
+    },
+    Silence,
 }
 
 /// How a key reached us.
@@ -115,14 +104,16 @@ impl KeySource {
 pub enum MediaEvent {
     /// A party pressed a key.
     Key {
-        leg: Leg,
+        leg: LegId,
         key: Key,
         source: KeySource,
         at: Millis,
     },
     /// The collector hearing `presser`'s keys fired, found no match, or released keys. Boxed: the
     /// call's channel reserves room for 32 events up front, and these are rare.
-    Engine { presser: Leg, event: Box<Event> },
+    Engine { presser: LegId, event: Box<Event> },
+    /// A clip the leg heard (not looped) has played out; the leg hears silence now.
+    MediaEnded { leg: LegId },
 }
 
 /// Relay-wide counters (for `/metrics` and tests).
@@ -135,21 +126,28 @@ pub struct RelayStats {
     pub malformed: AtomicU64,
     /// Withheld keys' packets, and packets for a party that does not receive.
     pub withheld: AtomicU64,
+    /// Replayed keys' packets and clip frames hookflash wrote.
     pub generated: AtomicU64,
 }
 
 enum Command {
     Add(Box<NewCall>),
-    Party(u64, Leg, PartyMedia),
-    Listener(u64, Leg, Option<Box<Collector>>),
-    Key(u64, Leg, Key),
+    AddLeg(u64, LegId, Box<SocketPair>),
+    Party(u64, LegId, PartyMedia),
+    Listener(u64, LegId, Option<Box<Collector>>),
+    Key(u64, LegId, Key),
+    Hear(u64, LegId, Box<Hearing>),
     Remove(u64),
     Stop,
 }
 
+/// A leg's RTP and RTCP sockets.
+type SocketPair = (std::net::UdpSocket, std::net::UdpSocket);
+
 struct NewCall {
     id: u64,
-    sockets: [(std::net::UdpSocket, std::net::UdpSocket); 2],
+    /// The a-leg's and the b-leg's.
+    sockets: [SocketPair; 2],
     events: UnboundedSender<MediaEvent>,
 }
 
@@ -256,7 +254,7 @@ impl MediaRelay {
             relay: Arc::clone(self),
             id,
             worker,
-            pairs: [a, b],
+            pairs: vec![a, b],
         };
         media.send(Command::Add(Box::new(NewCall {
             id,
@@ -267,7 +265,7 @@ impl MediaRelay {
     }
 
     /// A free pair whose two ports we could bind (a port another program holds is skipped).
-    fn bind_pair(&self) -> Result<(PortPair, (std::net::UdpSocket, std::net::UdpSocket)), String> {
+    fn bind_pair(&self) -> Result<(PortPair, SocketPair), String> {
         let total = self.ports_total();
         for _ in 0..total.max(1) {
             let pair = self
@@ -314,28 +312,45 @@ pub struct CallMedia {
     relay: Arc<MediaRelay>,
     id: u64,
     worker: usize,
-    pairs: [PortPair; 2],
+    /// Each leg's ports, by [`LegId`].
+    pairs: Vec<PortPair>,
 }
 
 impl CallMedia {
-    /// Where the party of `leg` must send its RTP (RTCP on the next port).
-    pub fn local(&self, leg: Leg) -> SocketAddr {
-        SocketAddr::new(self.relay.address, self.pairs[leg.index()].rtp)
+    /// Where the party of `leg` must send its RTP (RTCP on the next port); `None` for a leg
+    /// this call does not have.
+    pub fn local(&self, leg: LegId) -> Option<SocketAddr> {
+        let pair = self.pairs.get(leg.index())?;
+        Some(SocketAddr::new(self.relay.address, pair.rtp))
+    }
+
+    /// A new leg (a transfer's target…) with ports of its own; it hears silence until told.
+    pub fn add_leg(&mut self) -> Result<LegId, String> {
+        let (pair, sockets) = self.relay.bind_pair()?;
+        let leg = LegId(self.pairs.len() as u16);
+        self.pairs.push(pair);
+        self.send(Command::AddLeg(self.id, leg, Box::new(sockets)));
+        Ok(leg)
     }
 
     /// The party on `leg` described its media (a new SDP).
-    pub fn set_party(&self, leg: Leg, party: PartyMedia) {
+    pub fn set_party(&self, leg: LegId, party: PartyMedia) {
         self.send(Command::Party(self.id, leg, party));
     }
 
     /// Keys pressed on `presser` go to this collector (`None`: nobody listens; keys pass).
-    pub fn set_listener(&self, presser: Leg, collector: Option<Collector>) {
+    pub fn set_listener(&self, presser: LegId, collector: Option<Collector>) {
         self.send(Command::Listener(self.id, presser, collector.map(Box::new)));
     }
 
     /// A key that arrived by signalling (SIP INFO) rather than in the media.
-    pub fn key(&self, leg: Leg, key: Key) {
+    pub fn key(&self, leg: LegId, key: Key) {
         self.send(Command::Key(self.id, leg, key));
+    }
+
+    /// From now on `leg` hears `hearing`.
+    pub fn hear(&self, leg: LegId, hearing: Hearing) {
+        self.send(Command::Hear(self.id, leg, Box::new(hearing)));
     }
 
     fn send(&self, command: Command) {
@@ -346,7 +361,7 @@ impl CallMedia {
 impl Drop for CallMedia {
     fn drop(&mut self) {
         self.send(Command::Remove(self.id));
-        for pair in self.pairs {
+        for pair in self.pairs.drain(..) {
             self.relay.give_back(pair);
         }
     }
@@ -358,6 +373,13 @@ struct Scheduled {
     payload: [u8; 4],
     /// The first packet of an event: takes a new timestamp and the marker bit.
     starts_event: bool,
+}
+
+/// What a leg hears, inside the worker.
+enum Hears {
+    Leg(LegId),
+    Clip(Box<Playback>),
+    Silence,
 }
 
 /// One leg inside a worker: the party's sockets and everything about its streams.
@@ -373,6 +395,10 @@ struct LegState {
     collector: Option<Box<Collector>>,
     /// The stream we send to this party.
     out: OutStream,
+    /// What that stream carries.
+    hears: Hears,
+    /// Counts the clips this leg was given: a clip timer of an earlier one is stale.
+    clip_generation: u32,
     /// Generated key packets for this party, in order.
     pending: VecDeque<Scheduled>,
     /// Timestamp of the generated event being sent.
@@ -380,7 +406,7 @@ struct LegState {
 }
 
 impl LegState {
-    fn new(rtp: UdpSocket, rtcp: UdpSocket) -> LegState {
+    fn new(rtp: UdpSocket, rtcp: UdpSocket, hears: Hears) -> LegState {
         let r = random_u64();
         LegState {
             rtp,
@@ -391,16 +417,66 @@ impl LegState {
             detector: Detector::new(),
             collector: None,
             out: OutStream::new(r as u32, (r >> 32) as u16, (r >> 40) as u32, 8000),
+            hears,
+            clip_generation: 0,
             pending: VecDeque::new(),
             event_ts: 0,
         }
     }
+
+    fn hears_leg(&self, leg: usize) -> bool {
+        matches!(self.hears, Hears::Leg(l) if l.index() == leg)
+    }
 }
 
 struct CallState {
-    legs: [LegState; 2],
+    /// By [`LegId`]; a leg whose sockets did not arrive is `None`.
+    legs: Vec<Option<LegState>>,
     events: UnboundedSender<MediaEvent>,
 }
+
+impl CallState {
+    fn leg(&mut self, leg: usize) -> Option<&mut LegState> {
+        self.legs.get_mut(leg).and_then(|l| l.as_mut())
+    }
+
+    /// The legs that hear `leg`.
+    fn listeners(&self, leg: usize) -> Listeners {
+        let mut out = Listeners::default();
+        for (j, l) in self.legs.iter().enumerate() {
+            if j != leg && l.as_ref().is_some_and(|l| l.hears_leg(leg)) {
+                out.push(j);
+            }
+        }
+        out
+    }
+}
+
+/// The legs hearing one leg: one almost always, a few at most; kept off the heap.
+#[derive(Default)]
+struct Listeners {
+    len: usize,
+    legs: [usize; 4],
+}
+
+impl Listeners {
+    fn push(&mut self, leg: usize) {
+        if self.len < self.legs.len() {
+            self.legs[self.len] = leg;
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.legs[..self.len].iter().copied()
+    }
+}
+
+/// A clip frame due: (when, in µs of the relay's clock; slot; leg; the leg's clip generation).
+type ClipTimer = Reverse<(u64, usize, u16, u32)>;
+
+/// Microseconds between two frames of a clip.
+const FRAME_US: u64 = 20_000;
 
 struct Worker {
     poll: Poll,
@@ -414,11 +490,19 @@ struct Worker {
     /// Receive buffers; taken while a socket is read.
     batch: Option<Box<Batch>>,
     engine_events: Vec<Event>,
+    /// The next frame of every clip being played, earliest first.
+    clips: BinaryHeap<ClipTimer>,
+    /// A packet's bytes for a second listener (the first gets the original, rewritten).
+    spare: Box<[u8; super::batch::BUFFER]>,
 }
 
-/// Token layout: four sockets per call slot.
+/// Token layout: the slot, then the leg, then RTP (0) or RTCP (1).
 fn token(slot: usize, leg: usize, rtcp: bool) -> Token {
-    Token(slot * 4 + leg * 2 + rtcp as usize)
+    Token((slot << 17) | (leg << 1) | rtcp as usize)
+}
+
+fn untoken(token: usize) -> (usize, usize, bool) {
+    (token >> 17, (token >> 1) & 0xffff, token & 1 == 1)
 }
 
 impl Worker {
@@ -440,6 +524,8 @@ impl Worker {
             slots: HashMap::new(),
             batch: Some(Batch::new()),
             engine_events: Vec::new(),
+            clips: BinaryHeap::new(),
+            spare: Box::new([0; super::batch::BUFFER]),
         }
     }
 
@@ -447,11 +533,19 @@ impl Worker {
         self.epoch.elapsed().as_millis() as Millis
     }
 
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut wake = next_tick;
+            if let Some(Reverse((due, ..))) = self.clips.peek() {
+                wake = wake.min(self.epoch + Duration::from_micros(*due));
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != ErrorKind::Interrupted
             {
@@ -467,6 +561,7 @@ impl Worker {
                     self.readable(event.token().0);
                 }
             }
+            self.play_due_clips();
             if Instant::now() >= next_tick {
                 self.tick();
                 next_tick = Instant::now() + TICK;
@@ -490,9 +585,21 @@ impl Worker {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Add(new) => self.add(*new),
+            Command::AddLeg(id, leg, sockets) => {
+                if let Some(&slot) = self.slots.get(&id)
+                    && let Some(state) = self.watch(slot, leg.index(), *sockets, Hears::Silence)
+                    && let Some(call) = self.calls[slot].as_mut()
+                {
+                    if call.legs.len() <= leg.index() {
+                        call.legs.resize_with(leg.index() + 1, || None);
+                    }
+                    call.legs[leg.index()] = Some(state);
+                }
+            }
             Command::Party(id, leg, party) => {
-                if let Some(call) = self.call_mut(id) {
-                    let l = &mut call.legs[leg.index()];
+                if let Some(call) = self.call_mut(id)
+                    && let Some(l) = call.leg(leg.index())
+                {
                     l.party = party;
                     l.latch.resignal(party.rtp);
                     l.rtcp_latch.resignal(party.rtcp);
@@ -500,18 +607,26 @@ impl Worker {
                 }
             }
             Command::Listener(id, presser, collector) => {
-                if let Some(call) = self.call_mut(id) {
-                    call.legs[presser.index()].collector = collector;
+                if let Some(call) = self.call_mut(id)
+                    && let Some(l) = call.leg(presser.index())
+                {
+                    l.collector = collector;
                 }
             }
             Command::Key(id, leg, key) => {
                 let now = self.now();
                 if let Some(&slot) = self.slots.get(&id) {
-                    let _ = self.on_key(slot, leg, key, KeySource::Info, now);
+                    let _ = self.on_key(slot, leg.index(), key, KeySource::Info, now);
+                }
+            }
+            Command::Hear(id, leg, hearing) => {
+                if let Some(&slot) = self.slots.get(&id) {
+                    self.hear(slot, leg.index(), *hearing);
                 }
             }
             Command::Remove(id) => {
-                // Closing a socket takes it out of the poll: no deregistration needed.
+                // Closing a socket takes it out of the poll: no deregistration needed. Clip
+                // timers of the call find its slot empty (or reused, with other generations).
                 if let Some(slot) = self.slots.remove(&id)
                     && self.calls[slot].take().is_some()
                 {
@@ -527,31 +642,39 @@ impl Worker {
             self.calls.push(None);
             self.calls.len() - 1
         });
-        let mut legs = Vec::with_capacity(2);
-        for (i, (rtp, rtcp)) in new.sockets.into_iter().enumerate() {
-            let _ = rtp.set_nonblocking(true);
-            let _ = rtcp.set_nonblocking(true);
-            let mut rtp = UdpSocket::from_std(rtp);
-            let mut rtcp = UdpSocket::from_std(rtcp);
-            let registry = self.poll.registry();
-            if let Err(e) = registry
-                .register(&mut rtp, token(slot, i, false), Interest::READABLE)
-                .and_then(|_| {
-                    registry.register(&mut rtcp, token(slot, i, true), Interest::READABLE)
-                })
-            {
-                warn!("cannot watch the media sockets of a call: {e}");
-            }
-            legs.push(LegState::new(rtp, rtcp));
-        }
-        let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
-            return;
-        };
+        let [a, b] = new.sockets;
+        let legs = vec![
+            self.watch(slot, 0, a, Hears::Leg(LegId::B)),
+            self.watch(slot, 1, b, Hears::Leg(LegId::A)),
+        ];
         self.calls[slot] = Some(CallState {
-            legs: [a, b],
+            legs,
             events: new.events,
         });
         self.slots.insert(new.id, slot);
+    }
+
+    /// A leg's sockets, registered with the poll.
+    fn watch(
+        &mut self,
+        slot: usize,
+        leg: usize,
+        (rtp, rtcp): SocketPair,
+        hears: Hears,
+    ) -> Option<LegState> {
+        let _ = rtp.set_nonblocking(true);
+        let _ = rtcp.set_nonblocking(true);
+        let mut rtp = UdpSocket::from_std(rtp);
+        let mut rtcp = UdpSocket::from_std(rtcp);
+        let registry = self.poll.registry();
+        if let Err(e) = registry
+            .register(&mut rtp, token(slot, leg, false), Interest::READABLE)
+            .and_then(|_| registry.register(&mut rtcp, token(slot, leg, true), Interest::READABLE))
+        {
+            warn!("cannot watch the media sockets of a call: {e}");
+            return None;
+        }
+        Some(LegState::new(rtp, rtcp, hears))
     }
 
     fn call_mut(&mut self, id: u64) -> Option<&mut CallState> {
@@ -559,16 +682,112 @@ impl Worker {
         self.calls[slot].as_mut()
     }
 
+    /// `leg` hears `hearing` from now on.
+    fn hear(&mut self, slot: usize, leg: usize, hearing: Hearing) {
+        let now_us = self.now_us();
+        let Some(call) = self.calls[slot].as_mut() else {
+            return;
+        };
+        let Some(l) = call.leg(leg) else {
+            return;
+        };
+        l.hears = match hearing {
+            Hearing::Leg(other) => Hears::Leg(other),
+            Hearing::Silence => Hears::Silence,
+            Hearing::Clip { clip, looped } => {
+                let playback = if looped {
+                    Playback::with_plays(clip, Plays::Forever)
+                } else {
+                    Playback::new(clip)
+                };
+                l.clip_generation = l.clip_generation.wrapping_add(1);
+                self.clips
+                    .push(Reverse((now_us, slot, leg as u16, l.clip_generation)));
+                Hears::Clip(Box::new(playback))
+            }
+        };
+        map_event_types(call);
+    }
+
+    /// Sends the clip frames that are due, each scheduling the next 20 ms later.
+    fn play_due_clips(&mut self) {
+        let now_us = self.now_us();
+        while let Some(&Reverse((due, slot, leg, generation))) = self.clips.peek() {
+            if due > now_us {
+                break;
+            }
+            self.clips.pop();
+            // A worker that fell far behind (a stopped process) resumes from now, not in a burst.
+            let next = if due + 3 * FRAME_US < now_us {
+                now_us + FRAME_US
+            } else {
+                due + FRAME_US
+            };
+            if self.play_frame(slot, leg as usize, generation, due / 1000) {
+                self.clips.push(Reverse((next, slot, leg, generation)));
+            }
+        }
+    }
+
+    /// One frame of the clip `leg` hears; false when there is no next one (the clip ended, or
+    /// the leg hears something else now).
+    fn play_frame(&mut self, slot: usize, leg: usize, generation: u32, now: Millis) -> bool {
+        let Some(call) = self.calls.get_mut(slot).and_then(|c| c.as_mut()) else {
+            return false;
+        };
+        let events = call.events.clone();
+        let Some(l) = call.leg(leg) else {
+            return false;
+        };
+        if l.clip_generation != generation {
+            return false;
+        }
+        let Hears::Clip(playback) = &mut l.hears else {
+            return false;
+        };
+        // A party without G.711 hears nothing from us, but the clip still takes its time.
+        let (pt, law) = l.party.g711.unwrap_or((0, Law::Ulaw));
+        let mut packet = [0u8; 12 + FRAME];
+        let frame: &mut [u8; FRAME] = (&mut packet[12..])
+            .try_into()
+            .expect("the packet has room for one frame");
+        if !playback.next_frame(law, frame) {
+            l.hears = Hears::Silence;
+            let _ = events.send(MediaEvent::MediaEnded {
+                leg: LegId(leg as u16),
+            });
+            return false;
+        }
+        let dest = l.latch.destination().filter(|_| l.party.receives);
+        if let (Some(dest), true) = (dest, l.party.g711.is_some()) {
+            let (seq, ts, marker) = l.out.next_generated(FRAME as u32, now);
+            packet[0] = 0x80;
+            packet[1] = pt | if marker { 0x80 } else { 0 };
+            packet[2..4].copy_from_slice(&seq.to_be_bytes());
+            packet[4..8].copy_from_slice(&ts.to_be_bytes());
+            packet[8..12].copy_from_slice(&l.out.ssrc().to_be_bytes());
+            if l.rtp.send_to(&packet, dest).is_ok() {
+                self.stats.generated.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
     /// Reads everything waiting on one socket, a batch per system call.
     fn readable(&mut self, token: usize) {
-        let (slot, leg, rtcp) = (token / 4, (token / 2) % 2, token % 2 == 1);
+        let (slot, leg, rtcp) = untoken(token);
         // One clock read per wake-up, not per packet.
         let now = self.now();
         let Some(mut batch) = self.batch.take() else {
             return;
         };
-        while let Some(call) = self.calls.get(slot).and_then(|c| c.as_ref()) {
-            let l = &call.legs[leg];
+        while let Some(l) = self
+            .calls
+            .get(slot)
+            .and_then(|c| c.as_ref())
+            .and_then(|c| c.legs.get(leg))
+            .and_then(|l| l.as_ref())
+        {
             let n = match batch.recv(if rtcp { &l.rtcp } else { &l.rtp }) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -597,13 +816,19 @@ impl Worker {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
-        if call.legs[leg].rtcp_latch.check(from) == Verdict::Reject {
+        let Some(l) = call.leg(leg) else {
+            return;
+        };
+        if l.rtcp_latch.check(from) == Verdict::Reject {
             self.stats.foreign.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let other = &call.legs[1 - leg];
-        if let Some(dest) = other.rtcp_latch.destination() {
-            let _ = other.rtcp.send_to(packet, dest);
+        for j in call.listeners(leg).iter() {
+            if let Some(other) = call.legs[j].as_ref()
+                && let Some(dest) = other.rtcp_latch.destination()
+            {
+                let _ = other.rtcp.send_to(packet, dest);
+            }
         }
     }
 
@@ -618,58 +843,69 @@ impl Worker {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
-        let l = &mut call.legs[leg];
+        let Some(l) = call.leg(leg) else {
+            return;
+        };
         if l.latch.check(from) == Verdict::Reject {
             self.stats.foreign.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
         let is_event = packet.len() >= 12 && Some(packet[1] & 0x7f) == l.party.telephone_event;
-        if is_event && !self.hear_event(slot, leg, packet, now) {
-            // A dropped packet of the party's stream leaves no gap in the other's.
-            if let Some(call) = self.calls[slot].as_mut() {
-                call.legs[1 - leg].out.skip();
-            }
-            return;
-        }
+        let pass = !is_event || self.hear_event(slot, leg, packet, now);
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
-        let other = &mut call.legs[1 - leg];
-        let Some(dest) = other.latch.destination().filter(|_| other.party.receives) else {
-            self.stats.withheld.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if other.out.relay(packet, now).is_err() {
-            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let listeners = call.listeners(leg);
+        let copies = listeners.len > 1;
+        if copies {
+            self.spare[..packet.len()].copy_from_slice(packet);
         }
-        if other.rtp.send_to(packet, dest).is_ok() {
-            self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+        for (n, j) in listeners.iter().enumerate() {
+            let Some(other) = call.legs[j].as_mut() else {
+                continue;
+            };
+            if is_event && (!pass || other.party.telephone_event.is_none()) {
+                // A dropped packet of the party's stream leaves no gap in the other's.
+                other.out.skip();
+                continue;
+            }
+            let Some(dest) = other.latch.destination().filter(|_| other.party.receives) else {
+                self.stats.withheld.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if copies && n > 0 {
+                packet.copy_from_slice(&self.spare[..packet.len()]);
+            }
+            if other.out.relay(packet, now).is_err() {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if other.rtp.send_to(packet, dest).is_ok() {
+                self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// A telephone-event packet from the party on `leg`: the detector hears it (a new key goes to
-    /// the collector). Returns whether it may reach the other party; what it drops is counted.
+    /// the collector). Returns whether it may reach the listening parties; what it drops is
+    /// counted.
     fn hear_event(&mut self, slot: usize, leg: usize, packet: &[u8], now: Millis) -> bool {
-        let Some(call) = self.calls[slot].as_mut() else {
+        let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) else {
             return false;
         };
         let Ok(packet) = RtpPacket::parse(packet) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let heard = call.legs[leg].detector.on_packet(
-            packet.ssrc(),
-            packet.timestamp(),
-            packet.payload(),
-            now,
-        );
+        let heard = l
+            .detector
+            .on_packet(packet.ssrc(), packet.timestamp(), packet.payload(), now);
         match heard {
             Heard::Key(key) => {
-                let forward = self.on_key(slot, LEGS[leg], key, KeySource::Rfc4733, now);
-                if let Some(call) = self.calls[slot].as_mut() {
-                    call.legs[leg].detector.set_relay(forward);
+                let forward = self.on_key(slot, leg, key, KeySource::Rfc4733, now);
+                if let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) {
+                    l.detector.set_relay(forward);
                 }
             }
             Heard::Same => {}
@@ -678,11 +914,10 @@ impl Worker {
                 return false;
             }
         }
-        let Some(call) = self.calls[slot].as_mut() else {
-            return false;
-        };
-        let pass =
-            call.legs[leg].detector.relay() && call.legs[1 - leg].party.telephone_event.is_some();
+        let pass = self.calls[slot]
+            .as_mut()
+            .and_then(|c| c.leg(leg))
+            .is_some_and(|l| l.detector.relay());
         if !pass {
             self.stats.withheld.fetch_add(1, Ordering::Relaxed);
         }
@@ -690,60 +925,77 @@ impl Worker {
     }
 
     /// A key from the party on `leg`: tell the owner, ask the collector. Returns whether the key's
-    /// own packets may reach the other party.
-    fn on_key(&mut self, slot: usize, leg: Leg, key: Key, source: KeySource, now: Millis) -> bool {
+    /// own packets may reach the listening parties.
+    fn on_key(
+        &mut self,
+        slot: usize,
+        leg: usize,
+        key: Key,
+        source: KeySource,
+        now: Millis,
+    ) -> bool {
         let Some(call) = self.calls[slot].as_mut() else {
             return false;
         };
+        let presser = LegId(leg as u16);
         let _ = call.events.send(MediaEvent::Key {
-            leg,
+            leg: presser,
             key,
             source,
             at: now,
         });
         self.engine_events.clear();
-        let disposition = match call.legs[leg.index()].collector.as_mut() {
+        let disposition = match call.leg(leg).and_then(|l| l.collector.as_mut()) {
             Some(c) => c.on_key(key, now, &mut self.engine_events),
             None => KeyDisposition::Forward,
         };
         self.deliver_engine_events(slot, leg, now);
         let forward = disposition == KeyDisposition::Forward;
         if forward && source == KeySource::Info {
-            // A signalled key has no packets of its own: write it into the other party's stream.
+            // A signalled key has no packets of its own: write it into the listeners' streams.
             if let Some(call) = self.calls[slot].as_mut() {
-                schedule_keys(&mut call.legs[leg.other().index()], &[key], now);
+                for j in call.listeners(leg).iter() {
+                    if let Some(l) = call.leg(j) {
+                        schedule_keys(l, &[key], now);
+                    }
+                }
             }
         }
         forward
     }
 
-    /// Sends the collector's events to the owner; released keys are written toward the other
-    /// party of the presser.
-    fn deliver_engine_events(&mut self, slot: usize, presser: Leg, now: Millis) {
+    /// Sends the collector's events to the owner; released keys are written toward the parties
+    /// that hear the presser.
+    fn deliver_engine_events(&mut self, slot: usize, presser: usize, now: Millis) {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
+        let listeners = call.listeners(presser);
         for event in self.engine_events.drain(..) {
             if let Event::Released { keys, .. } = &event {
                 let keys: Vec<Key> = keys.chars().filter_map(Key::from_char).collect();
-                schedule_keys(&mut call.legs[presser.other().index()], &keys, now);
+                for j in listeners.iter() {
+                    if let Some(l) = call.leg(j) {
+                        schedule_keys(l, &keys, now);
+                    }
+                }
             }
             let _ = call.events.send(MediaEvent::Engine {
-                presser,
+                presser: LegId(presser as u16),
                 event: Box::new(event),
             });
         }
     }
 
-    /// Timers: event silence, digit timeouts, generated packets that are due.
+    /// Timers: event silence, digit timeouts, generated key packets that are due.
     fn tick(&mut self) {
         let now = self.now();
         for slot in 0..self.calls.len() {
-            for leg in LEGS {
-                let Some(call) = self.calls[slot].as_mut() else {
-                    break;
+            let legs = self.calls[slot].as_ref().map_or(0, |c| c.legs.len());
+            for leg in 0..legs {
+                let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) else {
+                    continue;
                 };
-                let l = &mut call.legs[leg.index()];
                 if l.detector.poll_timeout().is_some_and(|t| t <= now) {
                     l.detector.on_timeout(now);
                 }
@@ -754,8 +1006,8 @@ impl Worker {
                     c.on_timeout(now, &mut self.engine_events);
                     self.deliver_engine_events(slot, leg, now);
                 }
-                if let Some(call) = self.calls[slot].as_mut() {
-                    let sent = send_due(&mut call.legs[leg.index()], now);
+                if let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) {
+                    let sent = send_due(l, now);
                     self.stats.generated.fetch_add(sent, Ordering::Relaxed);
                 }
             }
@@ -763,15 +1015,20 @@ impl Worker {
     }
 }
 
-/// Tells each leg's outgoing stream how the other party numbers telephone-events.
+/// Tells each leg's outgoing stream how the party it hears numbers telephone-events.
 fn map_event_types(call: &mut CallState) {
-    let (a, b) = (
-        call.legs[0].party.telephone_event,
-        call.legs[1].party.telephone_event,
-    );
-    if let (Some(a), Some(b)) = (a, b) {
-        call.legs[1].out.map_payload_type(a, b);
-        call.legs[0].out.map_payload_type(b, a);
+    let types: Vec<Option<u8>> = call
+        .legs
+        .iter()
+        .map(|l| l.as_ref().and_then(|l| l.party.telephone_event))
+        .collect();
+    for l in call.legs.iter_mut().flatten() {
+        if let Hears::Leg(from) = l.hears
+            && let (Some(Some(theirs)), Some(ours)) =
+                (types.get(from.index()), l.party.telephone_event)
+        {
+            l.out.map_payload_type(*theirs, ours);
+        }
     }
 }
 

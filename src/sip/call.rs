@@ -38,7 +38,8 @@ use super::dialog_events::{DialogEvents, Inbox};
 use crate::engine::collector::{Collector, Event};
 use crate::engine::listen::who_hears;
 use crate::engine::metaflow::Metaflow;
-use crate::media::relay::{CallMedia, Leg, MediaEvent, MediaRelay, PartyMedia};
+use crate::media::g711::Law;
+use crate::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use crate::random::random_u64;
 
 use super::calls::{CallGuard, CallInfo, Calls};
@@ -213,7 +214,7 @@ fn start_b_leg(
 ) -> Result<(InviteDialog, JoinHandle<InviteAsyncResult>), (StatusCode, String)> {
     let b_offer = sdp::anchor(
         offer,
-        call.media.local(Leg::B),
+        port(&call.media, Leg::B),
         &mut call.origins[Leg::B.index()],
         None,
     )
@@ -262,7 +263,27 @@ fn party_media(sdp: &AudioSdp) -> PartyMedia {
         telephone_event: sdp.telephone_event,
         receives: sdp.rtp.is_some()
             && matches!(sdp.direction, Direction::SendRecv | Direction::RecvOnly),
+        g711: sdp.primary_codec().and_then(|c| {
+            let law = match c.name.to_ascii_uppercase().as_str() {
+                "PCMU" => Law::Ulaw,
+                "PCMA" => Law::Alaw,
+                _ => return None,
+            };
+            (c.clock_rate == 8000).then_some((c.payload_type, law))
+        }),
     }
+}
+
+/// Our port for `leg` (the a- and b-leg ports exist from the call's start).
+fn port(media: &CallMedia, leg: Leg) -> std::net::SocketAddr {
+    media
+        .local(leg)
+        .expect("a call has ports for its a-leg and b-leg")
+}
+
+/// The other of a two-party call's legs.
+fn other(leg: Leg) -> Leg {
+    if leg == Leg::A { Leg::B } else { Leg::A }
 }
 
 fn sdp_headers() -> Option<Vec<Header>> {
@@ -288,6 +309,7 @@ impl Call {
         match leg {
             Leg::A => Some(&self.a),
             Leg::B => self.b.as_ref(),
+            _ => None,
         }
     }
 
@@ -413,10 +435,10 @@ impl Call {
     /// and return the same answer anchored for the other party.
     fn answer_from(&mut self, from: Leg, body: &[u8]) -> Result<Vec<u8>, sdp::SdpError> {
         let desc = sdp::describe(body)?;
-        let to = from.other();
+        let to = other(from);
         let anchored = sdp::anchor(
             body,
-            self.media.local(to),
+            port(&self.media, to),
             &mut self.origins[to.index()],
             None,
         )?;
@@ -496,7 +518,7 @@ impl Call {
     }
 
     async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> ControlFlow<()> {
-        info!(call = %self.id, leg = leg.as_str(), "leg ended: {reason:?}");
+        info!(call = %self.id, leg = %leg, "leg ended: {reason:?}");
         match leg {
             Leg::A => {
                 if let Some(b) = &self.b {
@@ -508,7 +530,7 @@ impl Call {
                 }
                 ControlFlow::Break(())
             }
-            Leg::B => {
+            _ => {
                 if self.answered {
                     let _ = self.a.bye().await;
                     ControlFlow::Break(())
@@ -523,7 +545,7 @@ impl Call {
     /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
     async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
         let i = leg.index();
-        let other = leg.other().index();
+        let other = other(leg).index();
         if body.is_empty() {
             // Offerless re-INVITE (or an UPDATE without SDP): offer what the other party has.
             if self.sdp[other].is_empty() {
@@ -532,7 +554,7 @@ impl Call {
             }
             match sdp::anchor(
                 &self.sdp[other],
-                self.media.local(leg),
+                port(&self.media, leg),
                 &mut self.origins[i],
                 Some(Direction::SendRecv),
             ) {
@@ -563,7 +585,7 @@ impl Call {
         };
         match sdp::anchor(
             &base,
-            self.media.local(leg),
+            port(&self.media, leg),
             &mut self.origins[i],
             Some(desc.direction.answer()),
         ) {
@@ -572,7 +594,7 @@ impl Call {
                 self.media.set_party(leg, party_media(&desc));
                 info!(
                     call = %self.id,
-                    leg = leg.as_str(),
+                    leg = %leg,
                     hold = desc.direction.is_hold() || desc.rtp.is_none(),
                     "re-offer answered from the anchor"
                 );
@@ -595,9 +617,10 @@ impl Call {
                 source,
                 at,
             } => {
-                debug!(call = %self.id, leg = leg.as_str(), source = source.as_str(), at, "key {key}");
+                debug!(call = %self.id, leg = %leg, source = source.as_str(), at, "key {key}");
             }
             MediaEvent::Engine { presser, event } => self.log_engine_event(presser, *event),
+            MediaEvent::MediaEnded { leg } => debug!(call = %self.id, leg = %leg, "clip ended"),
         }
     }
 
@@ -614,7 +637,7 @@ impl Call {
                         json!({
                             "call": self.id,
                             "event": "fired",
-                            "leg": presser.as_str(),
+                            "leg": presser.to_string(),
                             "module": node.module.name(),
                             "collected": action.collected,
                             "captures": action.captures,
@@ -629,13 +652,13 @@ impl Call {
             Event::NoMatch { collected, .. } => vec![json!({
                 "call": self.id,
                 "event": "no_match",
-                "leg": presser.as_str(),
+                "leg": presser.to_string(),
                 "collected": collected,
             })],
             Event::Released { keys, .. } => vec![json!({
                 "call": self.id,
                 "event": "released",
-                "leg": presser.as_str(),
+                "leg": presser.to_string(),
                 "keys": keys,
             })],
         };
