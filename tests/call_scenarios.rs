@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hookflash::call::{CallControl, Command, Directory, Input, LegId, Source, Target};
+use hookflash::call::{CallControl, Command, Directory, Input, KeyRoute, LegId, Source, Target};
 use hookflash::engine::metaflow::FlowNode;
 use hookflash::keys::Key;
 
@@ -78,7 +78,27 @@ impl Call {
     /// Feeds one input; returns the commands it produced.
     fn input(&mut self, input: Input) -> Vec<Command> {
         self.control.handle(self.now, input, &Extensions);
-        self.drain()
+        let out = self.drain();
+        self.check_nobody_is_forgotten();
+        out
+    }
+
+    /// With no module running, every party left talks to another party still there: nobody
+    /// hears a party that has gone, music or silence forever.
+    fn check_nobody_is_forgotten(&self) {
+        if self.control.busy() {
+            return;
+        }
+        let live = self.control.live_legs();
+        for &leg in &live {
+            match self.hears(leg) {
+                Some(Source::Leg(peer)) if live.contains(&peer) => {}
+                other => panic!(
+                    "{leg:?} is left hearing {other:?}; events {:?}",
+                    self.events()
+                ),
+            }
+        }
     }
 
     fn drain(&mut self) -> Vec<Command> {
@@ -102,8 +122,9 @@ impl Call {
     fn keys(&mut self, leg: LegId, keys: &str) -> Vec<Command> {
         let mut out = Vec::new();
         for k in keys.chars() {
-            assert!(
-                self.control.wants_keys(leg),
+            assert_ne!(
+                self.control.key_route(leg),
+                KeyRoute::Collector,
                 "{leg:?}'s keys go to the collector"
             );
             out.extend(self.input(Input::Key {
@@ -154,12 +175,18 @@ impl Call {
             .collect()
     }
 
-    /// The remaining parties hang up, one by one; then no leg may be left.
+    /// The remaining parties hang up one by one (after each, [`Call::input`] checks that nobody
+    /// is left with a party that has gone: the control must hang up a party left alone); then no
+    /// leg may be left.
     fn end(mut self) {
         while let Some(&leg) = self.control.live_legs().first() {
             self.input(Input::HungUp { leg });
         }
-        assert!(self.control.live_legs().is_empty());
+        assert!(
+            self.control.live_legs().is_empty(),
+            "left open: {:?}",
+            self.control.live_legs()
+        );
         assert!(!self.control.busy(), "a module still runs on an ended call");
     }
 }
@@ -190,7 +217,8 @@ fn attended() -> Call {
         hears_media(RINGBACK, true),
         "the transferor hears ringback"
     );
-    assert!(c.control.wants_keys(B) && !c.control.wants_keys(A));
+    assert_eq!(c.control.key_route(B), KeyRoute::Control);
+    assert_eq!(c.control.key_route(A), KeyRoute::Collector);
     c
 }
 
@@ -289,7 +317,11 @@ fn failing(status: u16, reason: &str) {
         "{:?}",
         c.events()
     );
-    assert!(!c.control.wants_keys(B), "keys go back to the collector");
+    assert_eq!(
+        c.control.key_route(B),
+        KeyRoute::Collector,
+        "keys go back to the collector"
+    );
     c.end();
 }
 
@@ -477,7 +509,7 @@ fn blind_transfer_releases_the_transferor_and_connects_on_answer() {
     let out = c.fire(B, r"3(\d{4})", &["2601"]);
     assert!(out.contains(&Command::Hangup { leg: B }));
     assert_eq!(c.hears(A), hears_media(RINGBACK, true));
-    assert!(!c.control.wants_keys(B));
+    assert_eq!(c.control.key_route(B), KeyRoute::Collector);
     c.input(Input::Ringing {
         leg: X,
         early_media: true,
@@ -622,7 +654,11 @@ fn hold_plays_music_until_the_unhold_key() {
     c.fire(A, "8", &[]);
     assert_eq!(c.hears(B), hears_media("%(500,500,300)", true));
     assert_eq!(c.hears(A), Some(Source::Silence));
-    assert!(c.control.wants_keys(A));
+    assert_eq!(
+        c.control.key_route(A),
+        KeyRoute::Both,
+        "the unhold key for the hold, the rest for codes such as resume"
+    );
     c.keys(A, "2");
     assert!(c.control.busy(), "only the unhold key");
     c.keys(A, "1");
@@ -700,4 +736,297 @@ fn both_parties_hanging_up_while_the_target_rings_cancels_the_target() {
     assert_eq!(c.hung_up(), [X]);
     assert!(c.control.live_legs().is_empty());
     assert!(!c.control.busy());
+}
+
+/// A metaflow of its own, for chains the main one does not have.
+fn node_in(flow: &str, text: &str) -> FlowNode {
+    let (flow, report) = hookflash::config::load_metaflow_text(Path::new("t.yaml"), flow);
+    let flow = flow.unwrap_or_else(|| panic!("{report:?}"));
+    flow.entries
+        .iter()
+        .find(|e| e.text == text)
+        .unwrap()
+        .node
+        .clone()
+}
+
+#[test]
+fn the_transferor_hanging_up_during_the_refusal_tone_ends_the_call() {
+    let mut c = Call::new();
+    c.fire(B, r"6(\d{4})", &["2600"]);
+    c.input(Input::HungUp { leg: B });
+    assert_eq!(
+        c.hung_up(),
+        [A],
+        "A is not left hearing a party that has gone"
+    );
+    assert!(!c.control.busy());
+}
+
+#[test]
+fn the_transferee_hanging_up_during_the_refusal_tone_ends_the_call() {
+    let mut c = Call::new();
+    c.fire(B, r"6(\d{4})", &["2600"]);
+    c.input(Input::HungUp { leg: A });
+    assert_eq!(c.hung_up(), [B]);
+}
+
+#[test]
+fn record_as_a_child_records() {
+    let flow = r#"
+numbers:
+  "5":
+    module: play
+    data: { media: "%(100,0,880)", leg: both }
+    children:
+      _: { module: record, data: { action: start, path: "rec/{call_id}.wav" } }
+"#;
+    let mut c = Call::new();
+    c.input(Input::Action {
+        presser: A,
+        node: Box::new(node_in(flow, "5")),
+        captures: vec![],
+    });
+    c.input(Input::MediaEnded { leg: A });
+    c.input(Input::MediaEnded { leg: B });
+    assert!(
+        c.log
+            .iter()
+            .any(|x| matches!(x, Command::Record { start: true, .. }))
+    );
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn recording_during_a_transfer_leaves_the_transfer_alone() {
+    let flow = r#"
+numbers:
+  "9":
+    module: record
+    data: { action: start, path: "rec/{call_id}.wav" }
+    children:
+      _: { module: play, data: { media: "%(100,0,880)", leg: self } }
+"#;
+    let mut c = attended();
+    c.input(Input::Action {
+        presser: A,
+        node: Box::new(node_in(flow, "9")),
+        captures: vec![],
+    });
+    assert!(
+        c.log
+            .iter()
+            .any(|x| matches!(x, Command::Record { start: true, .. }))
+    );
+    assert!(c.events().contains(&"action.ignored(busy)".to_string()));
+    assert!(c.hung_up().is_empty());
+    c.input(Input::Answered { leg: X });
+    c.input(Input::HungUp { leg: B });
+    assert!(c.talking(A, X));
+    c.end();
+}
+
+#[test]
+fn a_late_487_of_the_cancelled_target_does_not_disturb_the_recall() {
+    let mut c = Call::new();
+    c.fire(B, r"3(\d{4})", &["2601"]);
+    let deadline = c.control.poll_timeout().unwrap();
+    c.advance_to(deadline);
+    let recall_deadline = c.control.poll_timeout();
+    assert!(recall_deadline.is_some());
+    let out = c.input(Input::Failed {
+        leg: X,
+        status: 487,
+    });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(c.control.poll_timeout(), recall_deadline);
+    c.input(Input::Answered { leg: R });
+    assert!(c.talking(A, R));
+    c.end();
+}
+
+#[test]
+fn a_target_answering_after_it_was_cancelled_is_hung_up() {
+    let mut c = attended();
+    let deadline = c.control.poll_timeout().unwrap();
+    c.advance_to(deadline);
+    let out = c.input(Input::Answered { leg: X });
+    assert_eq!(
+        out,
+        [Command::Hangup { leg: X }],
+        "a BYE for the 200 that crossed the CANCEL"
+    );
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn after_the_transferee_left_the_transferors_keys_are_the_collectors_again() {
+    let mut c = attended();
+    c.input(Input::HungUp { leg: A });
+    assert_eq!(c.control.key_route(B), KeyRoute::Collector);
+    c.input(Input::Ringing {
+        leg: X,
+        early_media: true,
+    });
+    assert_eq!(c.hears(B), Some(Source::Leg(X)), "B hears X's early media");
+    let out = c.input(Input::Failed {
+        leg: X,
+        status: 486,
+    });
+    assert!(!out.iter().any(|x| matches!(x, Command::Originate { .. })));
+    assert_eq!(
+        c.hears(B),
+        hears_media(hookflash::call::FAILURE_TONE, false)
+    );
+    c.input(Input::MediaEnded { leg: B });
+    assert!(c.control.live_legs().is_empty());
+}
+
+#[test]
+fn a_partial_transfer_whose_target_times_out_recalls_then_gives_up() {
+    let mut c = attended();
+    c.input(Input::HungUp { leg: B });
+    c.input(Input::Ringing {
+        leg: X,
+        early_media: false,
+    });
+    let out = c.advance_to(c.control.poll_timeout().unwrap());
+    assert!(out.contains(&Command::Hangup { leg: X }));
+    assert!(out.iter().any(|x| matches!(
+        x,
+        Command::Originate {
+            target: Target::PartyOf(B),
+            ..
+        }
+    )));
+    c.input(Input::Ringing {
+        leg: R,
+        early_media: false,
+    });
+    c.input(Input::Failed {
+        leg: R,
+        status: 486,
+    });
+    assert_eq!(
+        c.hears(A),
+        hears_media(hookflash::call::FAILURE_TONE, false)
+    );
+    c.input(Input::MediaEnded { leg: A });
+    assert!(c.control.live_legs().is_empty());
+    let events = c.events();
+    for e in [
+        "transfer.partial",
+        "target.ringing",
+        "transfer.failed(timeout)",
+        "transfer.recall",
+        "recall.ringing",
+        "transfer.abandoned(busy)",
+    ] {
+        assert!(
+            events.contains(&e.to_string()),
+            "{e} missing from {events:?}"
+        );
+    }
+}
+
+#[test]
+fn the_transferee_hanging_up_during_a_recall_cancels_it() {
+    let mut c = Call::new();
+    c.fire(B, r"3(\d{4})", &["2601"]);
+    c.input(Input::Failed {
+        leg: X,
+        status: 404,
+    });
+    c.input(Input::HungUp { leg: A });
+    assert!(c.hung_up().contains(&R));
+    assert!(c.control.live_legs().is_empty());
+}
+
+#[test]
+fn takeback_after_other_keys_while_the_target_rings() {
+    let mut c = attended();
+    c.keys(B, "55*1");
+    assert_eq!(c.hung_up(), [X]);
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn resume_while_the_target_rings() {
+    let mut c = attended();
+    c.fire(A, "7", &[]);
+    assert_eq!(c.hung_up(), [X]);
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn swapped_then_the_waiting_target_hangs_up() {
+    let mut c = attended();
+    c.input(Input::Answered { leg: X });
+    c.keys(B, "*4");
+    c.input(Input::HungUp { leg: X });
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn a_transfers_children_do_not_run() {
+    let flow = r#"
+patterns:
+  '2(\d{4})':
+    module: transfer
+    children:
+      _: { module: hangup }
+"#;
+    let mut c = Call::new();
+    c.input(Input::Action {
+        presser: B,
+        node: Box::new(node_in(flow, r"2(\d{4})")),
+        captures: vec!["2600".into()],
+    });
+    c.keys(B, "*1");
+    assert!(
+        c.talking(A, B),
+        "the takeback ends the flow; no hangup after it"
+    );
+    c.end();
+}
+
+#[test]
+fn a_takeback_written_as_a_suffix_of_a_default_turns_that_default_off() {
+    // Kazoo's documented `takeback_dtmf: "2"`: `*2` must take back, not complete.
+    let flow = r#"
+binding_digit: "*"
+patterns:
+  '2(\d{4})': { module: transfer, data: { takeback_dtmf: "2" } }
+"#;
+    let mut c = Call::new();
+    c.input(Input::Action {
+        presser: B,
+        node: Box::new(node_in(flow, r"2(\d{4})")),
+        captures: vec!["2600".into()],
+    });
+    c.input(Input::Answered { leg: X });
+    c.keys(B, "*2");
+    assert!(c.talking(A, B));
+    assert_eq!(c.hung_up(), [X]);
+    c.end();
+}
+
+#[test]
+fn two_written_transfer_keys_where_one_ends_the_other_are_refused() {
+    let flow = r#"
+patterns:
+  '2(\d{4})': { module: transfer, data: { takeback_dtmf: "1", complete_dtmf: "*1" } }
+"#;
+    let (flow, report) = hookflash::config::load_metaflow_text(Path::new("t.yaml"), flow);
+    assert!(flow.is_none());
+    let text = format!("{report:?}");
+    assert!(
+        text.contains("`takeback_dtmf` (1) ends `complete_dtmf` (*1)"),
+        "{text}"
+    );
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::engine::collector::Millis;
 use crate::engine::metaflow::FlowNode;
 use crate::modules::ModuleData;
-use crate::modules::record::RecordAction;
+use crate::modules::record::{RecordAction, RecordData};
 
 use super::hold::Hold;
 use super::play::Play;
@@ -25,6 +25,14 @@ pub(super) enum LegState {
 struct Leg {
     state: LegState,
     hears: Source,
+}
+
+/// Where a leg's keys go; see [`CallControl::key_route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRoute {
+    Collector,
+    Control,
+    Both,
 }
 
 /// What a module says after each input.
@@ -94,13 +102,15 @@ impl CallControl {
         }
     }
 
-    /// Whether keys pressed on `leg` belong to the running module (a transferor's takeback, a
-    /// holder's unhold key) rather than to the leg's collector.
-    pub fn wants_keys(&self, leg: LegId) -> bool {
+    /// Where keys pressed on `leg` go: to the leg's collector as usual, to the running module
+    /// instead (a transferor's keys during a transfer: `*1` is a takeback, never collected), or
+    /// to both (a holder's keys: the unhold key for the hold, the rest for codes such as
+    /// `resume`).
+    pub fn key_route(&self, leg: LegId) -> KeyRoute {
         match &self.running {
-            Some(Running::Transfer(t)) => t.wants_keys(leg),
-            Some(Running::Hold(h)) => h.wants_keys(leg),
-            _ => false,
+            Some(Running::Transfer(t)) if t.wants_keys(leg) => KeyRoute::Control,
+            Some(Running::Hold(h)) if h.wants_keys(leg) => KeyRoute::Both,
+            _ => KeyRoute::Collector,
         }
     }
 
@@ -142,6 +152,23 @@ impl CallControl {
     }
 
     pub fn handle(&mut self, now: Millis, input: Input, dir: &dyn Directory) {
+        // News of a leg we already ended (a 487 after our CANCEL, a 200 that crossed it) changes
+        // nothing, except that an answer after we gave up is ended at once.
+        let late = match &input {
+            Input::Answered { leg }
+            | Input::Ringing { leg, .. }
+            | Input::Failed { leg, .. }
+            | Input::HungUp { leg }
+            | Input::MediaEnded { leg }
+            | Input::Key { leg, .. } => self.state(*leg) == Some(LegState::Gone),
+            Input::Action { .. } => false,
+        };
+        if late {
+            if let Input::Answered { leg } = input {
+                self.out.push_back(Command::Hangup { leg });
+            }
+            return;
+        }
         match &input {
             Input::Answered { leg } => self.set_state(*leg, LegState::Answered),
             Input::Failed { leg, .. } | Input::HungUp { leg } => {
@@ -221,10 +248,17 @@ impl CallControl {
             return;
         }
         match (&node.module, &mut self.running) {
-            (ModuleData::Record(_), _) => {
-                let next = self.record(now, presser, &node);
-                if let Some(next) = next {
-                    self.start(now, presser, next, captures, dir);
+            // Recording starts or stops whatever runs; a chain after it waits its turn.
+            (ModuleData::Record(_), Some(_)) => {
+                self.record(now, presser, &node);
+                if let Some(next) = &node.next {
+                    let mut ctx = self.ctx(now, dir);
+                    ctx.event(
+                        "action.ignored",
+                        vec![("presser", presser)],
+                        Some("busy"),
+                        Some(next.module.name().to_string()),
+                    );
                 }
             }
             (ModuleData::Resume, Some(_)) => {
@@ -266,6 +300,12 @@ impl CallControl {
     ) {
         let FlowNode { module, next, .. } = node;
         let other = self.peer_of(presser);
+        if let ModuleData::Record(data) = &module {
+            self.record_now(now, presser, data);
+            self.then = next.map(|n| (*n, presser, captures));
+            self.after(Step::Done, now, dir);
+            return;
+        }
         let mut ctx = self.ctx(now, dir);
         let (running, step) = match module {
             ModuleData::Transfer(data) => match other {
@@ -298,16 +338,22 @@ impl CallControl {
             }
             ModuleData::Record(_) => (None, Step::Done),
         };
+        // A transfer ends the flow (as in Kazoo); other modules hand over to their children.
+        let chains = !matches!(running, Some(Running::Transfer(_)));
         self.running = running;
-        self.then = next.map(|n| (*n, presser, captures));
+        self.then = next.filter(|_| chains).map(|n| (*n, presser, captures));
         self.after(step, now, dir);
     }
 
-    /// `record`: start, stop or toggle; returns the chained node to run next.
-    fn record(&mut self, now: Millis, presser: LegId, node: &FlowNode) -> Option<FlowNode> {
-        let ModuleData::Record(data) = &node.module else {
-            return None;
-        };
+    /// `record` while another module runs.
+    fn record(&mut self, now: Millis, presser: LegId, node: &FlowNode) {
+        if let ModuleData::Record(data) = &node.module {
+            self.record_now(now, presser, data);
+        }
+    }
+
+    /// `record`: start, stop or toggle.
+    fn record_now(&mut self, now: Millis, presser: LegId, data: &RecordData) {
         let start = match data.action {
             RecordAction::Start => true,
             RecordAction::Stop => false,
@@ -332,7 +378,6 @@ impl CallControl {
                 detail: Some(data.path.clone()),
             }));
         }
-        node.next.as_deref().cloned()
     }
 
     /// Whom `leg` talks to: the leg it hears, else the other original leg.

@@ -13,7 +13,7 @@ mod hold;
 mod play;
 mod transfer;
 
-pub use control::CallControl;
+pub use control::{CallControl, KeyRoute};
 pub use transfer::{FAILURE_TONE, REFUSED_TONE};
 
 use serde::Serialize;
@@ -131,7 +131,7 @@ pub enum Input {
     HungUp {
         leg: LegId,
     },
-    /// A key from a leg whose keys the control asked for ([`CallControl::wants_keys`]).
+    /// A key from a leg whose keys the control asked for ([`CallControl::key_route`]).
     Key {
         leg: LegId,
         key: crate::keys::Key,

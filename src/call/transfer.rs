@@ -40,6 +40,8 @@ enum Stage {
     Consulting { swapped: bool },
     /// T has gone; E hears music (attended) or ringback (blind) until X answers.
     Unattended,
+    /// E has gone while X rang: T waits for X alone, and talks to X if it answers.
+    Direct,
     /// T is being called back (R) for E.
     Recalling,
     /// This party (E, or T left alone) hears the failure tone, then is hung up.
@@ -164,7 +166,7 @@ impl Transfer {
             && ctx.state(r) == LegState::Ringing
         {
             ctx.hangup(r);
-            return self.give_up(ctx, self.e);
+            return self.give_up(ctx, self.e, "timeout");
         }
         Step::Continue
     }
@@ -195,6 +197,23 @@ impl Transfer {
             }
             return Step::Done;
         }
+        match (self.stage, input) {
+            // A tone ends a transfer that could not go on; only its listener matters now.
+            (Stage::FailureTone { leg }, &Input::MediaEnded { leg: ended }) if ended == leg => {
+                ctx.hangup(leg);
+                return Step::Done;
+            }
+            (Stage::FailureTone { leg }, &Input::HungUp { leg: gone }) if gone == leg => {
+                return Step::Done;
+            }
+            (Stage::Refused, &Input::MediaEnded { leg }) if leg == self.t => {
+                ctx.bridge(self.t, self.e);
+                return Step::Done;
+            }
+            (Stage::Refused, &Input::HungUp { .. }) => return Step::Done,
+            (Stage::Refused | Stage::FailureTone { .. }, _) => return Step::Continue,
+            _ => {}
+        }
         match *input {
             Input::Key { leg, key } if leg == self.t => self.key(ctx, key),
             Input::Ringing { leg, early_media } if Some(leg) == self.x => {
@@ -218,19 +237,19 @@ impl Transfer {
                 );
                 Step::Done
             }
-            Input::Failed { leg, .. } | Input::HungUp { leg } if Some(leg) == self.r => {
-                self.give_up(ctx, self.e)
+            Input::Failed { leg, status } if Some(leg) == self.r => {
+                self.give_up(ctx, self.e, failure_reason(status))
             }
-            Input::MediaEnded { leg } if self.stage == (Stage::FailureTone { leg }) => {
-                ctx.hangup(leg);
-                Step::Done
+            Input::HungUp { leg } if Some(leg) == self.r => self.give_up(ctx, self.e, "failed"),
+            Input::Ringing { leg, .. } if Some(leg) == self.r => {
+                ctx.event(
+                    "recall.ringing",
+                    vec![("transferee", self.e), ("transferor", leg)],
+                    None,
+                    None,
+                );
+                Step::Continue
             }
-            Input::HungUp { leg } if self.stage == (Stage::FailureTone { leg }) => Step::Done,
-            Input::MediaEnded { leg } if leg == self.t && self.stage == Stage::Refused => {
-                ctx.bridge(self.t, self.e);
-                Step::Done
-            }
-            Input::HungUp { .. } if self.stage == Stage::Refused => Step::Done,
             _ => Step::Continue,
         }
     }
@@ -292,10 +311,16 @@ impl Transfer {
                     self.stage = Stage::Ringing { early: true };
                 }
             }
-            Stage::Unattended if self.data.kind == TransferType::Blind => {
+            Stage::Unattended | Stage::Direct => {
                 ctx.event("target.ringing", self.legs(), None, None);
+                // A blind transfer's transferee, or a transferor waiting alone, hears the
+                // target's early media; an attended transfer's transferee keeps its music.
                 if early_media {
-                    ctx.hear(self.e, Source::Leg(x));
+                    if self.stage == Stage::Direct {
+                        ctx.hear(self.t, Source::Leg(x));
+                    } else if self.data.kind == TransferType::Blind {
+                        ctx.hear(self.e, Source::Leg(x));
+                    }
                 }
             }
             _ => {}
@@ -311,15 +336,13 @@ impl Transfer {
         ctx.event("target.answered", self.legs(), None, None);
         match self.stage {
             Stage::Ringing { .. } => {
-                if ctx.alive(self.e) {
-                    ctx.bridge(self.t, x);
-                    self.stage = Stage::Consulting { swapped: false };
-                    Step::Continue
-                } else {
-                    // E left while X rang: T simply talks to X.
-                    ctx.bridge(self.t, x);
-                    Step::Done
-                }
+                ctx.bridge(self.t, x);
+                self.stage = Stage::Consulting { swapped: false };
+                Step::Continue
+            }
+            Stage::Direct => {
+                ctx.bridge(self.t, x);
+                Step::Done
             }
             Stage::Unattended => {
                 ctx.bridge(self.e, x);
@@ -335,14 +358,11 @@ impl Transfer {
         ctx.event("transfer.failed", self.legs(), Some(reason), None);
         match self.stage {
             Stage::Ringing { .. } => {
-                if ctx.alive(self.e) {
-                    ctx.bridge(self.t, self.e);
-                    Step::Done
-                } else {
-                    // E left while X rang, and X failed: T is alone.
-                    self.give_up(ctx, self.t)
-                }
+                ctx.bridge(self.t, self.e);
+                Step::Done
             }
+            // E left while X rang, and X failed: T is alone.
+            Stage::Direct => self.give_up(ctx, self.t, reason),
             Stage::Unattended => self.on_fail(ctx),
             _ => Step::Continue,
         }
@@ -356,7 +376,9 @@ impl Transfer {
                 Step::Done
             }
             // Before an answer, a hang-up of X is a failure to reach it.
-            Stage::Ringing { .. } | Stage::Unattended => self.target_failed(ctx, "failed"),
+            Stage::Ringing { .. } | Stage::Unattended | Stage::Direct => {
+                self.target_failed(ctx, "failed")
+            }
             _ => Step::Continue,
         }
     }
@@ -390,7 +412,11 @@ impl Transfer {
                 Step::Done
             }
             // T stays on the line with the ringing X; answered, they talk.
-            Stage::Ringing { .. } => Step::Continue,
+            Stage::Ringing { .. } => {
+                self.stage = Stage::Direct;
+                Step::Continue
+            }
+            Stage::Direct => Step::Continue,
             Stage::Unattended | Stage::FailureTone { .. } => {
                 if let Some(x) = self.x {
                     ctx.hangup(x);
@@ -424,14 +450,19 @@ impl Transfer {
                 self.stage = Stage::Recalling;
                 Step::Continue
             }
-            OnFail::Hangup => self.give_up(ctx, self.e),
+            OnFail::Hangup => self.give_up(ctx, self.e, "on_fail_hangup"),
         }
     }
 
     /// Nothing can connect `leg`'s party: the failure tone, then a hang-up.
-    fn give_up(&mut self, ctx: &mut Ctx<'_>, leg: LegId) -> Step {
+    fn give_up(&mut self, ctx: &mut Ctx<'_>, leg: LegId, reason: &'static str) -> Step {
         self.deadline = None;
-        ctx.event("transfer.abandoned", vec![("party", leg)], None, None);
+        ctx.event(
+            "transfer.abandoned",
+            vec![("party", leg)],
+            Some(reason),
+            None,
+        );
         ctx.play(leg, FAILURE_TONE, false);
         self.stage = Stage::FailureTone { leg };
         Step::Continue

@@ -92,17 +92,23 @@ pub fn parse(
     if target.is_none() && !target_from_captures(ctx, report) {
         ok = false;
     }
+    // Each sequence, and whether the metaflow wrote it (a default may step aside, below).
     let mut dtmf = |key: &'static str, default: &str| {
-        read_or(
-            fields.get(key),
+        let node = fields.get(key);
+        let written = node.is_some();
+        let keys = read_or(
+            node,
             parse_keys(default).unwrap_or_default(),
             &mut ok,
             |n| keys(n, key, report),
-        )
+        );
+        (keys, written)
     };
-    let takeback_dtmf = dtmf("takeback_dtmf", "*1");
-    let complete_dtmf = dtmf("complete_dtmf", "*2");
-    let swap_dtmf = dtmf("swap_dtmf", "*4");
+    let mut sequences = [
+        ("takeback_dtmf", dtmf("takeback_dtmf", "*1")),
+        ("complete_dtmf", dtmf("complete_dtmf", "*2")),
+        ("swap_dtmf", dtmf("swap_dtmf", "*4")),
+    ];
     let moh = media_field(
         fields,
         "moh",
@@ -151,17 +157,43 @@ pub fn parse(
             }
         }
     });
-    if ok
-        && (takeback_dtmf == complete_dtmf
-            || takeback_dtmf == swap_dtmf
-            || complete_dtmf == swap_dtmf)
-    {
-        report.error(
-            ctx.entry_pos,
-            "transfer: `takeback_dtmf`, `complete_dtmf` and `swap_dtmf` must differ",
-        );
-        ok = false;
+    // Keys are matched as a suffix of what the transferor typed, so a sequence that ends another
+    // would fire in its place. A default in the way steps aside (Kazoo's documented
+    // `takeback_dtmf: "2"` turns off the default `complete_dtmf: "*2"`); two written ones are
+    // an error.
+    for i in 0..sequences.len() {
+        for j in 0..sequences.len() {
+            let ((name_i, (keys_i, written_i)), (name_j, (keys_j, written_j))) =
+                (&sequences[i], &sequences[j]);
+            if i == j || keys_i.is_empty() || keys_j.is_empty() || !keys_j.ends_with(keys_i) {
+                continue;
+            }
+            let (name_i, name_j, written_i, written_j) = (*name_i, *name_j, *written_i, *written_j);
+            if written_i && written_j {
+                if i < j || keys_i != keys_j {
+                    report.error(
+                        ctx.entry_pos,
+                        format!(
+                            "transfer: `{name_i}` ({}) ends `{name_j}` ({}), so typing `{name_j}` \
+                             would fire `{name_i}`; make them differ",
+                            keys_to_string(keys_i),
+                            keys_to_string(keys_j)
+                        ),
+                    );
+                    ok = false;
+                }
+            } else {
+                // Turn off whichever of the two the metaflow did not write.
+                let off = if written_i { j } else { i };
+                sequences[off].1.0.clear();
+            }
+        }
     }
+    let [
+        (_, (takeback_dtmf, _)),
+        (_, (complete_dtmf, _)),
+        (_, (swap_dtmf, _)),
+    ] = sequences;
     fields.ignore(
         "captures",
         "captures come from the pattern that matched",
