@@ -5,6 +5,7 @@ pub mod batch;
 pub mod clip;
 pub mod g711;
 pub mod latch;
+pub mod library;
 pub mod ports;
 pub mod relay;
 pub mod rfc4733;

@@ -41,7 +41,7 @@ use rtp_types::RtpPacket;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
-pub use crate::call::LegId;
+pub use crate::call::{KeyRoute, LegId};
 use crate::engine::collector::{Collector, Event, KeyDisposition, Millis};
 use crate::keys::Key;
 use crate::random::random_u64;
@@ -137,6 +137,7 @@ enum Command {
     Listener(u64, LegId, Option<Box<Collector>>),
     Key(u64, LegId, Key),
     Hear(u64, LegId, Box<Hearing>),
+    KeyRoute(u64, LegId, KeyRoute),
     Remove(u64),
     Stop,
 }
@@ -353,6 +354,12 @@ impl CallMedia {
         self.send(Command::Hear(self.id, leg, Box::new(hearing)));
     }
 
+    /// Where `leg`'s keys go: its collector, or only to the call's owner (whose module takes
+    /// them; their packets are then withheld from the other parties), or both.
+    pub fn route_keys(&self, leg: LegId, route: KeyRoute) {
+        self.send(Command::KeyRoute(self.id, leg, route));
+    }
+
     fn send(&self, command: Command) {
         self.relay.workers[self.worker].send(command);
     }
@@ -397,6 +404,8 @@ struct LegState {
     out: OutStream,
     /// What that stream carries.
     hears: Hears,
+    /// Whether this party's keys go to its collector.
+    key_route: KeyRoute,
     /// Counts the clips this leg was given: a clip timer of an earlier one is stale.
     clip_generation: u32,
     /// Generated key packets for this party, in order.
@@ -418,6 +427,7 @@ impl LegState {
             collector: None,
             out: OutStream::new(r as u32, (r >> 32) as u16, (r >> 40) as u32, 8000),
             hears,
+            key_route: KeyRoute::Collector,
             clip_generation: 0,
             pending: VecDeque::new(),
             event_ts: 0,
@@ -617,6 +627,11 @@ impl Worker {
                 let now = self.now();
                 if let Some(&slot) = self.slots.get(&id) {
                     let _ = self.on_key(slot, leg.index(), key, KeySource::Info, now);
+                }
+            }
+            Command::KeyRoute(id, leg, route) => {
+                if let Some(l) = self.call_mut(id).and_then(|c| c.leg(leg.index())) {
+                    l.key_route = route;
                 }
             }
             Command::Hear(id, leg, hearing) => {
@@ -945,9 +960,13 @@ impl Worker {
             at: now,
         });
         self.engine_events.clear();
-        let disposition = match call.leg(leg).and_then(|l| l.collector.as_mut()) {
-            Some(c) => c.on_key(key, now, &mut self.engine_events),
-            None => KeyDisposition::Forward,
+        let disposition = match call.leg(leg) {
+            // The owner's module takes these keys (a transferor's takeback): nobody hears them.
+            Some(l) if l.key_route == KeyRoute::Control => KeyDisposition::Withhold,
+            Some(LegState {
+                collector: Some(c), ..
+            }) => c.on_key(key, now, &mut self.engine_events),
+            _ => KeyDisposition::Forward,
         };
         self.deliver_engine_events(slot, leg, now);
         let forward = disposition == KeyDisposition::Forward;

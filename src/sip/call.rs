@@ -15,7 +15,9 @@
 //!   RFC 4733 keys.
 //!
 //! Keys, fired actions and no-matches come back from the media relay and are logged as call
-//! events (JSON, target `hookflash::event`). Modules that act on them come with the next issue.
+//! events (JSON, target `hookflash::event`). Once the call is answered, a fired code runs its
+//! module through the call's control plane (`crate::call`); carrying out what it says — legs
+//! originated and hung up, what each leg hears — is `call_control.rs`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -34,16 +36,19 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::dialog_events::{DialogEvents, Inbox};
+use super::dialog_events::{DialogEvents, Inbox, InboxHandle};
+use crate::call::{CallControl, KeyRoute};
 use crate::engine::collector::{Collector, Event};
 use crate::engine::listen::who_hears;
 use crate::engine::metaflow::Metaflow;
 use crate::media::g711::Law;
+use crate::media::library::MediaLibrary;
 use crate::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use crate::random::random_u64;
 
 use super::calls::{CallGuard, CallInfo, Calls};
 use super::info_dtmf::{InfoError, key_of};
+use super::message::{uri_of, user_and_host};
 use super::sdp::{self, AudioSdp, Direction, LocalOrigin};
 
 /// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
@@ -60,10 +65,25 @@ pub struct CallPlan {
     /// Caller ID for the b-leg's From.
     pub from_user: String,
     pub from_display: Option<String>,
+    /// The account domain legs this call originates are routed in.
+    pub domain: String,
+}
+
+/// Where the legs a call originates itself go (a transfer's target, a recall).
+pub trait Router: Send + Sync {
+    /// The Request-URI for `dialled` in the account of `domain`, or the final status and reason
+    /// it cannot be called.
+    fn route(&self, domain: &str, dialled: &str) -> Result<String, (u16, String)>;
+    /// Whether `dialled` is an extension of the directory.
+    fn is_extension(&self, dialled: &str) -> bool;
 }
 
 /// What every call shares.
 pub struct CallEnv {
+    /// Routes the legs calls originate.
+    pub router: Arc<dyn Router>,
+    /// Music on hold, ringback, prompts.
+    pub library: Arc<MediaLibrary>,
     pub dialogs: Arc<DialogLayer>,
     /// Hands each call the events of its dialogs.
     pub dialog_events: Arc<DialogEvents>,
@@ -155,18 +175,36 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     media.set_listener(Leg::A, listener(&plan.caller_flow, &plan.callee_flow));
     media.set_listener(Leg::B, listener(&plan.callee_flow, &plan.caller_flow));
 
+    let (originated_tx, mut originated_rx) = futures_channel::mpsc::unbounded();
+    let callee_user = user_and_host(uri_of(&plan.target))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default();
     let mut call = Call {
         id: call_id.clone(),
+        b_call_id: b_call_id.clone(),
         a: a.clone(),
         b: None,
+        extra: Vec::new(),
         media,
-        origins: [
+        origins: vec![
             LocalOrigin::new(random_u64() >> 2),
             LocalOrigin::new(random_u64() >> 2),
         ],
-        sdp: [offer.clone(), Vec::new()],
+        sdp: vec![offer.clone(), Vec::new()],
         answered: false,
-        offer_in_ack: [false, false],
+        offer_in_ack: vec![false, false],
+        control: None,
+        key_routes: Vec::new(),
+        identities: [
+            (plan.from_user.clone(), plan.from_display.clone()),
+            (callee_user, None),
+        ],
+        domain: plan.domain.clone(),
+        b_target: plan.target.clone(),
+        contact: contact.clone(),
+        inbox: states.handle(),
+        originated: originated_tx,
+        env: Arc::clone(&env),
     };
     let (b, b_result) = match start_b_leg(
         &plan,
@@ -193,11 +231,18 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         plan.caller_name, plan.callee_name, plan.target
     );
     call.b = Some(b);
-    call.run(&mut states, b_result, &mut media_rx, &guard).await;
+    call.run(
+        &mut states,
+        b_result,
+        &mut media_rx,
+        &mut originated_rx,
+        &guard,
+    )
+    .await;
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
     env.dialogs.remove_dialog(&call.a.id());
-    if let Some(b) = &call.b {
-        env.dialogs.remove_dialog(&b.id());
+    for d in call.b.iter().chain(call.extra.iter().flatten()) {
+        env.dialogs.remove_dialog(&d.id());
     }
     info!(call = %call_id, "call ended");
 }
@@ -256,7 +301,7 @@ fn listener(presser: &Option<Arc<Metaflow>>, other: &Option<Arc<Metaflow>>) -> O
     who_hears(presser.as_ref(), other.as_ref()).map(|(flow, side)| Collector::new(flow, side))
 }
 
-fn party_media(sdp: &AudioSdp) -> PartyMedia {
+pub(super) fn party_media(sdp: &AudioSdp) -> PartyMedia {
     PartyMedia {
         rtp: sdp.rtp,
         rtcp: sdp.rtcp,
@@ -286,31 +331,76 @@ fn other(leg: Leg) -> Leg {
     if leg == Leg::A { Leg::B } else { Leg::A }
 }
 
+/// Sleeps until `deadline` (the relay's clock, ms).
+async fn control_timer(deadline: Option<(u64, u64)>) {
+    if let Some((deadline, now)) = deadline {
+        tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))).await;
+    }
+}
+
 fn sdp_headers() -> Option<Vec<Header>> {
     Some(vec![Header::ContentType("application/sdp".into())])
 }
 
-struct Call {
-    id: String,
-    a: InviteDialog,
-    b: Option<InviteDialog>,
-    media: CallMedia,
-    /// Our SDP origin toward each party (a, b).
-    origins: [LocalOrigin; 2],
-    /// The latest SDP each party sent us (a, b).
-    sdp: [Vec<u8>; 2],
-    answered: bool,
+pub(super) struct Call {
+    pub(super) id: String,
+    b_call_id: String,
+    pub(super) a: InviteDialog,
+    pub(super) b: Option<InviteDialog>,
+    /// Legs the call originated (leg 2 on), with their Call-IDs; `None` until set up.
+    pub(super) extra: Vec<Option<InviteDialog>>,
+    pub(super) media: CallMedia,
+    /// Our SDP origin toward each party, by leg.
+    pub(super) origins: Vec<LocalOrigin>,
+    /// The latest SDP each party sent us, by leg.
+    pub(super) sdp: Vec<Vec<u8>>,
+    pub(super) answered: bool,
     /// We sent an offer in a 200 to an offerless re-INVITE: the answer comes in the ACK.
-    offer_in_ack: [bool; 2],
+    pub(super) offer_in_ack: Vec<bool>,
+    /// The modules running on the call, once it is answered.
+    pub(super) control: Option<CallControl>,
+    /// Where each leg's keys go, as last told to the relay.
+    pub(super) key_routes: Vec<KeyRoute>,
+    /// Caller ID (user, display name) of the a-leg's and the b-leg's parties, for legs
+    /// originated on their behalf.
+    pub(super) identities: [(String, Option<String>); 2],
+    /// The caller's SIP domain: the account whose directory routes originated legs.
+    pub(super) domain: String,
+    /// The b-leg's Request-URI (to call the callee again).
+    pub(super) b_target: String,
+    pub(super) contact: Option<rsipstack::sip::Uri>,
+    /// Adds originated legs' Call-IDs to the call's dialog events.
+    pub(super) inbox: InboxHandle,
+    /// Where originated legs' INVITE outcomes go (a `futures` channel: it allocates per
+    /// message, not 32 slots up front as tokio's, and most calls originate nothing).
+    pub(super) originated: futures_channel::mpsc::UnboundedSender<Originated>,
+    pub(super) env: Arc<CallEnv>,
 }
 
+/// An originated leg's INVITE outcome, sent back to the call.
+pub(super) type Originated = (Leg, Result<InviteAsyncResult, tokio::task::JoinError>);
+
 impl Call {
-    fn dialog(&self, leg: Leg) -> Option<&InviteDialog> {
-        match leg {
-            Leg::A => Some(&self.a),
-            Leg::B => self.b.as_ref(),
-            _ => None,
+    pub(super) fn dialog(&self, leg: Leg) -> Option<&InviteDialog> {
+        match leg.index() {
+            0 => Some(&self.a),
+            1 => self.b.as_ref(),
+            n => self.extra.get(n - 2).and_then(|d| d.as_ref()),
         }
+    }
+
+    /// Which leg a dialog event is about, by its Call-ID.
+    fn leg_of(&self, call_id: &str) -> Option<Leg> {
+        if call_id == self.id {
+            return Some(Leg::A);
+        }
+        if call_id == self.b_call_id {
+            return Some(Leg::B);
+        }
+        self.extra
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.id().call_id == call_id))
+            .map(|i| Leg(i as u16 + 2))
     }
 
     async fn run(
@@ -318,19 +408,29 @@ impl Call {
         states: &mut Inbox,
         b_result: JoinHandle<InviteAsyncResult>,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
+        originated: &mut futures_channel::mpsc::UnboundedReceiver<Originated>,
         guard: &CallGuard,
     ) {
         let mut b_result = Some(b_result);
         let ring_timeout = tokio::time::sleep(RING_TIMEOUT);
         tokio::pin!(ring_timeout);
         loop {
+            let deadline = self.control_deadline();
             let end = tokio::select! {
                 Some(state) = states.recv() => {
-                    // The b-leg has a Call-ID of its own; the a-leg's names the call.
-                    let leg = if state.id().call_id == self.id { Leg::A } else { Leg::B };
-                    // Boxed, like `on_b_result`: their futures are large and short-lived, and
-                    // inline they would be part of every call's task while it waits.
-                    Box::pin(self.on_state(leg, state)).await
+                    // Each leg has a Call-ID of its own; the a-leg's names the call.
+                    match self.leg_of(&state.id().call_id) {
+                        // Boxed, like `on_b_result`: their futures are large and short-lived,
+                        // and inline they would be part of every call's task while it waits.
+                        Some(leg) => Box::pin(self.on_state(leg, state)).await,
+                        None => ControlFlow::Continue(()),
+                    }
+                }
+                Ok((leg, result)) = originated.recv() => {
+                    Box::pin(self.on_originated(leg, result)).await
+                }
+                _ = control_timer(deadline), if deadline.is_some() => {
+                    Box::pin(self.on_control_timer()).await
                 }
                 result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
                     b_result = None;
@@ -340,10 +440,7 @@ impl Call {
                     }
                     end
                 }
-                Some(event) = media_rx.recv() => {
-                    self.on_media(event);
-                    ControlFlow::Continue(())
-                }
+                Some(event) = media_rx.recv() => Box::pin(self.on_media(event)).await,
                 _ = &mut ring_timeout, if !self.answered => {
                     info!(call = %self.id, "no answer in {} s", RING_TIMEOUT.as_secs());
                     if let Some(b) = &self.b {
@@ -417,6 +514,7 @@ impl Call {
                     return ControlFlow::Break(());
                 }
                 self.answered = true;
+                self.control = Some(CallControl::new());
                 info!(call = %self.id, "answered");
                 ControlFlow::Continue(())
             }
@@ -464,6 +562,9 @@ impl Call {
                     }
                 }
                 ControlFlow::Continue(())
+            }
+            DialogState::Early(_, resp) if leg.index() >= 2 => {
+                self.on_originated_ringing(leg, &resp.body).await
             }
             DialogState::Terminated(_, reason) => self.on_terminated(leg, reason).await,
             DialogState::Updated(_, req, handle) => {
@@ -519,6 +620,9 @@ impl Call {
 
     async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> ControlFlow<()> {
         info!(call = %self.id, leg = %leg, "leg ended: {reason:?}");
+        if self.control.is_some() {
+            return self.control_input(crate::call::Input::HungUp { leg }).await;
+        }
         match leg {
             Leg::A => {
                 if let Some(b) = &self.b {
@@ -545,7 +649,7 @@ impl Call {
     /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
     async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
         let i = leg.index();
-        let other = other(leg).index();
+        let other = self.peer(leg).index();
         if body.is_empty() {
             // Offerless re-INVITE (or an UPDATE without SDP): offer what the other party has.
             if self.sdp[other].is_empty() {
@@ -609,7 +713,8 @@ impl Call {
         }
     }
 
-    fn on_media(&mut self, event: MediaEvent) {
+    async fn on_media(&mut self, event: MediaEvent) -> ControlFlow<()> {
+        use crate::call::Input;
         match event {
             MediaEvent::Key {
                 leg,
@@ -618,9 +723,31 @@ impl Call {
                 at,
             } => {
                 debug!(call = %self.id, leg = %leg, source = source.as_str(), at, "key {key}");
+                let route = self.control.as_ref().map(|c| c.key_route(leg));
+                if matches!(route, Some(KeyRoute::Control | KeyRoute::Both)) {
+                    return self.control_input(Input::Key { leg, key }).await;
+                }
+                ControlFlow::Continue(())
             }
-            MediaEvent::Engine { presser, event } => self.log_engine_event(presser, *event),
-            MediaEvent::MediaEnded { leg } => debug!(call = %self.id, leg = %leg, "clip ended"),
+            MediaEvent::Engine { presser, event } => {
+                let action = match &*event {
+                    Event::Fired(action) if self.control.is_some() => Some(Input::Action {
+                        presser,
+                        node: Box::new(action.node().clone()),
+                        captures: action.captures.clone(),
+                    }),
+                    _ => None,
+                };
+                self.log_engine_event(presser, *event);
+                match action {
+                    Some(input) => self.control_input(input).await,
+                    None => ControlFlow::Continue(()),
+                }
+            }
+            MediaEvent::MediaEnded { leg } => {
+                debug!(call = %self.id, leg = %leg, "clip ended");
+                self.control_input(Input::MediaEnded { leg }).await
+            }
         }
     }
 

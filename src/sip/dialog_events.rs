@@ -58,7 +58,8 @@ impl DialogEvents {
         }
         Inbox {
             events: Arc::clone(self),
-            call_ids: call_ids.iter().map(|s| s.to_string()).collect(),
+            call_ids: Arc::new(Mutex::new(call_ids.iter().map(|s| s.to_string()).collect())),
+            sender: tx,
             receiver: rx,
         }
     }
@@ -80,10 +81,11 @@ impl DialogEvents {
     }
 }
 
-/// A call's dialog events, both legs, in the order rsipstack reported them.
+/// A call's dialog events, all its legs, in the order rsipstack reported them.
 pub struct Inbox {
     events: Arc<DialogEvents>,
-    call_ids: Vec<String>,
+    call_ids: Arc<Mutex<Vec<String>>>,
+    sender: UnboundedSender<DialogState>,
     receiver: UnboundedReceiver<DialogState>,
 }
 
@@ -92,14 +94,47 @@ impl Inbox {
     pub async fn recv(&mut self) -> Option<DialogState> {
         self.receiver.recv().await.ok()
     }
+
+    /// A handle that adds legs' Call-IDs to this inbox (a leg the call originates later).
+    pub fn handle(&self) -> InboxHandle {
+        InboxHandle {
+            events: Arc::clone(&self.events),
+            call_ids: Arc::clone(&self.call_ids),
+            sender: self.sender.clone(),
+        }
+    }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
+        let ids = self
+            .call_ids
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
         if let Ok(mut inboxes) = self.events.inboxes.lock() {
-            for id in &self.call_ids {
+            for id in &ids {
                 inboxes.remove(id);
             }
+        }
+    }
+}
+
+/// Adds Call-IDs to an [`Inbox`]; they leave with it.
+pub struct InboxHandle {
+    events: Arc<DialogEvents>,
+    call_ids: Arc<Mutex<Vec<String>>>,
+    sender: UnboundedSender<DialogState>,
+}
+
+impl InboxHandle {
+    /// Events of the dialog with `call_id` go to the inbox from now on.
+    pub fn add(&self, call_id: &str) {
+        if let Ok(mut inboxes) = self.events.inboxes.lock() {
+            inboxes.insert(call_id.to_string(), self.sender.clone());
+        }
+        if let Ok(mut ids) = self.call_ids.lock() {
+            ids.push(call_id.to_string());
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod call;
+mod call_control;
 pub mod calls;
 pub mod dialog_events;
 pub mod digest;

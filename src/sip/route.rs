@@ -75,7 +75,7 @@ pub fn route_invite<'a>(
     let Some(callee) = callee else {
         return Err((Reply::status(404), format!("no user `{dialled}`")));
     };
-    let Some((device, target)) = reachable(callee, ctx) else {
+    let Some((device, target)) = reachable(callee, ctx.registrar, ctx.now) else {
         return Err((
             Reply::status(480),
             format!("`{dialled}` is not registered and has no static contact"),
@@ -90,6 +90,36 @@ pub fn route_invite<'a>(
         target,
         max_forwards,
     })
+}
+
+/// Where a leg hookflash originates itself (a transfer's target, a recall) goes: the Request-URI
+/// for `dialled`, found as a callee is (in the account of `domain` first; `upstream` takes every
+/// leg), or the final status and reason it cannot be called.
+pub fn route_dialled(
+    directory: &Directory,
+    registrar: &Registrar,
+    upstream: Option<&str>,
+    domain: &str,
+    dialled: &str,
+    now: Millis,
+) -> Result<String, (u16, String)> {
+    if let Some(upstream) = upstream {
+        return Ok(upstream_target(upstream, dialled));
+    }
+    let account = directory
+        .accounts
+        .iter()
+        .find(|a| a.domain.eq_ignore_ascii_case(domain));
+    let Some(callee) = find_callee(directory, account, domain, dialled) else {
+        return Err((404, format!("no user `{dialled}`")));
+    };
+    match reachable(callee, registrar, now) {
+        Some((_, target)) => Ok(target),
+        None => Err((
+            480,
+            format!("`{dialled}` is not registered and has no static contact"),
+        )),
+    }
 }
 
 /// The caller's directory party, after digest authentication when required.
@@ -177,14 +207,18 @@ fn find_callee<'a>(
 
 /// Where to ring the user, and the device that is (so its own metaflow applies): the newest
 /// registered contact of any of its devices, else the first static contact.
-fn reachable<'a>(callee: Party<'a>, ctx: &InviteContext<'_>) -> Option<(&'a Device, String)> {
+fn reachable<'a>(
+    callee: Party<'a>,
+    registrar: &Registrar,
+    now: Millis,
+) -> Option<(&'a Device, String)> {
     let registered = callee
         .user
         .devices
         .iter()
         .flat_map(|d| {
-            ctx.registrar
-                .lookup(&callee.account.domain, &d.username, ctx.now)
+            registrar
+                .lookup(&callee.account.domain, &d.username, now)
                 .into_iter()
                 .map(move |b| (d, b))
         })

@@ -20,17 +20,18 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::config::directory::Party;
+use crate::media::library::MediaLibrary;
 use crate::media::relay::MediaRelay;
 use crate::random::random_u64;
 
-use super::call::{CallEnv, CallPlan, run_call};
+use super::call::{CallEnv, CallPlan, Router, run_call};
 use super::calls::Calls;
 use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
-use super::route::{InviteContext, route_invite};
+use super::route::{InviteContext, route_dialled, route_invite};
 use super::udp::RepairingUdpSocket;
 
 /// Where handlers find the config in force (it changes on reload).
@@ -46,7 +47,7 @@ pub struct SipServer {
 /// What the handlers share.
 struct State {
     config: ConfigSource,
-    registrar: Mutex<Registrar>,
+    registrar: Arc<Mutex<Registrar>>,
     nonces: Nonces,
     started: Instant,
     dialogs: Arc<DialogLayer>,
@@ -105,7 +106,15 @@ impl SipServer {
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let calls = Calls::new();
         let host = &settings.advertised_address;
+        let registrar = Arc::new(Mutex::new(Registrar::new()));
+        let started = Instant::now();
         let env = Arc::new(CallEnv {
+            router: Arc::new(Routing {
+                config: Arc::clone(&config),
+                registrar: Arc::clone(&registrar),
+                started,
+            }),
+            library: Arc::new(MediaLibrary::new(current.media.dir.clone())),
             dialog_events: DialogEvents::start(&dialogs),
             dialogs: Arc::clone(&dialogs),
             relay,
@@ -120,9 +129,9 @@ impl SipServer {
         });
         let state = Arc::new(State {
             config,
-            registrar: Mutex::new(Registrar::new()),
+            registrar,
             nonces: Nonces::new(random_secret()),
-            started: Instant::now(),
+            started,
             dialogs,
             calls,
             env,
@@ -179,6 +188,39 @@ impl SipServer {
             .lock()
             .map(|r| r.registered())
             .unwrap_or(0)
+    }
+}
+
+/// Routes the legs calls originate with the running config and the registrar's bindings.
+struct Routing {
+    config: ConfigSource,
+    registrar: Arc<Mutex<Registrar>>,
+    started: Instant,
+}
+
+impl Router for Routing {
+    fn route(&self, domain: &str, dialled: &str) -> Result<String, (u16, String)> {
+        let config = (self.config)();
+        let registrar = self
+            .registrar
+            .lock()
+            .map_err(|_| (500, "the registrar is unavailable".to_string()))?;
+        route_dialled(
+            &config.directory,
+            &registrar,
+            config.routing.upstream.as_deref(),
+            domain,
+            dialled,
+            self.started.elapsed().as_millis() as u64,
+        )
+    }
+
+    fn is_extension(&self, dialled: &str) -> bool {
+        (self.config)()
+            .directory
+            .accounts
+            .iter()
+            .any(|a| a.users.iter().any(|u| u.extension == dialled))
     }
 }
 
@@ -311,6 +353,12 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         max_forwards: routed.max_forwards,
         from_display: display_name(from),
         from_user,
+        domain: routed
+            .caller
+            .or(routed.callee)
+            .map(|p| p.account.domain.clone())
+            .or_else(|| user_and_host(&request.uri).map(|(_, h)| h.to_string()))
+            .unwrap_or_default(),
     })
 }
 

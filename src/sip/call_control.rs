@@ -1,0 +1,306 @@
+//! Carrying out a call's control plane (`crate::call`) on the live call: inputs come from the
+//! dialogs (a leg rang, answered, failed, hung up), the relay (keys, fired codes, clips that
+//! ended) and a timer; the commands it returns become SIP (INVITE a new leg, BYE or CANCEL one)
+//! and relay commands (what a leg hears, where its keys go). Call events are logged as JSON
+//! (target `hookflash::event`) like the engine's.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use rsipstack::sip::{Header, StatusCodeKind};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::call::{CallEvent, Command, Directory, Input, Source, Target};
+use crate::media::library::Media;
+use crate::media::relay::{Hearing, LegId as Leg};
+use crate::random::random_u64;
+
+use super::call::{Call, CallEnv, party_media};
+use super::sdp::{self, LocalOrigin};
+
+/// The directory as the control sees it (is a transfer target an extension?).
+struct Extensions<'a>(&'a CallEnv);
+
+impl Directory for Extensions<'_> {
+    fn is_extension(&self, target: &str) -> bool {
+        self.0.router.is_extension(target)
+    }
+}
+
+impl Call {
+    /// When the control's timer fires, and the relay clock now (both ms).
+    pub(super) fn control_deadline(&self) -> Option<(u64, u64)> {
+        let deadline = self.control.as_ref()?.poll_timeout()?;
+        Some((deadline, self.env.relay.now()))
+    }
+
+    pub(super) async fn on_control_timer(&mut self) -> ControlFlow<()> {
+        let now = self.env.relay.now();
+        let env = Arc::clone(&self.env);
+        if let Some(control) = self.control.as_mut() {
+            control.on_timeout(now, &Extensions(&env));
+        }
+        self.carry_out().await
+    }
+
+    /// Feeds the control one input and carries out what it says; breaks when no leg is left.
+    pub(super) async fn control_input(&mut self, input: Input) -> ControlFlow<()> {
+        let now = self.env.relay.now();
+        let env = Arc::clone(&self.env);
+        let Some(control) = self.control.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        control.handle(now, input, &Extensions(&env));
+        self.carry_out().await
+    }
+
+    async fn carry_out(&mut self) -> ControlFlow<()> {
+        while let Some(command) = self.control.as_mut().and_then(|c| c.poll_command()) {
+            self.execute(command).await;
+        }
+        let Some(control) = self.control.as_ref() else {
+            return ControlFlow::Continue(());
+        };
+        // Keys of the legs still there go where the running module wants them.
+        let live = control.live_legs();
+        let routes: Vec<_> = live.iter().map(|&l| (l, control.key_route(l))).collect();
+        for (leg, route) in routes {
+            if self.key_routes.len() <= leg.index() {
+                self.key_routes
+                    .resize(leg.index() + 1, crate::call::KeyRoute::Collector);
+            }
+            if self.key_routes[leg.index()] != route {
+                self.key_routes[leg.index()] = route;
+                self.media.route_keys(leg, route);
+            }
+        }
+        if live.is_empty() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    async fn execute(&mut self, command: Command) {
+        match command {
+            Command::Hear { leg, source } => self.hear(leg, source).await,
+            Command::Hangup { leg } => {
+                if let Some(d) = self.dialog(leg) {
+                    info!(call = %self.id, leg = %leg, "hanging up");
+                    if let Err(e) = d.hangup().await {
+                        debug!(call = %self.id, leg = %leg, "hang-up: {e}");
+                    }
+                }
+            }
+            Command::Originate {
+                leg,
+                target,
+                caller_id_of,
+            } => {
+                if let Err((status, why)) = self.originate(leg, &target, caller_id_of) {
+                    info!(call = %self.id, leg = %leg, "cannot call {target:?}: {why}");
+                    // The control learns it as the leg's failure.
+                    let _ = Box::pin(self.control_input(Input::Failed { leg, status })).await;
+                }
+            }
+            Command::Record { start, path, .. } => {
+                warn!(
+                    call = %self.id,
+                    "recording ({}, `{path}`) is not carried out yet: hookflash does not write recordings",
+                    if start { "start" } else { "stop" }
+                );
+            }
+            Command::Event(event) => self.log_call_event(&event),
+        }
+    }
+
+    /// `leg` hears `source`: another leg, a clip from the library, or silence.
+    async fn hear(&mut self, leg: Leg, source: Source) {
+        let hearing = match source {
+            Source::Leg(other) => Hearing::Leg(other),
+            Source::Silence => Hearing::Silence,
+            Source::Media { media, looped } => match self.env.library.get(&media) {
+                Ok(Media::Clip(clip)) => Hearing::Clip { clip, looped },
+                Ok(Media::Silence) => Hearing::Silence,
+                Err(e) => {
+                    warn!(call = %self.id, leg = %leg, "cannot play `{media}`: {e}");
+                    self.media.hear(leg, Hearing::Silence);
+                    if !looped {
+                        // What waited for the clip goes on as if it had played.
+                        let _ = Box::pin(self.control_input(Input::MediaEnded { leg })).await;
+                    }
+                    return;
+                }
+            },
+        };
+        self.media.hear(leg, hearing);
+    }
+
+    /// Sends the INVITE of a new leg; an error is the status the control should see.
+    fn originate(
+        &mut self,
+        leg: Leg,
+        target: &Target,
+        caller_id_of: Leg,
+    ) -> Result<(), (u16, String)> {
+        let uri = match target {
+            Target::Dial(dialled) => self.env.router.route(&self.domain, dialled)?,
+            Target::PartyOf(l) if l.index() == 1 => self.b_target.clone(),
+            Target::PartyOf(l) => {
+                let user = &self.identities[l.index().min(1)].0;
+                self.env.router.route(&self.domain, user)?
+            }
+        };
+        let added = self.media.add_leg().map_err(|e| (503, e))?;
+        if added != leg {
+            return Err((
+                500,
+                format!("the relay numbered the leg {added}, not {leg}"),
+            ));
+        }
+        let i = leg.index();
+        self.origins
+            .resize_with(i + 1, || LocalOrigin::new(random_u64() >> 2));
+        self.sdp.resize(i + 1, Vec::new());
+        self.offer_in_ack.resize(i + 1, false);
+        // The codecs of the call: the caller's offer, anchored on the new leg's port.
+        let local = self
+            .media
+            .local(leg)
+            .ok_or((500, "the new leg has no port".to_string()))?;
+        let offer = sdp::anchor(&self.sdp[0], local, &mut self.origins[i], None)
+            .map_err(|e| (488, e.to_string()))?;
+        let (user, display) = self.identities[caller_id_of.index().min(1)].clone();
+        let callee =
+            rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
+        let caller = rsipstack::sip::Uri::try_from(format!("sip:{user}@{}", self.env.advertised))
+            .map_err(|e| (500, e.to_string()))?;
+        let contact = self
+            .contact
+            .clone()
+            .ok_or((500, "no contact address".to_string()))?;
+        let call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
+        self.inbox.add(&call_id);
+        let option = InviteOption {
+            caller_display_name: display,
+            caller,
+            callee,
+            offer: Some(offer),
+            contact,
+            call_id: Some(call_id),
+            headers: Some(vec![Header::MaxForwards(70.into())]),
+            ..Default::default()
+        };
+        let (dialog, result) = self
+            .env
+            .dialogs
+            .do_invite_async(option, self.env.dialog_events.sender())
+            .map_err(|e| (503, e.to_string()))?;
+        info!(call = %self.id, leg = %leg, "calling {uri}");
+        if self.extra.len() < i - 1 {
+            self.extra.resize(i - 1, None);
+        }
+        self.extra[i - 2] = Some(dialog);
+        let tx = self.originated.clone();
+        tokio::spawn(async move {
+            let _ = tx.unbounded_send((leg, result.await));
+        });
+        Ok(())
+    }
+
+    /// An originated leg rings (180), or sends early media (183 with SDP).
+    pub(super) async fn on_originated_ringing(&mut self, leg: Leg, body: &[u8]) -> ControlFlow<()> {
+        let early_media = !body.is_empty()
+            && match sdp::describe(body) {
+                Ok(desc) => {
+                    self.sdp[leg.index()] = body.to_vec();
+                    self.media.set_party(leg, party_media(&desc));
+                    true
+                }
+                Err(e) => {
+                    debug!(call = %self.id, leg = %leg, "ignoring early SDP: {e}");
+                    false
+                }
+            };
+        self.control_input(Input::Ringing { leg, early_media })
+            .await
+    }
+
+    /// The final outcome of an originated leg's INVITE.
+    pub(super) async fn on_originated(
+        &mut self,
+        leg: Leg,
+        result: Result<InviteAsyncResult, tokio::task::JoinError>,
+    ) -> ControlFlow<()> {
+        let response = match result {
+            Ok(Ok((_, Some(response)))) => response,
+            Ok(Ok((_, None))) => {
+                return self.control_input(Input::Failed { leg, status: 500 }).await;
+            }
+            Ok(Err(e)) => {
+                info!(call = %self.id, leg = %leg, "leg failed: {e}");
+                let status = match e {
+                    rsipstack::Error::TransactionError(..) => 408,
+                    _ => 503,
+                };
+                return self.control_input(Input::Failed { leg, status }).await;
+            }
+            Err(e) => {
+                warn!(call = %self.id, leg = %leg, "leg task failed: {e}");
+                return self.control_input(Input::Failed { leg, status: 500 }).await;
+            }
+        };
+        let status = response.status_code.code();
+        if response.status_code.kind() != StatusCodeKind::Successful {
+            info!(call = %self.id, leg = %leg, "leg answered {status}");
+            return self.control_input(Input::Failed { leg, status }).await;
+        }
+        match sdp::describe(&response.body) {
+            Ok(desc) => {
+                self.sdp[leg.index()] = response.body.clone();
+                self.media.set_party(leg, party_media(&desc));
+                info!(call = %self.id, leg = %leg, "leg answered");
+                self.control_input(Input::Answered { leg }).await
+            }
+            Err(e) => {
+                info!(call = %self.id, leg = %leg, "the answer's SDP is unusable ({e}); ending the leg");
+                if let Some(d) = self.dialog(leg) {
+                    let _ = d.hangup().await;
+                }
+                self.control_input(Input::Failed { leg, status: 488 }).await
+            }
+        }
+    }
+
+    /// The party `leg` talks to (for re-offers): the leg it hears, else the other of a and b.
+    pub(super) fn peer(&self, leg: Leg) -> Leg {
+        match self.control.as_ref().and_then(|c| c.hears(leg)) {
+            Some(Source::Leg(peer)) => *peer,
+            _ if leg == Leg::A => Leg::B,
+            _ => Leg::A,
+        }
+    }
+
+    fn log_call_event(&self, event: &CallEvent) {
+        let legs: serde_json::Map<String, serde_json::Value> = event
+            .legs
+            .iter()
+            .map(|(role, leg)| (role.to_string(), json!(leg.to_string())))
+            .collect();
+        let mut line = json!({
+            "call": self.id,
+            "event": event.name,
+            "at": event.at,
+            "legs": legs,
+        });
+        if let Some(reason) = event.reason {
+            line["reason"] = json!(reason);
+        }
+        if let Some(detail) = &event.detail {
+            line["detail"] = json!(detail);
+        }
+        info!(target: "hookflash::event", "{line}");
+    }
+}
