@@ -289,6 +289,33 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
 }
 
 #[test]
+fn hold_plays_music_to_the_other_party_until_the_unhold_key() {
+    // *8 is `hold` in the example metaflow; 1 is its unhold key.
+    let (mut bench, cap) = run_call(Options::default(), "*8,1");
+    let started = event(&mut bench.daemon, "hold.started");
+    assert_eq!(started["legs"]["presser"], "a");
+    assert_eq!(started["legs"]["held"], "b");
+    event(&mut bench.daemon, "hold.ended");
+    // The caller sends PCMU silence (0xff) all along: anything else the callee got is music.
+    let audio = cap.audio_payloads();
+    let music: Vec<bool> = audio.iter().map(|p| p.iter().any(|&b| b != 0xff)).collect();
+    let first_music = music
+        .iter()
+        .position(|&m| m)
+        .expect("the callee heard music");
+    let last_music = music.iter().rposition(|&m| m).unwrap();
+    let music = music.iter().filter(|&&m| m).count();
+    assert!(music >= 20, "{music} packets of music");
+    assert!(first_music >= 25, "the caller was heard before the hold");
+    assert!(
+        audio.len() - last_music > 10,
+        "the caller is heard again after the unhold key"
+    );
+    assert_eq!(cap.ssrcs().len(), 1, "music and the caller on one stream");
+    assert!(cap.sequence_is_continuous());
+}
+
+#[test]
 fn busy_and_unavailable_callees_are_reported_to_the_caller() {
     for status in ["486", "480", "603"] {
         let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ fn event_code(key: char) -> u8 {
     }
 }
 
-/// A phone's stream: `lead_ms` of PCMU silence, then each key as an RFC 4733 event (100 ms tone
+/// A phone's stream: `lead_ms` of PCMU silence, then each key (`,` is a second's pause) as an RFC 4733 event (100 ms tone
 /// in packets every 20 ms, the first with the marker, durations growing, then the end packet
 /// three times with new sequence numbers, all with the event's start timestamp; no audio during
 /// the event), 200 ms of audio between keys, and 500 ms of audio after the last.
@@ -55,6 +55,11 @@ fn stream(keys: &str, lead_ms: u32) -> Vec<Timed> {
     };
     audio(&mut out, &mut seq, &mut at, lead_ms);
     for key in keys.chars() {
+        if key == ',' {
+            // A pause: a second more of audio.
+            audio(&mut out, &mut seq, &mut at, 1000);
+            continue;
+        }
         let start_ts = ts_at(at);
         let code = event_code(key);
         for i in 0..5u16 {
@@ -165,6 +170,11 @@ impl Capture {
 
     pub fn audio_packets(&self) -> usize {
         self.with_pt(AUDIO_PT).count()
+    }
+
+    /// The payloads of the audio packets, in arrival order.
+    pub fn audio_payloads(&self) -> Vec<&[u8]> {
+        self.with_pt(AUDIO_PT).map(|p| &p[12..]).collect()
     }
 
     /// The keys heard, one per distinct (SSRC, timestamp) event, in arrival order.
