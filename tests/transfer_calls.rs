@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::rtp::{AUDIO_PT, keys_pcap};
@@ -66,8 +67,35 @@ impl Phone {
     }
 }
 
-/// The daemon with 1002 and 1003 at the two sipp callees.
-fn daemon(e_port: u16, x_port: u16) -> (Sandbox, Daemon) {
+/// T, E, X and the daemon, with 1002 (E) and 1003 (X) at two sipp callees.
+struct Setup {
+    e: Phone,
+    x: Phone,
+    sandbox: Sandbox,
+    daemon: Daemon,
+    callee_e: SippProcess,
+    callee_x: SippProcess,
+}
+
+fn scenario(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// Starts E (answers, waits for a BYE), X (`x_scenario` with `x_args`) and the daemon; with
+/// `blind`, the metaflow gets `*3` + extension as a blind transfer.
+fn setup(x_scenario: &std::path::Path, x_args: &[&str], blind: bool) -> Setup {
+    let (e, x) = (Phone::new(), Phone::new());
+    let callee_e = SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", &e.port()],
+    );
+    let x_port = x.port();
+    let mut args = vec!["-key", "capture_port", &x_port];
+    args.extend_from_slice(x_args);
+    let callee_x = SippProcess::spawn(x_scenario, "u1", &args);
     let sandbox = Sandbox::from_example();
     let rtp_base = free_port() & !1;
     let config = std::fs::read_to_string(sandbox.path("config.yaml"))
@@ -79,16 +107,120 @@ fn daemon(e_port: u16, x_port: u16) -> (Sandbox, Daemon) {
         .replace("challenge_invites: true", "challenge_invites: false")
         .replace(
             "password: pass1002",
-            &format!("password: pass1002\n        contact: \"sip:1002@127.0.0.1:{e_port}\""),
+            &format!(
+                "password: pass1002\n        contact: \"sip:1002@127.0.0.1:{}\"",
+                callee_e.port
+            ),
         )
         .replace(
             "password: pass1003",
-            &format!("password: pass1003\n        contact: \"sip:1003@127.0.0.1:{x_port}\""),
+            &format!(
+                "password: pass1003\n        contact: \"sip:1003@127.0.0.1:{}\"",
+                callee_x.port
+            ),
         );
     sandbox.write("config.yaml", &config);
+    if blind {
+        let flow = std::fs::read_to_string(sandbox.path("metaflows/default.yaml"))
+            .unwrap()
+            .replace(
+                "patterns:\n",
+                "patterns:\n  '3(\\d{4})': { module: transfer, data: { type: blind } }\n",
+            );
+        sandbox.write("metaflows/default.yaml", &flow);
+    }
     let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
     daemon.wait_for("hookflash ready");
-    (sandbox, daemon)
+    Setup {
+        e,
+        x,
+        sandbox,
+        daemon,
+        callee_e,
+        callee_x,
+    }
+}
+
+impl Setup {
+    /// T (1001) calls E with sipp `caller` (a uac scenario playing the pcap), presses `keys`
+    /// after a second (`,` is a second's pause), in the background.
+    fn transferor(&self, caller: &'static str, keys: &str) -> std::thread::JoinHandle<Output> {
+        let (pcap, length) = keys_pcap(keys, 1000);
+        let pcap_path = self.sandbox.path("transferor.pcap");
+        std::fs::write(&pcap_path, pcap).unwrap();
+        let target = format!("127.0.0.1:{}", self.sandbox.sip_port);
+        let hold_ms = (length.as_millis() + 300).to_string();
+        let media_port = free_port().to_string();
+        std::thread::spawn(move || {
+            sipp(
+                caller,
+                &target,
+                "u1",
+                &[
+                    "-s",
+                    "1002",
+                    "-key",
+                    "caller",
+                    "1001",
+                    "-key",
+                    "pcap",
+                    pcap_path.to_str().unwrap(),
+                    "-d",
+                    &hold_ms,
+                    "-mp",
+                    &media_port,
+                ],
+            )
+        })
+    }
+
+    /// The phones finish; each must have had the call its scenario expects.
+    fn finish(self, mut daemon_wait: &str) {
+        let x_out = self.callee_x.finish();
+        assert!(x_out.status.success(), "target: {}", describe(&x_out));
+        let e_out = self.callee_e.finish();
+        assert!(e_out.status.success(), "transferee: {}", describe(&e_out));
+        let mut daemon = self.daemon;
+        if daemon_wait.is_empty() {
+            daemon_wait = "call ended";
+        }
+        daemon.wait_for(daemon_wait);
+    }
+}
+
+/// What E received: how many packets were music (not the PCMU silence T sends), and whether T
+/// was heard again after the music.
+fn music_then_transferor(heard: &[(SocketAddr, Vec<u8>)]) -> (usize, bool) {
+    let music: Vec<bool> = heard
+        .iter()
+        .filter(|(_, p)| p.len() == 172 && p[1] & 0x7f == AUDIO_PT)
+        .map(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .collect();
+    let count = music.iter().filter(|&&m| m).count();
+    let back = music
+        .iter()
+        .rposition(|&m| m)
+        .is_some_and(|last| music.len() - last > 10);
+    (count, back)
+}
+
+/// `speaker` sends one packet to hookflash at `to`; returns where `listener` heard it from (its
+/// leg's port at hookflash, to answer to).
+fn first_heard(speaker: &Phone, to: SocketAddr, listener: &Phone) -> SocketAddr {
+    let mut packet = vec![0x80, AUDIO_PT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+    packet.extend_from_slice(&[0x22; 160]);
+    speaker.socket.send_to(&packet, to).unwrap();
+    listener.socket.set_nonblocking(false).unwrap();
+    listener
+        .socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    listener
+        .socket
+        .recv_from(&mut buf)
+        .expect("the listener hears the speaker")
+        .1
 }
 
 fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
@@ -99,80 +231,106 @@ fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
 
 #[test]
 fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_hangs_up() {
-    let (e, x) = (Phone::new(), Phone::new());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
-    let callee_e = SippProcess::spawn(
-        &root.join("uas_answer.xml"),
-        "u1",
-        &["-key", "capture_port", &e.port()],
-    );
     // X hangs up 12 s after answering: long after T has left (about 3 s after the answer) and
     // the test has spoken for E and X.
-    let callee_x = SippProcess::spawn(
-        &root.join("uas_target.xml"),
-        "u1",
-        &["-key", "capture_port", &x.port(), "-d", "12000"],
-    );
-    let (sandbox, mut daemon) = daemon(callee_e.port, callee_x.port);
-
+    let mut s = setup(&scenario("uas_target.xml"), &["-d", "12000"], false);
     // T talks a second, presses *21003, talks two seconds more (to X), and hangs up.
-    let (pcap, length) = keys_pcap("*21003,,", 1000);
-    let pcap_path = sandbox.path("transferor.pcap");
-    std::fs::write(&pcap_path, pcap).unwrap();
-    let target = format!("127.0.0.1:{}", sandbox.sip_port);
-    let hold_ms = (length.as_millis() + 300).to_string();
-    let media_port = free_port().to_string();
-    let transferor = std::thread::spawn(move || {
-        sipp(
-            "uac_call.xml",
-            &target,
-            "u1",
-            &[
-                "-s",
-                "1002",
-                "-key",
-                "caller",
-                "1001",
-                "-key",
-                "pcap",
-                pcap_path.to_str().unwrap(),
-                "-d",
-                &hold_ms,
-                "-mp",
-                &media_port,
-            ],
-        )
-    });
-
-    let started = event(&mut daemon, "transfer.started");
+    let transferor = s.transferor("uac_call.xml", "*21003,,");
+    let started = event(&mut s.daemon, "transfer.started");
     assert_eq!(started["legs"]["transferor"], "a");
     assert_eq!(started["legs"]["transferee"], "b");
     assert_eq!(started["detail"], "1003");
-    event(&mut daemon, "target.answered");
-    let completed = event(&mut daemon, "transfer.completed");
+    event(&mut s.daemon, "target.answered");
+    let completed = event(&mut s.daemon, "transfer.completed");
     assert_eq!(completed["legs"]["target"], "leg2");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
 
     // E heard T (PCMU silence), then music while T consulted X.
-    let heard_e = e.drain();
+    let heard_e = s.e.drain();
     let e_from = heard_e.first().expect("E received media").0;
-    let music = heard_e
-        .iter()
-        .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|&b| b != 0xff))
-        .count();
+    let (music, _) = music_then_transferor(&heard_e);
     assert!(music >= 25, "E heard {music} packets of music on hold");
     // X heard T during the consultation.
-    let heard_x = x.drain();
+    let heard_x = s.x.drain();
     let x_from = heard_x.first().expect("X received T's audio").0;
     // Now E and X talk: each hears the other's own payload.
-    e.speak_until_heard(e_from, 0x33, &x);
-    x.speak_until_heard(x_from, 0x44, &e);
-
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
     // X hangs up; E, a sipp uas waiting for a BYE, must get one from hookflash.
-    let x_out = callee_x.finish();
-    assert!(x_out.status.success(), "target: {}", describe(&x_out));
-    let e_out = callee_e.finish();
-    assert!(e_out.status.success(), "transferee: {}", describe(&e_out));
-    daemon.wait_for("call ended");
+    s.finish("");
+}
+
+#[test]
+fn partial_transfer_connects_the_transferee_when_the_target_answers_after_the_transferor_left() {
+    // X rings 4 s; T presses *21003 and hangs up half a second later.
+    let mut s = setup(&scenario("uas_late_target.xml"), &["-d", "8000"], false);
+    let transferor = s.transferor("uac_call.xml", "*21003");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    event(&mut s.daemon, "transfer.partial");
+    event(&mut s.daemon, "transfer.completed");
+    let heard_e = s.e.drain();
+    let e_from = heard_e.first().expect("E received media").0;
+    let (music, _) = music_then_transferor(&heard_e);
+    assert!(music >= 25, "E waited with music ({music} packets)");
+    // X has not heard anyone yet (T left before it answered): E speaks first.
+    let x_from = first_heard(&s.e, e_from, &s.x);
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
+    s.finish("");
+}
+
+#[test]
+fn a_target_that_does_not_exist_reconnects_the_parties() {
+    // X answers the INVITE with 404: a misdial.
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(scenario("uas_reject.xml")).unwrap();
+    let reject = dir.path().join("uas_reject.xml");
+    std::fs::write(&reject, template.replace("{{STATUS}}", "404")).unwrap();
+    let mut s = setup(&reject, &[], false);
+    let transferor = s.transferor("uac_call.xml", "*21003,");
+    let failed = event(&mut s.daemon, "transfer.failed");
+    assert_eq!(failed["reason"], "not_found");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    let (_, back) = music_then_transferor(&s.e.drain());
+    assert!(back, "E hears T again after the failed transfer");
+    s.finish("");
+}
+
+#[test]
+fn takeback_cancels_the_ringing_target_and_reconnects_the_parties() {
+    // X rings until cancelled; T presses *21003, then *1.
+    let mut s = setup(&scenario("uas_ring.xml"), &[], false);
+    let transferor = s.transferor("uac_call.xml", "*21003*1,");
+    let taken = event(&mut s.daemon, "transfer.taken_back");
+    assert_eq!(taken["reason"], "takeback");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    let (music, back) = music_then_transferor(&s.e.drain());
+    assert!(music > 0, "E waited with music");
+    assert!(back, "E hears T again after the takeback");
+    // uas_ring.xml succeeds only if X got a CANCEL.
+    s.finish("");
+}
+
+#[test]
+fn blind_transfer_releases_the_transferor_and_connects_the_target() {
+    let mut s = setup(&scenario("uas_target.xml"), &["-d", "8000"], true);
+    // T presses *31003 and is hung up by hookflash (uac_keys_released.xml waits for the BYE).
+    let transferor = s.transferor("uac_keys_released.xml", "*31003,,");
+    event(&mut s.daemon, "transfer.started");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    event(&mut s.daemon, "transfer.completed");
+    let heard_e = s.e.drain();
+    let e_from = heard_e.first().expect("E received media").0;
+    // Ringback while X rang: E never waits in silence.
+    let (tone, _) = music_then_transferor(&heard_e);
+    assert!(tone > 0, "E heard ringback");
+    let x_from = first_heard(&s.e, e_from, &s.x);
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
+    s.finish("");
 }

@@ -122,6 +122,11 @@ impl CallControl {
             .map(|l| &l.hears)
     }
 
+    /// Whether `leg`'s party has answered (and not hung up).
+    pub fn answered(&self, leg: LegId) -> bool {
+        self.state(leg) == Some(LegState::Answered)
+    }
+
     /// Legs that have not ended.
     pub fn live_legs(&self) -> Vec<LegId> {
         (0..self.legs.len())

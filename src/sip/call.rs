@@ -620,7 +620,12 @@ impl Call {
 
     async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> ControlFlow<()> {
         info!(call = %self.id, leg = %leg, "leg ended: {reason:?}");
-        if self.control.is_some() {
+        if let Some(control) = &self.control {
+            if leg.index() >= 2 && !control.answered(leg) {
+                // An originated leg's failure before its answer comes through its INVITE's
+                // result, with the status.
+                return ControlFlow::Continue(());
+            }
             return self.control_input(crate::call::Input::HungUp { leg }).await;
         }
         match leg {
