@@ -316,6 +316,75 @@ fn hold_plays_music_to_the_other_party_until_the_unhold_key() {
 }
 
 #[test]
+fn record_writes_both_parties_to_a_two_channel_wav_file() {
+    // *9 toggles recording in the example metaflow: on, two seconds, off. The callee answers
+    // every packet it gets with a tone of its own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        let socket = b.capture.try_clone().unwrap();
+        let stop_responder = std::sync::Arc::clone(&stop);
+        let responder = std::thread::spawn(move || {
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            let mut seq = 0u16;
+            while !stop_responder.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    let mut p = vec![0x80, 0];
+                    p.extend_from_slice(&seq.to_be_bytes());
+                    p.extend_from_slice(&(seq as u32 * 160).to_be_bytes());
+                    p.extend_from_slice(&0x7e57_u32.to_be_bytes());
+                    p.extend_from_slice(&[0x10; 160]);
+                    let _ = socket.send_to(&p, from);
+                    seq = seq.wrapping_add(1);
+                }
+            }
+        });
+        let out = b.call("*9,,*9");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        responder.join().unwrap();
+        out
+    });
+    r.assert_phones_ok();
+    let mut daemon = r.bench.daemon;
+    let started = event(&mut daemon, "record.started");
+    assert_eq!(started["detail"], "recordings/{call_id}.wav");
+    event(&mut daemon, "record.stopped");
+    let written = daemon.wait_for("written:");
+    assert!(written.contains("recordings/"), "{written}");
+    let dir = r.bench.sandbox.path("recordings");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("a recording")
+        .unwrap()
+        .path();
+    let mut reader = hound::WavReader::open(&file).unwrap();
+    assert_eq!(reader.spec().channels, 2);
+    assert_eq!(reader.spec().sample_rate, 8000);
+    let seconds = reader.duration() as f64 / 8000.0;
+    assert!((1.5..4.0).contains(&seconds), "{seconds} s recorded");
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    // The caller sends PCMU silence; the callee its tone (0x10 decodes to about -12,000).
+    let caller_loud = samples.iter().step_by(2).filter(|s| s.abs() > 1000).count();
+    let callee_loud = samples
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.abs() > 1000)
+        .count();
+    assert_eq!(
+        caller_loud, 0,
+        "the caller's channel holds the caller's silence"
+    );
+    assert!(
+        callee_loud > 8000,
+        "the callee's channel holds its tone ({callee_loud} loud samples)"
+    );
+}
+
+#[test]
 fn busy_and_unavailable_callees_are_reported_to_the_caller() {
     for status in ["486", "480", "603"] {
         let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ pub mod g711;
 pub mod latch;
 pub mod library;
 pub mod ports;
+pub mod recorder;
 pub mod relay;
 pub mod rfc4733;
 pub mod stream;

@@ -51,6 +51,7 @@ use super::clip::{Clip, FRAME, Playback};
 use super::g711::Law;
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
+use super::recorder::{Frame, Recording};
 use super::rfc4733::{Detector, EventWriter, Heard};
 use super::stream::OutStream;
 use super::tone::Plays;
@@ -138,6 +139,7 @@ enum Command {
     Key(u64, LegId, Key),
     Hear(u64, LegId, Box<Hearing>),
     KeyRoute(u64, LegId, KeyRoute),
+    Record(u64, Option<Box<Recording>>),
     Remove(u64),
     Stop,
 }
@@ -354,6 +356,12 @@ impl CallMedia {
         self.send(Command::Hear(self.id, leg, Box::new(hearing)));
     }
 
+    /// Records what the parties send from now on (`None`: stops; the file is finished in the
+    /// background).
+    pub fn record(&self, recording: Option<Recording>) {
+        self.send(Command::Record(self.id, recording.map(Box::new)));
+    }
+
     /// Where `leg`'s keys go: its collector, or only to the call's owner (whose module takes
     /// them; their packets are then withheld from the other parties), or both.
     pub fn route_keys(&self, leg: LegId, route: KeyRoute) {
@@ -443,6 +451,8 @@ struct CallState {
     /// By [`LegId`]; a leg whose sockets did not arrive is `None`.
     legs: Vec<Option<LegState>>,
     events: UnboundedSender<MediaEvent>,
+    /// Where received audio goes while the call is recorded.
+    recording: Option<Box<Recording>>,
 }
 
 impl CallState {
@@ -629,6 +639,11 @@ impl Worker {
                     let _ = self.on_key(slot, leg.index(), key, KeySource::Info, now);
                 }
             }
+            Command::Record(id, recording) => {
+                if let Some(call) = self.call_mut(id) {
+                    call.recording = recording;
+                }
+            }
             Command::KeyRoute(id, leg, route) => {
                 if let Some(l) = self.call_mut(id).and_then(|c| c.leg(leg.index())) {
                     l.key_route = route;
@@ -665,6 +680,7 @@ impl Worker {
         self.calls[slot] = Some(CallState {
             legs,
             events: new.events,
+            recording: None,
         });
         self.slots.insert(new.id, slot);
     }
@@ -871,6 +887,9 @@ impl Worker {
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
+        if !is_event && let Some(recording) = &call.recording {
+            record(recording, call.legs[leg].as_ref(), leg, packet, now);
+        }
         let listeners = call.listeners(leg);
         let copies = listeners.len > 1;
         if copies {
@@ -1032,6 +1051,31 @@ impl Worker {
             }
         }
     }
+}
+
+/// Hands a G.711 packet from the party of `leg` to the recording (the caller's on channel 0,
+/// everyone else's on channel 1).
+fn record(recording: &Recording, from: Option<&LegState>, leg: usize, packet: &[u8], now: Millis) {
+    let Some((pt, law)) = from.and_then(|l| l.party.g711) else {
+        return;
+    };
+    let Ok(rtp) = RtpPacket::parse(packet) else {
+        return;
+    };
+    if rtp.payload_type() != pt {
+        return;
+    }
+    let payload = rtp.payload();
+    let len = payload.len().min(FRAME);
+    let mut frame = Frame {
+        channel: (leg != 0) as u8,
+        at_ms: now,
+        law,
+        len: len as u8,
+        payload: [law.silence(); FRAME],
+    };
+    frame.payload[..len].copy_from_slice(&payload[..len]);
+    recording.frame(frame);
 }
 
 /// Tells each leg's outgoing stream how the party it hears numbers telephone-events.

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{CallEvent, Command, Directory, Input, Source, Target};
 use crate::media::library::Media;
+use crate::media::recorder::Recording;
 use crate::media::relay::{Hearing, LegId as Leg};
 use crate::random::random_u64;
 
@@ -105,12 +106,23 @@ impl Call {
                     let _ = Box::pin(self.control_input(Input::Failed { leg, status })).await;
                 }
             }
-            Command::Record { start, path, .. } => {
-                warn!(
-                    call = %self.id,
-                    "recording ({}, `{path}`) is not carried out yet: hookflash does not write recordings",
-                    if start { "start" } else { "stop" }
-                );
+            Command::Record {
+                start,
+                path,
+                time_limit_ms,
+            } => {
+                if !start {
+                    self.media.record(None);
+                    return;
+                }
+                let path = self.recording_path(&path);
+                match Recording::start(path.clone(), time_limit_ms) {
+                    Ok(recording) => {
+                        info!(call = %self.id, "recording to {}", path.display());
+                        self.media.record(Some(recording));
+                    }
+                    Err(e) => warn!(call = %self.id, "cannot record: {e}"),
+                }
             }
             Command::Event(event) => self.log_call_event(&event),
         }
@@ -274,6 +286,33 @@ impl Call {
         }
     }
 
+    /// A recording's file from the metaflow's template: `{call_id}`, `{account}`, `{caller}`,
+    /// `{callee}`, `{time}` (UTC, `20261123T153000Z`) filled in. What comes from the network
+    /// (Call-ID, user names) keeps only letters, digits and `.-_@+`, so it cannot leave the
+    /// folder the template names.
+    fn recording_path(&self, template: &str) -> std::path::PathBuf {
+        let safe = |s: &str| -> String {
+            let cleaned: String = s
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_@+".contains(c) || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            cleaned.replace("..", "__")
+        };
+        template
+            .replace("{call_id}", &safe(&self.id))
+            .replace("{account}", &safe(&self.domain))
+            .replace("{caller}", &safe(&self.identities[0].0))
+            .replace("{callee}", &safe(&self.identities[1].0))
+            .replace("{time}", &utc_stamp())
+            .into()
+    }
+
     /// The party `leg` talks to (for re-offers): the leg it hears, else the other of a and b.
     pub(super) fn peer(&self, leg: Leg) -> Leg {
         match self.control.as_ref().and_then(|c| c.hears(leg)) {
@@ -302,5 +341,41 @@ impl Call {
             line["detail"] = json!(detail);
         }
         info!(target: "hookflash::event", "{line}");
+    }
+}
+
+/// Now in UTC as `20261123T153000Z`.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_stamps_look_right() {
+        let s = super::utc_stamp();
+        assert_eq!(s.len(), 16);
+        assert!(s.starts_with("20"), "{s}");
+        assert_eq!(&s[8..9], "T");
+        assert!(s.ends_with('Z'));
     }
 }

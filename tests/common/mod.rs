@@ -97,6 +97,8 @@ impl Daemon {
         let mut child = bin()
             .args(["run", "--config"])
             .arg(config)
+            // Relative paths the daemon writes (recordings) land in the sandbox.
+            .current_dir(config.parent().unwrap_or(Path::new(".")))
             .env("RUST_LOG", "info,rsipstack=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
