@@ -178,3 +178,47 @@ fn a_looped_clip_plays_until_replaced_and_silence_sends_nothing() {
     }
     assert!(quiet, "silence sends nothing");
 }
+
+#[test]
+fn parties_with_different_g711_laws_hear_each_other_transcoded() {
+    let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 56000, 59999, 1).unwrap();
+    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let media = relay.open_call(tx).unwrap();
+    let (a, a_media) = party(Law::Ulaw);
+    let (b, b_media) = party(Law::Alaw);
+    media.set_party(LegId::A, a_media);
+    media.set_party(LegId::B, b_media);
+    let (a_port, b_port) = (
+        media.local(LegId::A).unwrap(),
+        media.local(LegId::B).unwrap(),
+    );
+    let samples: Vec<i16> = (0..160).map(|i| (i - 80) * 300).collect();
+    let alaw: Vec<u8> = samples.iter().map(|&s| Law::Alaw.encode(s)).collect();
+    let ulaw: Vec<u8> = samples.iter().map(|&s| Law::Ulaw.encode(s)).collect();
+    // B speaks A-law (PT 8); A hears µ-law (PT 0). Latch A first.
+    a.send_to(&rtp(1, &ulaw), a_port).unwrap();
+    let mut p = rtp(1, &alaw);
+    p[1] = 8;
+    b.send_to(&p, b_port).unwrap();
+    let got = receive(&a);
+    assert_eq!(got.pt, 0, "A's payload type");
+    for (i, (&code, &sample)) in got.payload.iter().zip(&samples).enumerate() {
+        let heard = Law::Ulaw.decode(code) as i32;
+        let step = (sample as i32).abs() / 16 + 16;
+        assert!(
+            (heard - sample as i32).abs() <= 2 * step,
+            "sample {i}: sent {sample}, heard {heard}"
+        );
+    }
+    // And the other way round.
+    let mut from_a = rtp(2, &ulaw);
+    from_a[1] = 0;
+    a.send_to(&from_a, a_port).unwrap();
+    let got = receive(&b);
+    assert_eq!(got.pt, 8, "B's payload type");
+    let expected: Vec<u8> = ulaw
+        .iter()
+        .map(|&c| Law::Alaw.encode(Law::Ulaw.decode(c)))
+        .collect();
+    assert_eq!(got.payload, expected);
+}

@@ -48,7 +48,7 @@ use crate::random::random_u64;
 
 use super::batch::{BATCH, Batch};
 use super::clip::{Clip, FRAME, Playback};
-use super::g711::Law;
+use super::g711::{Law, transcode};
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
 use super::recorder::{Frame, Recording};
@@ -892,6 +892,7 @@ impl Worker {
         }
         let listeners = call.listeners(leg);
         let copies = listeners.len > 1;
+        let sender_law = call.legs[leg].as_ref().and_then(|l| l.party.g711);
         if copies {
             self.spare[..packet.len()].copy_from_slice(packet);
         }
@@ -914,6 +915,18 @@ impl Worker {
             if other.out.relay(packet, now).is_err() {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 return;
+            }
+            // Two parties that chose different G.711 laws (a transfer target answering A-law
+            // to a µ-law call) hear each other through a transcode, in place.
+            if let (false, Some((from_pt, from)), Some((_, to))) =
+                (is_event, sender_law, other.party.g711)
+                && from != to
+                && packet[1] & 0x7f == other.out.mapped(from_pt)
+                && let Ok(rtp) = RtpPacket::parse(packet)
+            {
+                let at = rtp.payload_offset();
+                let end = at + rtp.payload().len();
+                transcode(from, to, &mut packet[at..end]);
             }
             if other.rtp.send_to(packet, dest).is_ok() {
                 self.stats.relayed.fetch_add(1, Ordering::Relaxed);
@@ -1078,19 +1091,30 @@ fn record(recording: &Recording, from: Option<&LegState>, leg: usize, packet: &[
     recording.frame(frame);
 }
 
-/// Tells each leg's outgoing stream how the party it hears numbers telephone-events.
+/// Tells each leg's outgoing stream how the party it hears numbers telephone-events and its
+/// G.711 audio, so packets go out with the listener's payload types.
 fn map_event_types(call: &mut CallState) {
-    let types: Vec<Option<u8>> = call
+    let types: Vec<(Option<u8>, Option<u8>)> = call
         .legs
         .iter()
-        .map(|l| l.as_ref().and_then(|l| l.party.telephone_event))
+        .map(|l| {
+            l.as_ref().map_or((None, None), |l| {
+                (l.party.telephone_event, l.party.g711.map(|(pt, _)| pt))
+            })
+        })
         .collect();
     for l in call.legs.iter_mut().flatten() {
-        if let Hears::Leg(from) = l.hears
-            && let (Some(Some(theirs)), Some(ours)) =
-                (types.get(from.index()), l.party.telephone_event)
-        {
-            l.out.map_payload_type(*theirs, ours);
+        let Hears::Leg(from) = l.hears else {
+            continue;
+        };
+        let Some(&(their_event, their_audio)) = types.get(from.index()) else {
+            continue;
+        };
+        if let (Some(theirs), Some(ours)) = (their_event, l.party.telephone_event) {
+            l.out.map_payload_type(theirs, ours);
+        }
+        if let (Some(theirs), Some((ours, _))) = (their_audio, l.party.g711) {
+            l.out.map_payload_type(theirs, ours);
         }
     }
 }

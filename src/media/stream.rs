@@ -86,6 +86,11 @@ impl OutStream {
         }
     }
 
+    /// The payload type packets of type `from` go out as.
+    pub fn mapped(&self, from: u8) -> u8 {
+        self.pt_map[from as usize & 0x7f]
+    }
+
     /// Rewrites a packet from a party in place for this stream. `now` is when it is sent.
     pub fn relay(&mut self, packet: &mut [u8], now: Millis) -> Result<(), Dropped> {
         // One parse per packet: the mutable view reads too.
