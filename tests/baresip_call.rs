@@ -153,3 +153,36 @@ fn registered_baresip_phones_call_through_hookflash_and_keys_fire() {
     alice.command("hangup", "");
     daemon.wait_for("call ended");
 }
+
+#[test]
+fn baresip_phones_do_an_attended_transfer() {
+    assert!(
+        have_baresip(),
+        "baresip is needed (apt-get install baresip)"
+    );
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let bob = Phone::start("1002", "pass1002", sandbox.sip_port, "auto");
+    daemon.wait_for("`1002@127.0.0.1` registered");
+    let _carol = Phone::start("1003", "pass1003", sandbox.sip_port, "auto");
+    daemon.wait_for("`1003@127.0.0.1` registered");
+    let alice = Phone::start("1001", "pass1001", sandbox.sip_port, "manual");
+    daemon.wait_for("`1001@127.0.0.1` registered");
+
+    // Alice talks to Bob, presses *2 1003: Bob waits with music, Carol's phone rings and
+    // answers; Alice hangs up: Bob and Carol talk.
+    alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
+    daemon.wait_for("answered");
+    for key in ["*", "2", "1", "0", "0", "3"] {
+        alice.command("sndcode", key);
+    }
+    let started = daemon.wait_for("\"event\":\"transfer.started\"");
+    assert!(started.contains("\"detail\":\"1003\""), "{started}");
+    daemon.wait_for("\"event\":\"target.answered\"");
+    alice.command("hangup", "");
+    daemon.wait_for("\"event\":\"transfer.completed\"");
+    // Bob hangs up: Carol gets a BYE and the call ends.
+    bob.command("hangup", "");
+    daemon.wait_for("call ended");
+}
