@@ -175,16 +175,18 @@ impl Setup {
     }
 
     /// The phones finish; each must have had the call its scenario expects.
-    fn finish(self, mut daemon_wait: &str) {
+    fn finish(self) {
         let x_out = self.callee_x.finish();
         assert!(x_out.status.success(), "target: {}", describe(&x_out));
         let e_out = self.callee_e.finish();
         assert!(e_out.status.success(), "transferee: {}", describe(&e_out));
         let mut daemon = self.daemon;
-        if daemon_wait.is_empty() {
-            daemon_wait = "call ended";
-        }
-        daemon.wait_for(daemon_wait);
+        let ended = daemon.wait_for("call ended");
+        // No transfer path leaves anything behind.
+        assert!(
+            ended.contains("calls_left=0") && ended.contains("rtp_pairs_in_use=0"),
+            "{ended}"
+        );
     }
 }
 
@@ -258,7 +260,7 @@ fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_h
     s.e.speak_until_heard(e_from, 0x33, &s.x);
     s.x.speak_until_heard(x_from, 0x44, &s.e);
     // X hangs up; E, a sipp uas waiting for a BYE, must get one from hookflash.
-    s.finish("");
+    s.finish();
 }
 
 #[test]
@@ -278,7 +280,7 @@ fn partial_transfer_connects_the_transferee_when_the_target_answers_after_the_tr
     let x_from = first_heard(&s.e, e_from, &s.x);
     s.e.speak_until_heard(e_from, 0x33, &s.x);
     s.x.speak_until_heard(x_from, 0x44, &s.e);
-    s.finish("");
+    s.finish();
 }
 
 #[test]
@@ -296,7 +298,7 @@ fn a_target_that_does_not_exist_reconnects_the_parties() {
     assert!(t.status.success(), "transferor: {}", describe(&t));
     let (_, back) = music_then_transferor(&s.e.drain());
     assert!(back, "E hears T again after the failed transfer");
-    s.finish("");
+    s.finish();
 }
 
 #[test]
@@ -312,7 +314,7 @@ fn takeback_cancels_the_ringing_target_and_reconnects_the_parties() {
     assert!(music > 0, "E waited with music");
     assert!(back, "E hears T again after the takeback");
     // uas_ring.xml succeeds only if X got a CANCEL.
-    s.finish("");
+    s.finish();
 }
 
 #[test]
@@ -332,5 +334,5 @@ fn blind_transfer_releases_the_transferor_and_connects_the_target() {
     let x_from = first_heard(&s.e, e_from, &s.x);
     s.e.speak_until_heard(e_from, 0x33, &s.x);
     s.x.speak_until_heard(x_from, 0x44, &s.e);
-    s.finish("");
+    s.finish();
 }

@@ -244,7 +244,15 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     for d in call.b.iter().chain(call.extra.iter().flatten()) {
         env.dialogs.remove_dialog(&d.id());
     }
-    info!(call = %call_id, "call ended");
+    // The call's ports and its registry entry go first, so the line tells what is left.
+    drop(call);
+    drop(guard);
+    info!(
+        call = %call_id,
+        calls_left = env.calls.len(),
+        rtp_pairs_in_use = env.relay.ports_total() - env.relay.ports_free(),
+        "call ended"
+    );
 }
 
 /// Sends the b-leg INVITE (with Call-ID `call_id`): the caller's SDP anchored on our b-side
