@@ -8,20 +8,62 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::rtp::{AUDIO_PT, keys_pcap};
 use common::*;
 
-/// A party's media port: a socket of the test.
+/// What a phone's socket has received, filled by its reader thread.
+#[derive(Default)]
+struct Heard {
+    packets: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+    arrived: Condvar,
+}
+
+/// A party's media port: a socket of the test, read as packets come (a call's worth of audio
+/// would overflow a socket's buffer).
 struct Phone {
     socket: UdpSocket,
+    heard: Arc<Heard>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Phone {
     fn new() -> Phone {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        Phone { socket }
+        let (heard, stop) = (Arc::new(Heard::default()), Arc::new(AtomicBool::new(false)));
+        let reader = {
+            let (socket, heard, stop) = (
+                socket.try_clone().unwrap(),
+                Arc::clone(&heard),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        heard
+                            .packets
+                            .lock()
+                            .unwrap()
+                            .push((from, buf[..n].to_vec()));
+                        heard.arrived.notify_all();
+                    }
+                }
+            })
+        };
+        Phone {
+            socket,
+            heard,
+            stop,
+            reader: Some(reader),
+        }
     }
 
     fn port(&self) -> String {
@@ -30,24 +72,31 @@ impl Phone {
 
     /// Everything received so far: (from, packet).
     fn drain(&self) -> Vec<(SocketAddr, Vec<u8>)> {
-        self.socket.set_nonblocking(true).unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-            out.push((from, buf[..n].to_vec()));
+        std::mem::take(&mut *self.heard.packets.lock().unwrap())
+    }
+
+    /// Waits (at most `timeout`) until a received packet satisfies `want`; returns where it
+    /// came from.
+    fn wait_for(&self, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Option<SocketAddr> {
+        let deadline = Instant::now() + timeout;
+        let mut packets = self.heard.packets.lock().unwrap();
+        loop {
+            if let Some((from, _)) = packets.iter().find(|(_, p)| want(p)) {
+                return Some(*from);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            packets = self.heard.arrived.wait_timeout(packets, left).unwrap().0;
         }
-        out
     }
 
     /// Sends RTP with `fill` as the payload to `to` until the other phone has heard it.
     fn speak_until_heard(&self, to: SocketAddr, fill: u8, listener: &Phone) {
-        listener
-            .socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        listener.socket.set_nonblocking(false).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seq = 0u16;
+        let filled = |p: &[u8]| p.len() == 172 && p[12..].iter().all(|&b| b == fill);
         while Instant::now() < deadline {
             let mut p = vec![0x80, AUDIO_PT];
             p.extend_from_slice(&seq.to_be_bytes());
@@ -56,14 +105,23 @@ impl Phone {
             p.extend_from_slice(&[fill; 160]);
             self.socket.send_to(&p, to).unwrap();
             seq = seq.wrapping_add(1);
-            let mut buf = [0u8; 2048];
-            while let Ok(n) = listener.socket.recv(&mut buf) {
-                if n == 172 && buf[12..n].iter().all(|&b| b == fill) {
-                    return;
-                }
+            if listener
+                .wait_for(Duration::from_millis(100), filled)
+                .is_some()
+            {
+                return;
             }
         }
         panic!("the other party never heard {fill:#x}");
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -212,17 +270,9 @@ fn first_heard(speaker: &Phone, to: SocketAddr, listener: &Phone) -> SocketAddr 
     let mut packet = vec![0x80, AUDIO_PT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
     packet.extend_from_slice(&[0x22; 160]);
     speaker.socket.send_to(&packet, to).unwrap();
-    listener.socket.set_nonblocking(false).unwrap();
     listener
-        .socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    listener
-        .socket
-        .recv_from(&mut buf)
+        .wait_for(Duration::from_secs(10), |_| true)
         .expect("the listener hears the speaker")
-        .1
 }
 
 fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
@@ -334,5 +384,76 @@ fn blind_transfer_releases_the_transferor_and_connects_the_target() {
     let x_from = first_heard(&s.e, e_from, &s.x);
     s.e.speak_until_heard(e_from, 0x33, &s.x);
     s.x.speak_until_heard(x_from, 0x44, &s.e);
+    s.finish();
+}
+
+/// A uac scenario pressing `keys` by SIP INFO, `,` waiting `pause_ms`, with its SDP naming
+/// `media_port` (a test socket) as where it receives audio; it sends no RTP itself.
+fn info_transferor(dir: &std::path::Path, keys: &str, pause_ms: u32, media_port: &str) -> String {
+    let part = std::fs::read_to_string(scenario("info_key.part")).unwrap();
+    let mut cseq = 2;
+    let mut infos = String::new();
+    for k in keys.chars() {
+        if k == ',' {
+            infos.push_str(&format!("  <pause milliseconds=\"{pause_ms}\"/>\n"));
+            continue;
+        }
+        infos.push_str(
+            &part
+                .replace("{{CSEQ}}", &cseq.to_string())
+                .replace("{{KEY}}", &k.to_string()),
+        );
+        cseq += 1;
+    }
+    let text = std::fs::read_to_string(scenario("uac_info.xml"))
+        .unwrap()
+        .replace("{{INFOS}}", &infos)
+        .replace("{{BYE_CSEQ}}", &cseq.to_string())
+        .replace("m=audio [media_port]", &format!("m=audio {media_port}"));
+    let path = dir.join("uac_info_transferor.xml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn the_transferor_hears_ringback_with_its_cadence_while_the_target_rings() {
+    // X rings until cancelled; T (keys by INFO, so its own media port is the test's) presses
+    // *21003, listens for 8 s, takes the call back with *1 and hangs up.
+    let mut s = setup(&scenario("uas_ring.xml"), &[], false);
+    let t = Phone::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sf = info_transferor(dir.path(), "*21003,*1", 8000, &t.port());
+    let target = format!("127.0.0.1:{}", s.sandbox.sip_port);
+    let out = sipp(
+        &sf,
+        &target,
+        "u1",
+        &["-s", "1002", "-key", "caller", "1001"],
+    );
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    event(&mut s.daemon, "transfer.taken_back");
+    // What T heard, frame by frame: tone or the µ-law silence of the pauses.
+    let tone: Vec<bool> = t
+        .drain()
+        .iter()
+        .filter(|(_, p)| p.len() == 172)
+        .map(|(_, p)| p[12..].iter().any(|&b| b != 0xff))
+        .collect();
+    // Runs of equal frames: 2 s of 440+480 Hz (100 frames), 4 s of silence (200), tone again.
+    let mut runs: Vec<(bool, usize)> = Vec::new();
+    for f in tone {
+        match runs.last_mut() {
+            Some((kind, n)) if *kind == f => *n += 1,
+            _ => runs.push((f, 1)),
+        }
+    }
+    assert!(runs.len() >= 3, "a cadence: {runs:?}");
+    let first_tone = runs.iter().position(|(kind, _)| *kind).expect("a tone");
+    assert!((95..=105).contains(&runs[first_tone].1), "2 s on: {runs:?}");
+    assert!(
+        !runs[first_tone + 1].0 && (195..=205).contains(&runs[first_tone + 1].1),
+        "4 s off: {runs:?}"
+    );
+    assert!(runs[first_tone + 2].0, "then on again: {runs:?}");
     s.finish();
 }
