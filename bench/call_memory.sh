@@ -22,7 +22,7 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:281
     -e "s/password: pass1002/password: pass1002\n        contact: \"sip:1002@127.0.0.1:$uas_port\"/" \
     config.example.yaml > "$work/config.yaml"
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
-cp -r metaflows "$work/"
+cp -r metaflows media "$work/"
 
 RUST_LOG=info,rsipstack=warn "$hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &
 hpid=$!; pids+=($hpid); wait_udp $hf_port

@@ -38,7 +38,7 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:280
     -e "s/password: pass1002/password: pass1002\n        contact: \"sip:1002@127.0.0.1:$uas_port\"/" \
     config.example.yaml > "$work/config.yaml"
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
-cp -r metaflows "$work/"
+cp -r metaflows media "$work/"
 sed -e "s/KAM_PORT/$kam_port/g" -e "s/UAS_PORT/$uas_port/g" bench/kamailio-stateful.cfg > "$work/kamailio.cfg"
 
 run() { # run NAME TARGET_PORT RATE PID

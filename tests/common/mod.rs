@@ -61,13 +61,17 @@ impl Sandbox {
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         std::fs::create_dir(dir.path().join("metaflows")).unwrap();
         std::fs::create_dir(dir.path().join("media")).unwrap();
-        for entry in std::fs::read_dir(root.join("metaflows")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(
-                &path,
-                dir.path().join("metaflows").join(path.file_name().unwrap()),
-            )
-            .unwrap();
+        for folder in ["metaflows", "media"] {
+            for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    std::fs::copy(
+                        &path,
+                        dir.path().join(folder).join(path.file_name().unwrap()),
+                    )
+                    .unwrap();
+                }
+            }
         }
         Sandbox {
             dir,
