@@ -195,8 +195,10 @@ fn parties_with_different_g711_laws_hear_each_other_transcoded() {
     let samples: Vec<i16> = (0..160).map(|i| (i - 80) * 300).collect();
     let alaw: Vec<u8> = samples.iter().map(|&s| Law::Alaw.encode(s)).collect();
     let ulaw: Vec<u8> = samples.iter().map(|&s| Law::Ulaw.encode(s)).collect();
-    // B speaks A-law (PT 8); A hears µ-law (PT 0). Latch A first.
-    a.send_to(&rtp(1, &ulaw), a_port).unwrap();
+    // B speaks A-law (PT 8); A hears µ-law (PT 0). Latch A first (µ-law, PT 0).
+    let mut first = rtp(1, &ulaw);
+    first[1] = 0;
+    a.send_to(&first, a_port).unwrap();
     let mut p = rtp(1, &alaw);
     p[1] = 8;
     b.send_to(&p, b_port).unwrap();
@@ -221,4 +223,64 @@ fn parties_with_different_g711_laws_hear_each_other_transcoded() {
         .map(|&c| Law::Alaw.encode(Law::Ulaw.decode(c)))
         .collect();
     assert_eq!(got.payload, expected);
+}
+
+#[test]
+fn a_party_sending_the_law_the_other_chose_is_relayed_untouched() {
+    let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 36000, 36999, 1).unwrap();
+    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let media = relay.open_call(tx).unwrap();
+    // Caller's offer "0 8 101": primary PCMU. Callee answered "8 101".
+    let (a, a_media) = party(Law::Ulaw);
+    let (b, b_media) = party(Law::Alaw);
+    media.set_party(LegId::A, a_media);
+    media.set_party(LegId::B, b_media);
+    let (a_port, b_port) = (
+        media.local(LegId::A).unwrap(),
+        media.local(LegId::B).unwrap(),
+    );
+    let samples: Vec<i16> = (0..160).map(|i| (i - 80) * 300).collect();
+    let alaw: Vec<u8> = samples.iter().map(|&s| Law::Alaw.encode(s)).collect();
+    b.send_to(&rtp(1, &alaw), b_port).unwrap(); // latch B
+    let _ = receive(&a);
+    // The caller sends PCMA (PT 8) as negotiated.
+    a.send_to(&rtp(1, &alaw), a_port).unwrap();
+    let got = receive(&b);
+    assert_eq!(got.pt, 8);
+    assert_eq!(
+        got.payload, alaw,
+        "callee gets the caller's A-law untouched"
+    );
+}
+
+#[test]
+fn a_removed_calls_clip_timer_does_not_drive_the_call_reusing_its_slot() {
+    let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 37000, 37999, 1).unwrap();
+    let (tx, _e1) = tokio::sync::mpsc::unbounded_channel();
+    let first = relay.open_call(tx).unwrap();
+    let clip = Clip::from_tone("%(1000,0,1000)").unwrap();
+    first.hear(
+        LegId::A,
+        Hearing::Clip {
+            clip: clip.clone(),
+            looped: true,
+        },
+    );
+    drop(first);
+    let (tx, _e2) = tokio::sync::mpsc::unbounded_channel();
+    let second = relay.open_call(tx).unwrap();
+    let (a, a_media) = party(Law::Ulaw);
+    second.set_party(LegId::A, a_media);
+    second.hear(LegId::A, Hearing::Clip { clip, looped: true });
+    a.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        let mut buf = [0u8; 2048];
+        if a.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    assert!(n <= 55, "{n} frames in 1 s (expected ~50)");
 }

@@ -70,9 +70,23 @@ impl Phone {
         self.socket.local_addr().unwrap().port().to_string()
     }
 
-    /// Everything received so far: (from, packet).
+    /// Everything received so far: (from, packet). Packets still on their way are waited for:
+    /// it returns once nothing has arrived for 200 ms (or after 5 s of steady arrivals).
     fn drain(&self) -> Vec<(SocketAddr, Vec<u8>)> {
-        std::mem::take(&mut *self.heard.packets.lock().unwrap())
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut packets = self.heard.packets.lock().unwrap();
+        loop {
+            let before = packets.len();
+            let (guard, waited) = self
+                .heard
+                .arrived
+                .wait_timeout(packets, Duration::from_millis(200))
+                .unwrap();
+            packets = guard;
+            if (waited.timed_out() && packets.len() == before) || Instant::now() > deadline {
+                return std::mem::take(&mut *packets);
+            }
+        }
     }
 
     /// Waits (at most `timeout`) until a received packet satisfies `want`; returns where it

@@ -1,12 +1,14 @@
 //! Call recording: what the parties send, written to a two-channel 8 kHz WAV file — channel 1
 //! (left) the caller (the a-leg), channel 2 (right) everyone else (the callee, a transfer
-//! target). Two channels rather than a mix: nothing is lost, and any player mixes them.
+//! target: mixed). Two channels rather than one mix: the caller stays apart, and any player
+//! mixes them.
 //!
-//! The relay hands each G.711 frame it receives to a [`Recording`] (a channel send, no file I/O on
-//! the hot path); a thread of its own places frames by arrival time ([`Mixer`], sans-IO: a frame
-//! within 60 ms of where its channel left off continues it, so network jitter does not tear the
-//! audio; a longer gap is silence), decodes them and writes the file 300 ms behind the newest
-//! frame. Dropping the [`Recording`] ends the file.
+//! The relay hands each G.711 packet it receives to a [`Recording`] (a channel send, no file I/O
+//! on the hot path); a thread of its own places each leg's packets on that leg's timeline by
+//! arrival time ([`Mixer`], sans-IO: a packet within 60 ms of where its leg left off continues
+//! it, so network jitter does not tear the audio; a longer gap is silence; a party sending faster
+//! than real time is cut, not stretched), sums the legs of each channel, and writes the file
+//! 300 ms behind the newest packet. Dropping the [`Recording`] ends the file.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -14,32 +16,36 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::clip::FRAME;
 use super::g711::Law;
 use super::tone::RATE;
 
-/// One received frame.
+/// The longest packet kept whole: 60 ms of G.711.
+pub const MAX_FRAME: usize = 480;
+
+/// One received packet's audio.
 #[derive(Clone, Copy, Debug)]
 pub struct Frame {
-    /// 0: the caller's; 1: the other side's.
-    pub channel: u8,
+    /// Whose: the leg's number (0, the caller, is channel 1; every other leg channel 2).
+    pub leg: u16,
     /// When it arrived, ms on the relay's clock.
     pub at_ms: u64,
     pub law: Law,
-    pub len: u8,
-    pub payload: [u8; FRAME],
+    pub len: u16,
+    pub payload: [u8; MAX_FRAME],
 }
 
 /// A recording in progress: where the relay sends frames.
 pub struct Recording {
-    frames: Sender<Frame>,
+    frames: Sender<Box<Frame>>,
     writer: std::thread::JoinHandle<()>,
 }
 
 impl Recording {
     /// Creates the file (and its folder) and the thread that writes it; `limit_ms` stops the
-    /// recording that long after its first frame.
+    /// recording that long after its first frame. A file already there is kept: the new one
+    /// gets `-2`, `-3`… before `.wav` (a recording stopped and started again in one call).
     pub fn start(path: PathBuf, limit_ms: Option<u64>) -> Result<Recording, String> {
+        let path = unused(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
@@ -68,8 +74,8 @@ impl Recording {
         let _ = writer.join();
     }
 
-    /// A frame the relay received (never blocks).
-    pub fn frame(&self, frame: Frame) {
+    /// A packet the relay received (never blocks).
+    pub fn frame(&self, frame: Box<Frame>) {
         let _ = self.frames.send(frame);
     }
 }
@@ -79,8 +85,27 @@ const BEHIND_MS: u64 = 300;
 /// A frame this close to where its channel left off continues it (jitter, not a gap).
 const JOIN_SAMPLES: u64 = 480;
 
+/// `path`, or the first of `name-2.wav`, `name-3.wav`… that does not exist.
+fn unused(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (2..)
+        .map(|n| path.with_file_name(format!("{stem}-{n}{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or(path)
+}
+
 fn write(
-    inbox: Receiver<Frame>,
+    inbox: Receiver<Box<Frame>>,
     mut writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
     path: PathBuf,
     limit_ms: Option<u64>,
@@ -114,16 +139,17 @@ fn write(
     }
 }
 
-/// Places frames of two channels on one timeline and hands out interleaved samples.
+/// Places each leg's audio on its own timeline and hands out the two channels interleaved (the
+/// caller's leg on the left, the other legs summed on the right).
 pub struct Mixer {
     /// The first frame's arrival: sample 0.
     start_ms: Option<u64>,
     limit_samples: Option<u64>,
     /// Samples before this one have been handed out.
     flushed: u64,
-    /// Per channel: samples from `flushed` on, and where the channel's last frame ended.
-    channels: [(Vec<i16>, u64); 2],
-    /// Sample position of the newest frame's arrival.
+    /// Per leg: samples from `flushed` on, and where the leg's last packet ended.
+    legs: Vec<(Vec<i16>, u64)>,
+    /// Sample position of the newest packet's arrival.
     newest: u64,
 }
 
@@ -133,7 +159,7 @@ impl Mixer {
             start_ms: None,
             limit_samples: limit_ms.map(|ms| ms * RATE as u64 / 1000),
             flushed: 0,
-            channels: [(Vec::new(), 0), (Vec::new(), 0)],
+            legs: Vec::new(),
             newest: 0,
         }
     }
@@ -142,14 +168,22 @@ impl Mixer {
         let start = *self.start_ms.get_or_insert(frame.at_ms);
         let arrived = frame.at_ms.saturating_sub(start) * RATE as u64 / 1000;
         self.newest = self.newest.max(arrived);
-        let (buf, end) = &mut self.channels[frame.channel.min(1) as usize];
-        let mut at = if *end > 0 && arrived.abs_diff(*end) <= JOIN_SAMPLES {
+        let leg = frame.leg as usize;
+        if self.legs.len() <= leg {
+            self.legs.resize_with(leg + 1, || (Vec::new(), 0));
+        }
+        let (buf, end) = &mut self.legs[leg];
+        if *end > arrived + JOIN_SAMPLES {
+            // Ahead of real time: a party sending too fast is cut, not stretched.
+            return;
+        }
+        let at = if *end > 0 && arrived.abs_diff(*end) <= JOIN_SAMPLES {
             *end
         } else {
             arrived.max(*end)
-        };
-        at = at.max(self.flushed);
-        let len = frame.len.min(FRAME as u8) as u64;
+        }
+        .max(self.flushed);
+        let len = (frame.len as usize).min(MAX_FRAME) as u64;
         let stop = match self.limit_samples {
             Some(limit) => (at + len).min(limit),
             None => at + len,
@@ -168,14 +202,9 @@ impl Mixer {
         *end = stop;
     }
 
-    /// Interleaved samples up to `behind_ms` before the newest frame (all of them with `None`).
+    /// Interleaved samples up to `behind_ms` before the newest packet (all of them with `None`).
     pub fn drain(&mut self, behind_ms: Option<u64>) -> Vec<i16> {
-        let longest = self
-            .channels
-            .iter()
-            .map(|(b, _)| b.len())
-            .max()
-            .unwrap_or(0) as u64;
+        let longest = self.legs.iter().map(|(b, _)| b.len()).max().unwrap_or(0) as u64;
         let upto = match behind_ms {
             Some(ms) => self
                 .newest
@@ -187,13 +216,15 @@ impl Mixer {
             return Vec::new();
         }
         let n = (upto - self.flushed) as usize;
-        let mut out = Vec::with_capacity(2 * n);
-        for i in 0..n {
-            for (buf, _) in &self.channels {
-                out.push(buf.get(i).copied().unwrap_or(0));
+        let mut out = vec![0i16; 2 * n];
+        for (leg, (buf, _)) in self.legs.iter().enumerate() {
+            let channel = (leg != 0) as usize;
+            for (i, &s) in buf.iter().take(n).enumerate() {
+                let o = &mut out[2 * i + channel];
+                *o = o.saturating_add(s);
             }
         }
-        for (buf, _) in &mut self.channels {
+        for (buf, _) in &mut self.legs {
             buf.drain(..n.min(buf.len()));
         }
         self.flushed = upto;
@@ -204,14 +235,15 @@ impl Mixer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::clip::FRAME;
 
-    fn frame(channel: u8, at_ms: u64, sample: i16) -> Frame {
+    fn frame(leg: u16, at_ms: u64, sample: i16) -> Frame {
         Frame {
-            channel,
+            leg,
             at_ms,
             law: Law::Ulaw,
-            len: FRAME as u8,
-            payload: [Law::Ulaw.encode(sample); FRAME],
+            len: FRAME as u16,
+            payload: [Law::Ulaw.encode(sample); MAX_FRAME],
         }
     }
 
@@ -270,13 +302,46 @@ mod tests {
     }
 
     #[test]
+    fn the_other_parties_are_mixed_on_one_channel_and_a_flood_is_cut() {
+        let mut m = Mixer::new(None);
+        for i in 0..50 {
+            // The transferee and the target both talk: one second each, at the same time.
+            m.push(&frame(1, 20 * i, 1000));
+            m.push(&frame(2, 20 * i, 1000));
+        }
+        let out = pairs(&m.drain(None));
+        assert_eq!(out.len(), 50 * FRAME, "one second, not two");
+        let one = Law::Ulaw.decode(Law::Ulaw.encode(1000));
+        assert_eq!(out[400], (0, 2 * one), "summed");
+        // A party sending 10 packets at once (200 ms of audio in no time): kept to about real
+        // time plus the join window.
+        let mut flood = Mixer::new(None);
+        for _ in 0..10 {
+            flood.push(&frame(1, 0, 1000));
+        }
+        assert!(flood.drain(None).len() / 2 <= FRAME + 480 + FRAME);
+    }
+
+    #[test]
+    fn a_recording_started_again_gets_a_file_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("hookflash-rec2-{}", std::process::id()));
+        let path = dir.join("call.wav");
+        let first = Recording::start(path.clone(), None).unwrap();
+        let second = Recording::start(path.clone(), None).unwrap();
+        first.finish();
+        second.finish();
+        assert!(path.exists() && dir.join("call-2.wav").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_recording_is_a_two_channel_wav_file() {
         let dir = std::env::temp_dir().join(format!("hookflash-rec-{}", std::process::id()));
         let path = dir.join("sub/call.wav");
         let rec = Recording::start(path.clone(), None).unwrap();
         for i in 0..50 {
-            rec.frame(frame(0, 20 * i, 2000));
-            rec.frame(frame(1, 20 * i, -2000));
+            rec.frame(Box::new(frame(0, 20 * i, 2000)));
+            rec.frame(Box::new(frame(1, 20 * i, -2000)));
         }
         rec.finish();
         let reader = hound::WavReader::open(&path).unwrap();

@@ -51,7 +51,7 @@ use super::clip::{Clip, FRAME, Playback};
 use super::g711::{Law, transcode};
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
-use super::recorder::{Frame, Recording};
+use super::recorder::{Frame, MAX_FRAME, Recording};
 use super::rfc4733::{Detector, EventWriter, Heard};
 use super::stream::OutStream;
 use super::tone::Plays;
@@ -134,6 +134,7 @@ pub struct RelayStats {
 enum Command {
     Add(Box<NewCall>),
     AddLeg(u64, LegId, Box<SocketPair>),
+    RemoveLeg(u64, LegId),
     Party(u64, LegId, PartyMedia),
     Listener(u64, LegId, Option<Box<Collector>>),
     Key(u64, LegId, Key),
@@ -257,7 +258,7 @@ impl MediaRelay {
             relay: Arc::clone(self),
             id,
             worker,
-            pairs: vec![a, b],
+            pairs: vec![Some(a), Some(b)],
         };
         media.send(Command::Add(Box::new(NewCall {
             id,
@@ -315,25 +316,39 @@ pub struct CallMedia {
     relay: Arc<MediaRelay>,
     id: u64,
     worker: usize,
-    /// Each leg's ports, by [`LegId`].
-    pairs: Vec<PortPair>,
+    /// Each leg's ports, by [`LegId`] (`None`: a leg never set up, or removed).
+    pairs: Vec<Option<PortPair>>,
 }
 
 impl CallMedia {
     /// Where the party of `leg` must send its RTP (RTCP on the next port); `None` for a leg
     /// this call does not have.
     pub fn local(&self, leg: LegId) -> Option<SocketAddr> {
-        let pair = self.pairs.get(leg.index())?;
+        let pair = self.pairs.get(leg.index())?.as_ref()?;
         Some(SocketAddr::new(self.relay.address, pair.rtp))
     }
 
-    /// A new leg (a transfer's target…) with ports of its own; it hears silence until told.
-    pub fn add_leg(&mut self) -> Result<LegId, String> {
+    /// Leg `leg` (numbered by the call's control: a transfer's target…) with ports of its own;
+    /// it hears silence until told.
+    pub fn add_leg(&mut self, leg: LegId) -> Result<(), String> {
+        if self.pairs.get(leg.index()).is_some_and(|p| p.is_some()) {
+            return Err(format!("the call already has a leg {leg}"));
+        }
         let (pair, sockets) = self.relay.bind_pair()?;
-        let leg = LegId(self.pairs.len() as u16);
-        self.pairs.push(pair);
+        if self.pairs.len() <= leg.index() {
+            self.pairs.resize(leg.index() + 1, None);
+        }
+        self.pairs[leg.index()] = Some(pair);
         self.send(Command::AddLeg(self.id, leg, Box::new(sockets)));
-        Ok(leg)
+        Ok(())
+    }
+
+    /// Leg `leg` has ended: its sockets close and its ports go back to the pool.
+    pub fn remove_leg(&mut self, leg: LegId) {
+        if let Some(pair) = self.pairs.get_mut(leg.index()).and_then(Option::take) {
+            self.send(Command::RemoveLeg(self.id, leg));
+            self.relay.give_back(pair);
+        }
     }
 
     /// The party on `leg` described its media (a new SDP).
@@ -376,7 +391,7 @@ impl CallMedia {
 impl Drop for CallMedia {
     fn drop(&mut self) {
         self.send(Command::Remove(self.id));
-        for pair in self.pairs.drain(..) {
+        for pair in self.pairs.drain(..).flatten() {
             self.relay.give_back(pair);
         }
     }
@@ -415,7 +430,7 @@ struct LegState {
     /// Whether this party's keys go to its collector.
     key_route: KeyRoute,
     /// Counts the clips this leg was given: a clip timer of an earlier one is stale.
-    clip_generation: u32,
+    clip_generation: u64,
     /// Generated key packets for this party, in order.
     pending: VecDeque<Scheduled>,
     /// Timestamp of the generated event being sent.
@@ -492,8 +507,9 @@ impl Listeners {
     }
 }
 
-/// A clip frame due: (when, in µs of the relay's clock; slot; leg; the leg's clip generation).
-type ClipTimer = Reverse<(u64, usize, u16, u32)>;
+/// A clip frame due: (when, in µs of the relay's clock; slot; leg; the clip's generation,
+/// unique in the worker, so a timer of a removed call never drives a call reusing its slot).
+type ClipTimer = Reverse<(u64, usize, u16, u64)>;
 
 /// Microseconds between two frames of a clip.
 const FRAME_US: u64 = 20_000;
@@ -512,6 +528,8 @@ struct Worker {
     engine_events: Vec<Event>,
     /// The next frame of every clip being played, earliest first.
     clips: BinaryHeap<ClipTimer>,
+    /// The generation the next clip gets.
+    next_generation: u64,
     /// A packet's bytes for a second listener (the first gets the original, rewritten).
     spare: Box<[u8; super::batch::BUFFER]>,
 }
@@ -545,6 +563,7 @@ impl Worker {
             batch: Some(Batch::new()),
             engine_events: Vec::new(),
             clips: BinaryHeap::new(),
+            next_generation: 1,
             spare: Box::new([0; super::batch::BUFFER]),
         }
     }
@@ -614,6 +633,13 @@ impl Worker {
                         call.legs.resize_with(leg.index() + 1, || None);
                     }
                     call.legs[leg.index()] = Some(state);
+                }
+            }
+            Command::RemoveLeg(id, leg) => {
+                // Closing the sockets takes them out of the poll; listeners of the leg hear
+                // nothing from it any more.
+                if let Some(l) = self.call_mut(id).and_then(|c| c.legs.get_mut(leg.index())) {
+                    *l = None;
                 }
             }
             Command::Party(id, leg, party) => {
@@ -716,6 +742,8 @@ impl Worker {
     /// `leg` hears `hearing` from now on.
     fn hear(&mut self, slot: usize, leg: usize, hearing: Hearing) {
         let now_us = self.now_us();
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -731,9 +759,9 @@ impl Worker {
                 } else {
                     Playback::new(clip)
                 };
-                l.clip_generation = l.clip_generation.wrapping_add(1);
+                l.clip_generation = generation;
                 self.clips
-                    .push(Reverse((now_us, slot, leg as u16, l.clip_generation)));
+                    .push(Reverse((now_us, slot, leg as u16, generation)));
                 Hears::Clip(Box::new(playback))
             }
         };
@@ -762,7 +790,7 @@ impl Worker {
 
     /// One frame of the clip `leg` hears; false when there is no next one (the clip ended, or
     /// the leg hears something else now).
-    fn play_frame(&mut self, slot: usize, leg: usize, generation: u32, now: Millis) -> bool {
+    fn play_frame(&mut self, slot: usize, leg: usize, generation: u64, now: Millis) -> bool {
         let Some(call) = self.calls.get_mut(slot).and_then(|c| c.as_mut()) else {
             return false;
         };
@@ -888,11 +916,17 @@ impl Worker {
             return;
         };
         if !is_event && let Some(recording) = &call.recording {
-            record(recording, call.legs[leg].as_ref(), leg, packet, now);
+            record(recording, leg, packet, now);
         }
         let listeners = call.listeners(leg);
         let copies = listeners.len > 1;
-        let sender_law = call.legs[leg].as_ref().and_then(|l| l.party.g711);
+        // The law of what the party sent, by the packet's own (static) payload type: what the
+        // party offered first need not be what was negotiated.
+        let sent_law = if is_event || packet.len() < 12 {
+            None
+        } else {
+            Law::from_payload_type(packet[1] & 0x7f)
+        };
         if copies {
             self.spare[..packet.len()].copy_from_slice(packet);
         }
@@ -918,15 +952,14 @@ impl Worker {
             }
             // Two parties that chose different G.711 laws (a transfer target answering A-law
             // to a µ-law call) hear each other through a transcode, in place.
-            if let (false, Some((from_pt, from)), Some((_, to))) =
-                (is_event, sender_law, other.party.g711)
+            if let (Some(from), Some((to_pt, to))) = (sent_law, other.party.g711)
                 && from != to
-                && packet[1] & 0x7f == other.out.mapped(from_pt)
                 && let Ok(rtp) = RtpPacket::parse(packet)
             {
                 let at = rtp.payload_offset();
                 let end = at + rtp.payload().len();
                 transcode(from, to, &mut packet[at..end]);
+                packet[1] = (packet[1] & 0x80) | to_pt;
             }
             if other.rtp.send_to(packet, dest).is_ok() {
                 self.stats.relayed.fetch_add(1, Ordering::Relaxed);
@@ -1066,29 +1099,25 @@ impl Worker {
     }
 }
 
-/// Hands a G.711 packet from the party of `leg` to the recording (the caller's on channel 0,
-/// everyone else's on channel 1).
-fn record(recording: &Recording, from: Option<&LegState>, leg: usize, packet: &[u8], now: Millis) {
-    let Some((pt, law)) = from.and_then(|l| l.party.g711) else {
-        return;
-    };
+/// Hands a G.711 packet (PT 0 or 8) from the party of `leg` to the recording.
+fn record(recording: &Recording, leg: usize, packet: &[u8], now: Millis) {
     let Ok(rtp) = RtpPacket::parse(packet) else {
         return;
     };
-    if rtp.payload_type() != pt {
+    let Some(law) = Law::from_payload_type(rtp.payload_type()) else {
         return;
-    }
+    };
     let payload = rtp.payload();
-    let len = payload.len().min(FRAME);
+    let len = payload.len().min(MAX_FRAME);
     let mut frame = Frame {
-        channel: (leg != 0) as u8,
+        leg: leg as u16,
         at_ms: now,
         law,
-        len: len as u8,
-        payload: [law.silence(); FRAME],
+        len: len as u16,
+        payload: [law.silence(); MAX_FRAME],
     };
     frame.payload[..len].copy_from_slice(&payload[..len]);
-    recording.frame(frame);
+    recording.frame(Box::new(frame));
 }
 
 /// Tells each leg's outgoing stream how the party it hears numbers telephone-events and its

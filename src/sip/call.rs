@@ -142,7 +142,12 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     // Both legs' dialog events, told apart by Call-ID; the b-leg's is ours to choose, so the
     // inbox exists before its first event.
     let b_call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
-    let mut states = env.dialog_events.register(&[&call_id, &b_call_id]);
+    let Some(mut states) = env.dialog_events.register(&[&call_id, &b_call_id]) else {
+        // Another call (or one of our own legs) has this Call-ID: a loop, or a peer reusing it.
+        info!(call = %call_id, "refused: the Call-ID is in use by another call");
+        let _ = tx.reply(StatusCode::LoopDetected).await;
+        return;
+    };
     let state_tx = env.dialog_events.sender();
     let a =
         match env
@@ -549,7 +554,22 @@ impl Call {
             None,
         )?;
         self.sdp[from.index()] = body.to_vec();
-        self.media.set_party(from, party_media(&desc));
+        let party = party_media(&desc);
+        self.media.set_party(from, party);
+        // The callee's answer says which G.711 law the call uses; the caller offered several and
+        // gets that one from us too (generated audio, and a transferred party's, transcoded).
+        if from == Leg::B
+            && party.g711.is_some()
+            && let Ok(caller) = sdp::describe(&self.sdp[0])
+        {
+            self.media.set_party(
+                Leg::A,
+                PartyMedia {
+                    g711: party.g711,
+                    ..party_media(&caller)
+                },
+            );
+        }
         Ok(anchored)
     }
 

@@ -64,8 +64,17 @@ impl Call {
         let Some(control) = self.control.as_ref() else {
             return ControlFlow::Continue(());
         };
-        // Keys of the legs still there go where the running module wants them.
         let live = control.live_legs();
+        // Originated legs that have ended give their ports back now, not at the call's end: a
+        // long call with many transfer attempts must not drain the pool.
+        let ended: Vec<Leg> = (2..self.sdp.len())
+            .map(|i| Leg(i as u16))
+            .filter(|l| !live.contains(l) && self.media.local(*l).is_some())
+            .collect();
+        for leg in ended {
+            self.media.remove_leg(leg);
+        }
+        // Keys of the legs still there go where the running module wants them.
         let routes: Vec<_> = live.iter().map(|&l| (l, control.key_route(l))).collect();
         for (leg, route) in routes {
             if self.key_routes.len() <= leg.index() {
@@ -165,13 +174,7 @@ impl Call {
                 self.env.router.route(&self.domain, user)?
             }
         };
-        let added = self.media.add_leg().map_err(|e| (503, e))?;
-        if added != leg {
-            return Err((
-                500,
-                format!("the relay numbered the leg {added}, not {leg}"),
-            ));
-        }
+        self.media.add_leg(leg).map_err(|e| (503, e))?;
         let i = leg.index();
         self.origins
             .resize_with(i + 1, || LocalOrigin::new(random_u64() >> 2));
@@ -194,7 +197,9 @@ impl Call {
             .clone()
             .ok_or((500, "no contact address".to_string()))?;
         let call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
-        self.inbox.add(&call_id);
+        if !self.inbox.add(&call_id) {
+            return Err((500, "a fresh Call-ID is already in use".to_string()));
+        }
         let option = InviteOption {
             caller_display_name: display,
             caller,
@@ -304,13 +309,20 @@ impl Call {
                 .collect();
             cleaned.replace("..", "__")
         };
-        template
+        let filled = template
             .replace("{call_id}", &safe(&self.id))
             .replace("{account}", &safe(&self.domain))
             .replace("{caller}", &safe(&self.identities[0].0))
             .replace("{callee}", &safe(&self.identities[1].0))
-            .replace("{time}", &utc_stamp())
-            .into()
+            .replace("{time}", &utc_stamp());
+        // Placeholders side by side could still spell `..`: no component may climb.
+        std::path::Path::new(&filled)
+            .components()
+            .map(|c| match c {
+                std::path::Component::ParentDir => std::path::Component::Normal("__".as_ref()),
+                c => c,
+            })
+            .collect()
     }
 
     /// The party `leg` talks to (for re-offers): the leg it hears, else the other of a and b.

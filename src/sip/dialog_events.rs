@@ -46,22 +46,33 @@ impl DialogEvents {
         self.sender.clone()
     }
 
+    /// Whether a call already uses `call_id` (for one of its legs).
+    pub fn knows(&self, call_id: &str) -> bool {
+        self.inboxes
+            .lock()
+            .is_ok_and(|inboxes| inboxes.contains_key(call_id))
+    }
+
     /// An inbox for the dialogs with these Call-IDs (a call's two legs), registered until the
     /// returned [`Inbox`] is dropped. Register before the dialog can produce events: a b-leg's
     /// Call-ID is chosen by us ([`rsipstack::dialog::invitation::InviteOption::call_id`]).
-    pub fn register(self: &Arc<Self>, call_ids: &[&str]) -> Inbox {
+    /// `None` when a call already uses one of them: two calls must never share events.
+    pub fn register(self: &Arc<Self>, call_ids: &[&str]) -> Option<Inbox> {
         let (tx, rx) = unbounded();
-        if let Ok(mut inboxes) = self.inboxes.lock() {
-            for id in call_ids {
-                inboxes.insert(id.to_string(), tx.clone());
-            }
+        let mut inboxes = self.inboxes.lock().ok()?;
+        if call_ids.iter().any(|id| inboxes.contains_key(*id)) {
+            return None;
         }
-        Inbox {
+        for id in call_ids {
+            inboxes.insert(id.to_string(), tx.clone());
+        }
+        drop(inboxes);
+        Some(Inbox {
             events: Arc::clone(self),
             call_ids: Arc::new(Mutex::new(call_ids.iter().map(|s| s.to_string()).collect())),
             sender: tx,
             receiver: rx,
-        }
+        })
     }
 
     fn deliver(&self, state: DialogState) {
@@ -128,13 +139,19 @@ pub struct InboxHandle {
 }
 
 impl InboxHandle {
-    /// Events of the dialog with `call_id` go to the inbox from now on.
-    pub fn add(&self, call_id: &str) {
-        if let Ok(mut inboxes) = self.events.inboxes.lock() {
-            inboxes.insert(call_id.to_string(), self.sender.clone());
+    /// Events of the dialog with `call_id` go to the inbox from now on; false when another call
+    /// uses that Call-ID.
+    pub fn add(&self, call_id: &str) -> bool {
+        let Ok(mut inboxes) = self.events.inboxes.lock() else {
+            return false;
+        };
+        if inboxes.contains_key(call_id) {
+            return false;
         }
+        inboxes.insert(call_id.to_string(), self.sender.clone());
         if let Ok(mut ids) = self.call_ids.lock() {
             ids.push(call_id.to_string());
         }
+        true
     }
 }

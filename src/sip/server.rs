@@ -306,8 +306,8 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         info!(call = %call_id, "refused: shutting down");
         return Err(Reply::status(503).with("Retry-After", "5"));
     }
-    if state.calls.is_our_b_leg(&call_id) {
-        info!(call = %call_id, "refused: the INVITE is one of our own b-legs (a routing loop)");
+    if state.calls.is_our_b_leg(&call_id) || state.env.dialog_events.knows(&call_id) {
+        info!(call = %call_id, "refused: the Call-ID is one of our own legs' or a call's in progress (a loop, or reused)");
         return Err(Reply::status(482));
     }
     let config = (state.config)();
