@@ -34,7 +34,7 @@ pids+=($!); wait_udp $uas_port
 sleep 35   # rsipstack keeps finished transactions for about 32 s
 before=$(rss_kb $hpid)
 answered0=$(grep -c "answered" "$work/hookflash.log" || true)
-(cd "$work" && sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -mp 27000 -r 200 -m "$calls" \
+(cd "$work" && exec sipp -sn uac 127.0.0.1:$hf_port -s 1002 -i 127.0.0.1 -p $uac_port -mp 27000 -r 200 -m "$calls" \
    -l $((calls + 10)) -d 120000 -buff_size 4194304 -nostdin -timeout 300s > "$work/uac.log" 2>&1) &
 pids+=($!)
 for _ in $(seq 600); do

@@ -176,7 +176,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             }
         });
     }
-    media.set_party(Leg::A, party_media(&a_sdp));
+    let a_party = party_media(&a_sdp);
+    media.set_party(Leg::A, a_party);
     media.set_listener(Leg::A, listener(&plan.caller_flow, &plan.callee_flow));
     media.set_listener(Leg::B, listener(&plan.callee_flow, &plan.caller_flow));
 
@@ -198,6 +199,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         sdp: vec![offer.clone(), Vec::new()],
         answered: false,
         offer_in_ack: vec![false, false],
+        a_party,
         control: None,
         key_routes: Vec::new(),
         identities: [
@@ -370,6 +372,8 @@ pub(super) struct Call {
     pub(super) answered: bool,
     /// We sent an offer in a 200 to an offerless re-INVITE: the answer comes in the ACK.
     pub(super) offer_in_ack: Vec<bool>,
+    /// What the relay was last told of the caller's media.
+    pub(super) a_party: PartyMedia,
     /// The modules running on the call, once it is answered.
     pub(super) control: Option<CallControl>,
     /// Where each leg's keys go, as last told to the relay.
@@ -400,6 +404,14 @@ impl Call {
             1 => self.b.as_ref(),
             n => self.extra.get(n - 2).and_then(|d| d.as_ref()),
         }
+    }
+
+    /// Tells the relay about a party's media (remembering the caller's).
+    fn set_party(&mut self, leg: Leg, party: PartyMedia) {
+        if leg == Leg::A {
+            self.a_party = party;
+        }
+        self.media.set_party(leg, party);
     }
 
     /// Which leg a dialog event is about, by its Call-ID.
@@ -558,17 +570,9 @@ impl Call {
         self.media.set_party(from, party);
         // The callee's answer says which G.711 law the call uses; the caller offered several and
         // gets that one from us too (generated audio, and a transferred party's, transcoded).
-        if from == Leg::B
-            && party.g711.is_some()
-            && let Ok(caller) = sdp::describe(&self.sdp[0])
-        {
-            self.media.set_party(
-                Leg::A,
-                PartyMedia {
-                    g711: party.g711,
-                    ..party_media(&caller)
-                },
-            );
+        if from == Leg::B && party.g711.is_some() && party.g711 != self.a_party.g711 {
+            self.a_party.g711 = party.g711;
+            self.media.set_party(Leg::A, self.a_party);
         }
         Ok(anchored)
     }
@@ -606,7 +610,7 @@ impl Call {
                     && let Ok(desc) = sdp::describe(&ack.body)
                 {
                     self.sdp[leg.index()] = ack.body.clone();
-                    self.media.set_party(leg, party_media(&desc));
+                    self.set_party(leg, party_media(&desc));
                 }
                 ControlFlow::Continue(())
             }
@@ -728,7 +732,7 @@ impl Call {
         ) {
             Ok(answer) => {
                 self.sdp[i] = body.to_vec();
-                self.media.set_party(leg, party_media(&desc));
+                self.set_party(leg, party_media(&desc));
                 info!(
                     call = %self.id,
                     leg = %leg,
