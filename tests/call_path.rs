@@ -134,13 +134,6 @@ fn play_keys(
     sipp(scenario(caller).to_str().unwrap(), target, transport, &args)
 }
 
-/// Waits for the daemon's call event line of `kind` and returns it as JSON.
-fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
-    let line = daemon.seen_or_wait(&format!("\"event\":\"{kind}\""));
-    let json = &line[line.find('{').expect("a JSON event")..];
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("bad event line {line}: {e}"))
-}
-
 /// A finished call: what each phone reported and what the callee's media port received.
 struct Run {
     bench: Bench,
@@ -256,7 +249,7 @@ fn a_call_over_tcp_carries_audio() {
 #[test]
 fn rfc4733_keys_fire_and_are_held_back_from_the_callee() {
     let (mut bench, cap) = run_call(Options::default(), "*22600");
-    let fired = event(&mut bench.daemon, "fired");
+    let fired = bench.daemon.event("fired");
     assert_eq!(fired["module"], "transfer");
     assert_eq!(fired["collected"], "22600");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
@@ -282,7 +275,7 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
         },
         "*22600",
     );
-    let fired = event(&mut bench.daemon, "fired");
+    let fired = bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert_eq!(cap.keys(EVENT_PT), "*22600");
     assert!(cap.sequence_is_continuous());
@@ -292,10 +285,10 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
 fn hold_plays_music_to_the_other_party_until_the_unhold_key() {
     // *8 is `hold` in the example metaflow; 1 is its unhold key.
     let (mut bench, cap) = run_call(Options::default(), "*8,1");
-    let started = event(&mut bench.daemon, "hold.started");
+    let started = bench.daemon.event("hold.started");
     assert_eq!(started["legs"]["presser"], "a");
     assert_eq!(started["legs"]["held"], "b");
-    event(&mut bench.daemon, "hold.ended");
+    bench.daemon.event("hold.ended");
     // The caller sends PCMU silence (0xff) all along: anything else the callee got is music.
     let audio = cap.audio_payloads();
     let music: Vec<bool> = audio.iter().map(|p| p.iter().any(|&b| b != 0xff)).collect();
@@ -348,9 +341,9 @@ fn record_writes_both_parties_to_a_two_channel_wav_file() {
     });
     r.assert_phones_ok();
     let mut daemon = r.bench.daemon;
-    let started = event(&mut daemon, "record.started");
+    let started = daemon.event("record.started");
     assert_eq!(started["detail"], "recordings/{call_id}.wav");
-    event(&mut daemon, "record.stopped");
+    daemon.event("record.stopped");
     let written = daemon.wait_for("written:");
     assert!(written.contains("recordings/"), "{written}");
     let dir = r.bench.sandbox.path("recordings");
@@ -484,7 +477,7 @@ fn info_call(passthrough: &'static str, keys: &str) -> Run {
 fn info_keys_fire_and_are_held_back_from_the_callee() {
     let mut r = info_call("hold", "*22600");
     r.assert_phones_ok();
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     r.bench.daemon.seen_or_wait("call ended");
     assert_eq!(r.capture.keys(EVENT_PT), "");
@@ -494,7 +487,7 @@ fn info_keys_fire_and_are_held_back_from_the_callee() {
 fn info_keys_reach_the_callee_as_rfc4733_with_passthrough_pass() {
     let mut r = info_call("pass", "*22600");
     r.assert_phones_ok();
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     r.bench.daemon.seen_or_wait("call ended");
     let capture = Capture::drain(&r.bench.capture);
@@ -536,7 +529,7 @@ fn a_caller_claiming_a_directory_identity_must_authenticate() {
     );
     let mut r = r;
     r.assert_phones_ok();
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
 }
 
@@ -641,7 +634,7 @@ fn malformed_sip_and_rtp_do_not_disturb_a_call_in_progress() {
     });
     let mut r = r;
     r.assert_phones_ok();
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     r.bench.daemon.seen_or_wait("call ended");
     assert_eq!(
@@ -698,7 +691,7 @@ fn a_reload_during_a_call_leaves_the_call_and_its_codes_alone() {
         })
     });
     r.assert_phones_ok();
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert_eq!(r.capture.keys(EVENT_PT), "");
     assert!(r.capture.audio_packets() >= 50);
@@ -717,7 +710,7 @@ fn a_udp_invite_without_content_length_and_with_latin1_headers_is_understood() {
     });
     r.assert_phones_ok();
     // The SDP arrived (else 488) and the caller is still known by its From (else no metaflow).
-    let fired = event(&mut r.bench.daemon, "fired");
+    let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert!(r.capture.audio_packets() >= 50);
 }

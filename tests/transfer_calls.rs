@@ -289,12 +289,6 @@ fn first_heard(speaker: &Phone, to: SocketAddr, listener: &Phone) -> SocketAddr 
         .expect("the listener hears the speaker")
 }
 
-fn event(daemon: &mut Daemon, kind: &str) -> serde_json::Value {
-    let line = daemon.seen_or_wait(&format!("\"event\":\"{kind}\""));
-    let json = &line[line.find('{').expect("a JSON event")..];
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("bad event line {line}: {e}"))
-}
-
 #[test]
 fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_hangs_up() {
     // X hangs up 12 s after answering: long after T has left (about 3 s after the answer) and
@@ -302,12 +296,12 @@ fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_h
     let mut s = setup(&scenario("uas_target.xml"), &["-d", "12000"], false);
     // T talks a second, presses *21003, talks two seconds more (to X), and hangs up.
     let transferor = s.transferor("uac_call.xml", "*21003,,");
-    let started = event(&mut s.daemon, "transfer.started");
+    let started = s.daemon.event("transfer.started");
     assert_eq!(started["legs"]["transferor"], "a");
     assert_eq!(started["legs"]["transferee"], "b");
     assert_eq!(started["detail"], "1003");
-    event(&mut s.daemon, "target.answered");
-    let completed = event(&mut s.daemon, "transfer.completed");
+    s.daemon.event("target.answered");
+    let completed = s.daemon.event("transfer.completed");
     assert_eq!(completed["legs"]["target"], "leg2");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
@@ -334,8 +328,8 @@ fn partial_transfer_connects_the_transferee_when_the_target_answers_after_the_tr
     let transferor = s.transferor("uac_call.xml", "*21003");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
-    event(&mut s.daemon, "transfer.partial");
-    event(&mut s.daemon, "transfer.completed");
+    s.daemon.event("transfer.partial");
+    s.daemon.event("transfer.completed");
     let heard_e = s.e.drain();
     let e_from = heard_e.first().expect("E received media").0;
     let (music, _) = music_then_transferor(&heard_e);
@@ -356,7 +350,7 @@ fn a_target_that_does_not_exist_reconnects_the_parties() {
     std::fs::write(&reject, template.replace("{{STATUS}}", "404")).unwrap();
     let mut s = setup(&reject, &[], false);
     let transferor = s.transferor("uac_call.xml", "*21003,");
-    let failed = event(&mut s.daemon, "transfer.failed");
+    let failed = s.daemon.event("transfer.failed");
     assert_eq!(failed["reason"], "not_found");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
@@ -370,7 +364,7 @@ fn takeback_cancels_the_ringing_target_and_reconnects_the_parties() {
     // X rings until cancelled; T presses *21003, then *1.
     let mut s = setup(&scenario("uas_ring.xml"), &[], false);
     let transferor = s.transferor("uac_call.xml", "*21003*1,");
-    let taken = event(&mut s.daemon, "transfer.taken_back");
+    let taken = s.daemon.event("transfer.taken_back");
     assert_eq!(taken["reason"], "takeback");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
@@ -386,10 +380,10 @@ fn blind_transfer_releases_the_transferor_and_connects_the_target() {
     let mut s = setup(&scenario("uas_target.xml"), &["-d", "8000"], true);
     // T presses *31003 and is hung up by hookflash (uac_keys_released.xml waits for the BYE).
     let transferor = s.transferor("uac_keys_released.xml", "*31003,,");
-    event(&mut s.daemon, "transfer.started");
+    s.daemon.event("transfer.started");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
-    event(&mut s.daemon, "transfer.completed");
+    s.daemon.event("transfer.completed");
     let heard_e = s.e.drain();
     let e_from = heard_e.first().expect("E received media").0;
     // Ringback while X rang: E never waits in silence.
@@ -445,7 +439,7 @@ fn the_transferor_hears_ringback_with_its_cadence_while_the_target_rings() {
         &["-s", "1002", "-key", "caller", "1001"],
     );
     assert!(out.status.success(), "transferor: {}", describe(&out));
-    event(&mut s.daemon, "transfer.taken_back");
+    s.daemon.event("transfer.taken_back");
     // What T heard, frame by frame: tone or the µ-law silence of the pauses.
     let tone: Vec<bool> = t
         .drain()

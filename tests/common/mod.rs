@@ -147,6 +147,14 @@ impl Daemon {
     }
 
     /// A log line containing `needle`, already seen or still to come.
+    /// Waits for the call event line of `kind` (`"event":"kind"`) and returns it as JSON.
+    #[allow(dead_code)]
+    pub fn event(&mut self, kind: &str) -> serde_json::Value {
+        let line = self.seen_or_wait(&format!("\"event\":\"{kind}\""));
+        let json = &line[line.find('{').expect("a JSON event")..];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad event line {line}: {e}"))
+    }
+
     pub fn seen_or_wait(&mut self, needle: &str) -> String {
         match self.log.iter().find(|l| l.contains(needle)) {
             Some(line) => line.clone(),
