@@ -465,3 +465,54 @@ fn the_transferor_hears_ringback_with_its_cadence_while_the_target_rings() {
     assert!(runs[first_tone + 2].0, "then on again: {runs:?}");
     s.finish();
 }
+
+/// RFC 4733 packets of `keys` (event PT 101), as a phone sends them: per key a start packet with
+/// the marker, two more, then three end packets, all with the key's own timestamp.
+fn rfc4733(keys: &str, ssrc: u32) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut seq = 100u16;
+    for (n, key) in keys.chars().enumerate() {
+        let code = match key {
+            '*' => 10,
+            '#' => 11,
+            d => d.to_digit(10).unwrap() as u8,
+        };
+        let ts = 8000 * (n as u32 + 1);
+        for i in 0..6u16 {
+            let end = i >= 3;
+            let duration = 160 * (i.min(3) + 1);
+            let mut p = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&[code, if end { 0x80 } else { 0 } | 10]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            out.push(p);
+            seq = seq.wrapping_add(1);
+        }
+    }
+    out
+}
+
+#[test]
+fn after_a_transfer_the_targets_own_codes_work() {
+    // X (1003) is a directory user: once connected to E, its `*0` (hangup, from the account's
+    // metaflow) hangs X up, and E, left alone, gets a BYE.
+    let mut s = setup(&scenario("uas_answer.xml"), &[], false);
+    let transferor = s.transferor("uac_call.xml", "*21003,");
+    s.daemon.event("transfer.completed");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    let x_from = s.x.drain().first().expect("X received T's audio").0;
+    for p in rfc4733("*0", 0x1003) {
+        s.x.socket.send_to(&p, x_from).unwrap();
+    }
+    let line = s
+        .daemon
+        .seen_or_wait("\"event\":\"fired\",\"leg\":\"leg2\"");
+    let fired: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+    assert_eq!(fired["module"], "hangup");
+    assert_eq!(fired["metaflow"], "default+operator");
+    // Both callees are sipp uas waiting for a BYE: each must get one.
+    s.finish();
+}

@@ -76,6 +76,9 @@ pub trait Router: Send + Sync {
     fn route(&self, domain: &str, dialled: &str) -> Result<String, (u16, String)>;
     /// Whether `dialled` is an extension of the directory.
     fn is_extension(&self, dialled: &str) -> bool;
+    /// The metaflow of the directory party `dialled` in the account of `domain` (what hears the
+    /// keys of a leg called there).
+    fn flow_of(&self, domain: &str, dialled: &str) -> Option<Arc<Metaflow>>;
 }
 
 /// What every call shares.
@@ -207,6 +210,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             (callee_user, None),
         ],
         domain: plan.domain.clone(),
+        flows: [plan.caller_flow.clone(), plan.callee_flow.clone()],
         b_target: plan.target.clone(),
         contact: contact.clone(),
         inbox: states.handle(),
@@ -312,7 +316,10 @@ fn invite_option(
 
 /// The collector that hears the keys of the party whose metaflow is `presser` (the other party's
 /// is `other`).
-fn listener(presser: &Option<Arc<Metaflow>>, other: &Option<Arc<Metaflow>>) -> Option<Collector> {
+pub(super) fn listener(
+    presser: &Option<Arc<Metaflow>>,
+    other: &Option<Arc<Metaflow>>,
+) -> Option<Collector> {
     who_hears(presser.as_ref(), other.as_ref()).map(|(flow, side)| Collector::new(flow, side))
 }
 
@@ -383,6 +390,8 @@ pub(super) struct Call {
     pub(super) identities: [(String, Option<String>); 2],
     /// The caller's SIP domain: the account whose directory routes originated legs.
     pub(super) domain: String,
+    /// The caller's and the callee's metaflows.
+    pub(super) flows: [Option<Arc<Metaflow>>; 2],
     /// The b-leg's Request-URI (to call the callee again).
     pub(super) b_target: String,
     pub(super) contact: Option<rsipstack::sip::Uri>,

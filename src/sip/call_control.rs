@@ -18,7 +18,7 @@ use crate::media::recorder::Recording;
 use crate::media::relay::{Hearing, LegId as Leg};
 use crate::random::random_u64;
 
-use super::call::{Call, CallEnv, party_media};
+use super::call::{Call, CallEnv, listener, party_media};
 use super::sdp::{self, LocalOrigin};
 
 /// The directory as the control sees it (is a transfer target an extension?).
@@ -175,6 +175,14 @@ impl Call {
             }
         };
         self.media.add_leg(leg).map_err(|e| (503, e))?;
+        // The new party's keys are heard by its own metaflow (a directory user), the one who
+        // called it on its behalf being the other party.
+        let flow = match target {
+            Target::Dial(dialled) => self.env.router.flow_of(&self.domain, dialled),
+            Target::PartyOf(l) => self.flows[l.index().min(1)].clone(),
+        };
+        let peer = self.flows[caller_id_of.index().min(1)].clone();
+        self.media.set_listener(leg, listener(&flow, &peer));
         let i = leg.index();
         self.origins
             .resize_with(i + 1, || LocalOrigin::new(random_u64() >> 2));

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::config::directory::Party;
+use crate::engine::metaflow::Metaflow;
 use crate::media::library::MediaLibrary;
 use crate::media::relay::MediaRelay;
 use crate::random::random_u64;
@@ -213,6 +214,15 @@ impl Router for Routing {
             dialled,
             self.started.elapsed().as_millis() as u64,
         )
+    }
+
+    fn flow_of(&self, domain: &str, dialled: &str) -> Option<Arc<Metaflow>> {
+        let config = (self.config)();
+        let party = config
+            .directory
+            .find_party(&format!("{dialled}@{domain}"))
+            .ok()?;
+        party.flow().cloned()
     }
 
     fn is_extension(&self, dialled: &str) -> bool {
