@@ -1,5 +1,6 @@
-//! Media: what can be played to a leg. Generation and relay come with the call path; for now this
-//! holds the parsed forms that config validation produces.
+//! Media: the relay (the hot path: `relay`, `batch`, `latch`, `ports`, `stream`, `rfc4733`),
+//! what hookflash plays (`g711`, `tone`, `wav`, `clip`, `library`), recording (`recorder`), and
+//! the parsed forms of media values that config validation produces (`tgml`, [`MediaRef`]).
 
 pub mod batch;
 pub mod clip;
