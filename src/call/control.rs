@@ -254,16 +254,10 @@ impl CallControl {
         }
         match (&node.module, &mut self.running) {
             // Recording starts or stops whatever runs; a chain after it waits its turn.
-            (ModuleData::Record(_), Some(_)) => {
-                self.record(now, presser, &node);
+            (ModuleData::Record(data), Some(_)) => {
+                self.record_now(now, presser, data);
                 if let Some(next) = &node.next {
-                    let mut ctx = self.ctx(now, dir);
-                    ctx.event(
-                        "action.ignored",
-                        vec![("presser", presser)],
-                        Some("busy"),
-                        Some(next.module.name().to_string()),
-                    );
+                    self.ignored(now, presser, &next.module, dir);
                 }
             }
             (ModuleData::Resume, Some(_)) => {
@@ -281,17 +275,20 @@ impl CallControl {
                 self.then = None;
                 self.after(step, now, dir);
             }
-            (_, Some(_)) => {
-                let mut ctx = self.ctx(now, dir);
-                ctx.event(
-                    "action.ignored",
-                    vec![("presser", presser)],
-                    Some("busy"),
-                    Some(node.module.name().to_string()),
-                );
-            }
+            (_, Some(_)) => self.ignored(now, presser, &node.module, dir),
             (_, None) => self.start(now, presser, node, captures, dir),
         }
+    }
+
+    /// A code that came while another module runs: said, not run.
+    fn ignored(&mut self, now: Millis, presser: LegId, module: &ModuleData, dir: &dyn Directory) {
+        let mut ctx = self.ctx(now, dir);
+        ctx.event(
+            "action.ignored",
+            vec![("presser", presser)],
+            Some("busy"),
+            Some(module.name().to_string()),
+        );
     }
 
     /// Runs `node` (and, when it finishes at once, its `children`).
@@ -348,13 +345,6 @@ impl CallControl {
         self.running = running;
         self.then = next.filter(|_| chains).map(|n| (*n, presser, captures));
         self.after(step, now, dir);
-    }
-
-    /// `record` while another module runs.
-    fn record(&mut self, now: Millis, presser: LegId, node: &FlowNode) {
-        if let ModuleData::Record(data) = &node.module {
-            self.record_now(now, presser, data);
-        }
     }
 
     /// `record`: start, stop or toggle.

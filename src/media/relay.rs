@@ -794,8 +794,9 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(|c| c.as_mut()) else {
             return false;
         };
-        let events = call.events.clone();
-        let Some(l) = call.leg(leg) else {
+        // The leg and the event channel, borrowed apart: no clone of the sender per frame.
+        let CallState { legs, events, .. } = call;
+        let Some(l) = legs.get_mut(leg).and_then(Option::as_mut) else {
             return false;
         };
         if l.clip_generation != generation {
