@@ -4,13 +4,17 @@
 //! ([`config`]), the sans-IO key engine ([`engine`]), the module data schemas ([`modules`]) and the
 //! daemon runtime ([`runtime`]). See docs/ARCHITECTURE.md for how the parts fit.
 
+pub mod api;
 pub mod call;
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod engine;
+pub mod events;
+pub mod http_url;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod modules;
 pub mod random;
 pub mod runtime;

@@ -14,8 +14,11 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::api::ApiServer;
 use crate::config::{self, Config};
 use crate::diagnostics::{Report, Severity};
+use crate::events::EventBus;
+use crate::metrics::Metrics;
 use crate::sip::server::{ConfigSource, SipServer};
 
 /// State shared by every part of the running daemon.
@@ -27,6 +30,7 @@ pub struct Shared {
     pub generation: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    pub started: std::time::Instant,
 }
 
 /// Sets up `tracing` to stderr: text for people or JSON lines. `RUST_LOG` filters (default
@@ -102,6 +106,7 @@ pub fn run(config_path: &Path) -> i32 {
         generation: AtomicU64::new(1),
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
+        started: std::time::Instant::now(),
     });
     runtime.block_on(serve(shared, signals))
 }
@@ -111,12 +116,42 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
         let shared = Arc::clone(&shared);
         Arc::new(move || shared.config.load_full())
     };
-    let sip = match SipServer::start(&shared.config.load(), config_source).await {
+    let events = EventBus::new();
+    let metrics = Metrics::new();
+    let sip = match SipServer::start(
+        &shared.config.load(),
+        config_source,
+        Arc::clone(&events),
+        Arc::clone(&metrics),
+    )
+    .await
+    {
         Ok(server) => server,
         Err(e) => {
             error!("{e}; not starting");
             return 1;
         }
+    };
+    let listen = shared.config.load().api.listen;
+    let api = match listen {
+        Some(listen) => match ApiServer::start(
+            listen,
+            Arc::clone(&shared),
+            Arc::clone(sip.calls()),
+            Arc::clone(sip.relay()),
+            events,
+            metrics,
+        )
+        .await
+        {
+            Ok(api) => Some(api),
+            Err(e) => {
+                error!("{e}; not starting");
+                sip.shutdown();
+                return 1;
+            }
+        },
+        None => None,
     };
     {
         let config = shared.config.load();
@@ -132,16 +167,26 @@ async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
         tokio::select! {
             _ = signals.hangup.recv() => reload(&shared).await,
             _ = signals.terminate.recv() => {
+                // The API stays up while calls drain: programs may still hang them up.
                 drain(&sip, &shared, &mut signals).await;
+                stop_api(api).await;
                 sip.shutdown();
                 return 0;
             }
             _ = signals.interrupt.recv() => {
                 info!("SIGINT: exiting");
+                stop_api(api).await;
                 sip.shutdown();
                 return 0;
             }
         }
+    }
+}
+
+/// Ends event streams and lets API requests in progress finish (a few seconds at most).
+async fn stop_api(api: Option<ApiServer>) {
+    if let Some(api) = api {
+        api.shutdown(Duration::from_secs(5)).await;
     }
 }
 

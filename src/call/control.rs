@@ -140,6 +140,56 @@ impl CallControl {
         self.running.is_some()
     }
 
+    /// Ends `leg` on request (an API's hang-up): the shell sends BYE or CANCEL, and the running
+    /// module learns it as the party hanging up (a transferor hung up completes its transfer).
+    pub fn hang_up(&mut self, now: Millis, leg: LegId, dir: &dyn Directory) -> bool {
+        if !matches!(
+            self.state(leg),
+            Some(LegState::Answered | LegState::Ringing)
+        ) {
+            return false;
+        }
+        self.out.push_back(Command::Hangup { leg });
+        self.handle(now, Input::HungUp { leg }, dir);
+        true
+    }
+
+    /// Takes the running transfer back (an API's cancel); `false` when no transfer can be.
+    pub fn cancel_transfer(&mut self, now: Millis, dir: &dyn Directory) -> bool {
+        self.on_transfer(now, dir, |t, ctx| t.cancel(ctx))
+    }
+
+    /// Completes the running transfer (an API's complete); `false` when no transfer can be.
+    pub fn complete_transfer(&mut self, now: Millis, dir: &dyn Directory) -> bool {
+        self.on_transfer(now, dir, |t, ctx| t.complete(ctx))
+    }
+
+    fn on_transfer(
+        &mut self,
+        now: Millis,
+        dir: &dyn Directory,
+        f: impl FnOnce(&mut Transfer, &mut Ctx<'_>) -> Option<Step>,
+    ) -> bool {
+        let mut running = self.running.take();
+        let step = match &mut running {
+            Some(Running::Transfer(t)) => f(t, &mut self.ctx(now, dir)),
+            _ => None,
+        };
+        self.running = running;
+        match step {
+            Some(step) => {
+                self.after(step, now, dir);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a transfer is running.
+    pub fn transferring(&self) -> bool {
+        matches!(self.running, Some(Running::Transfer(_)))
+    }
+
     /// The clock reached a deadline from [`CallControl::poll_timeout`].
     pub fn on_timeout(&mut self, now: Millis, dir: &dyn Directory) {
         let mut running = self.running.take();

@@ -179,6 +179,24 @@ impl Transfer {
         }
     }
 
+    /// An API's takeback: the target is hung up and T and E talk again; `None` when the transfer
+    /// is past the point where it could be taken back.
+    pub fn cancel(&mut self, ctx: &mut Ctx<'_>) -> Option<Step> {
+        match self.stage {
+            Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.take_back(ctx, "api")),
+            _ => None,
+        }
+    }
+
+    /// An API's complete: as if T pressed `complete_dtmf` (E joins X now, or when X answers;
+    /// T is released); `None` when T has already left.
+    pub fn complete(&mut self, ctx: &mut Ctx<'_>) -> Option<Step> {
+        match self.stage {
+            Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.complete_now(ctx)),
+            _ => None,
+        }
+    }
+
     pub fn handle(&mut self, ctx: &mut Ctx<'_>, input: &Input) -> Step {
         if let Input::HungUp { leg } = *input
             && (leg == self.t || leg == self.e)

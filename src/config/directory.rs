@@ -28,6 +28,8 @@ pub struct Account {
     pub domain: String,
     pub metaflow: Option<MetaflowRef>,
     pub users: Vec<User>,
+    /// `http://` URLs that receive every event of the account's calls (POSTed as JSON).
+    pub webhooks: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -221,7 +223,9 @@ fn read_account(name: &str, node: &Node, report: &mut Report) -> Option<(Account
     let domain_node = f.get("domain");
     let metaflow = metaflow_ref(&mut f, report);
     let users_node = f.get("users");
+    let webhooks_node = f.get("webhooks");
     f.finish(report);
+    let webhooks = webhooks_node.map_or_else(Vec::new, |n| webhook_urls(n, report));
     let (domain, domain_pos) = match domain_node {
         Some(n) => (non_empty_string(n, "domain", report), n.pos),
         None => {
@@ -284,9 +288,40 @@ fn read_account(name: &str, node: &Node, report: &mut Report) -> Option<(Account
             domain: domain?,
             metaflow,
             users,
+            webhooks,
         },
         domain_pos,
     ))
+}
+
+/// `webhooks`: a list of `http://host:port/path` URLs (plain HTTP: a webhook receiver on the
+/// same host or network; TLS belongs to a proxy in front of it).
+fn webhook_urls(node: &Node, report: &mut Report) -> Vec<String> {
+    let items = match &node.kind {
+        crate::yaml::NodeKind::Seq(items) => items.as_slice(),
+        crate::yaml::NodeKind::Null => return Vec::new(),
+        _ => {
+            report.error(
+                node.pos,
+                format!(
+                    "`webhooks`: expected a list of URLs, found {}",
+                    node.describe()
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    let mut urls = Vec::new();
+    for item in items {
+        let Some(url) = non_empty_string(item, "webhook URL", report) else {
+            continue;
+        };
+        match crate::http_url::parse(&url) {
+            Ok(_) => urls.push(url),
+            Err(why) => report.error(item.pos, format!("webhook URL `{url}`: {why}")),
+        }
+    }
+    urls
 }
 
 /// A user, the position of its extension, and the position of each device's username.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Pos, Report};
 use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
 use crate::yaml::Node;
-use crate::yaml::fields::{Fields, boolean, non_empty_string, string};
+use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, string};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SipSettings {
@@ -39,6 +39,8 @@ pub struct ApiSettings {
     /// `None`: no HTTP API.
     pub listen: Option<SocketAddr>,
     pub tokens: Vec<ApiToken>,
+    /// Requests per second each token may make (bursts of twice that); `None`: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +157,9 @@ fn port_range(n: &Node, report: &mut Report) -> Option<(u16, u16)> {
     }
 }
 
+/// Requests per second per API token when the config names no `rate_limit`.
+pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+
 /// The API settings, and each token's account name with where it is written (checked by the
 /// loader against the accounts).
 pub fn read_api(
@@ -168,6 +173,11 @@ pub fn read_api(
         Some(n) if n.is_null() => Some(None),
         Some(n) => socket_addr(n, "listen", report).map(Some),
         None => Some("127.0.0.1:8080".parse().ok()),
+    };
+    let rate_limit = match f.get("rate_limit") {
+        Some(n) if n.is_null() => Some(None),
+        Some(n) => integer(n, "rate_limit", 1, 10_000_000, report).map(|v| Some(v as u32)),
+        None => Some(Some(DEFAULT_RATE_LIMIT)),
     };
     let mut tokens = Vec::new();
     // (account name, its node) for the caller to check against the accounts.
@@ -200,6 +210,7 @@ pub fn read_api(
         ApiSettings {
             listen: listen?,
             tokens,
+            rate_limit: rate_limit?,
         },
         references,
     ))

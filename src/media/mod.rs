@@ -47,48 +47,69 @@ pub fn parse_media(
     report: &mut Report,
 ) -> Option<(String, MediaRef)> {
     let text = non_empty_string(node, what, report)?;
-    let media = if tgml::looks_like_tgml(&text) {
-        match tgml::parse(&text) {
-            Ok(script) => MediaRef::Tone(script),
-            Err(e) => {
-                error_within(node, e.offset, &format!("`{what}`: {}", e.message), report);
-                return None;
-            }
+    match resolve_media(&text, media_dir) {
+        Ok(media) => Some((text, media)),
+        Err(MediaProblem {
+            offset: Some(offset),
+            message,
+        }) => {
+            error_within(node, offset, &format!("`{what}`: {message}"), report);
+            None
         }
-    } else if text.starts_with("silence_stream://") {
-        MediaRef::Silence
-    } else if let Some((scheme, _)) = text.split_once("://") {
-        report.error(
-            node.pos,
-            format!(
-                "`{what}`: `{scheme}://` media is not supported; use a tone script (`%(…)` or \
-                 `tone_stream://…`), `silence_stream://` or a .wav file in the media folder"
-            ),
-        );
-        return None;
-    } else {
-        let path = PathBuf::from(&text);
-        let is_wav = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
-        if !is_wav {
-            report.error(
-                node.pos,
-                format!("`{what}`: `{text}` is neither a tone script nor a .wav file"),
-            );
-            return None;
+        Err(MediaProblem { message, .. }) => {
+            report.error(node.pos, format!("`{what}`: {message}"));
+            None
         }
-        if let Some(dir) = media_dir {
-            let full = dir.join(&path);
-            if !full.is_file() {
-                report.error(
-                    node.pos,
-                    format!("`{what}`: media file `{}` not found", full.display()),
-                );
-                return None;
-            }
-        }
-        MediaRef::File(path)
+    }
+}
+
+/// Why a media value is unusable; `offset`: where in a tone script.
+#[derive(Debug)]
+pub struct MediaProblem {
+    pub offset: Option<usize>,
+    pub message: String,
+}
+
+/// What a media value (as a metaflow or an API request writes it) refers to.
+pub fn resolve_media(text: &str, media_dir: Option<&Path>) -> Result<MediaRef, MediaProblem> {
+    let problem = |message: String| MediaProblem {
+        offset: None,
+        message,
     };
-    Some((text, media))
+    if tgml::looks_like_tgml(text) {
+        return tgml::parse(text)
+            .map(MediaRef::Tone)
+            .map_err(|e| MediaProblem {
+                offset: Some(e.offset),
+                message: e.message,
+            });
+    }
+    if text.starts_with("silence_stream://") {
+        return Ok(MediaRef::Silence);
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(problem(format!(
+            "`{scheme}://` media is not supported; use a tone script (`%(…)` or \
+             `tone_stream://…`), `silence_stream://` or a .wav file in the media folder"
+        )));
+    }
+    let path = PathBuf::from(text);
+    let is_wav = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
+    if !is_wav {
+        return Err(problem(format!(
+            "`{text}` is neither a tone script nor a .wav file"
+        )));
+    }
+    if let Some(dir) = media_dir {
+        let full = dir.join(&path);
+        if !full.is_file() {
+            return Err(problem(format!(
+                "media file `{}` not found",
+                full.display()
+            )));
+        }
+    }
+    Ok(MediaRef::File(path))
 }

@@ -46,10 +46,13 @@ use crate::media::library::MediaLibrary;
 use crate::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use crate::random::random_u64;
 
-use super::calls::{CallGuard, CallInfo, Calls};
+use super::call_request::RequestReceiver;
+use super::calls::{CallGuard, CallInfo, Calls, Hears, LegInfo, LegStatus};
 use super::info_dtmf::{InfoError, key_of};
 use super::message::{uri_of, user_and_host};
 use super::sdp::{self, AudioSdp, Direction, LocalOrigin};
+use crate::events::EventBus;
+use crate::metrics::Metrics;
 
 /// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
 pub struct CallPlan {
@@ -67,6 +70,8 @@ pub struct CallPlan {
     pub from_display: Option<String>,
     /// The account domain legs this call originates are routed in.
     pub domain: String,
+    /// The account the call belongs to (whose API token sees it, whose webhooks hear it).
+    pub account: String,
 }
 
 /// Where the legs a call originates itself go (a transfer's target, a recall).
@@ -92,6 +97,9 @@ pub struct CallEnv {
     pub dialog_events: Arc<DialogEvents>,
     pub relay: Arc<MediaRelay>,
     pub calls: Arc<Calls>,
+    /// Call events for the API's listeners.
+    pub events: Arc<EventBus>,
+    pub metrics: Arc<Metrics>,
     /// Our host for From/Contact of b-legs.
     pub advertised: String,
     /// Our Contact URI, per transport of the leg.
@@ -164,13 +172,37 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
                 return;
             }
         };
-    let mut guard = env.calls.enter(CallInfo {
-        id: call_id.clone(),
-        caller: plan.caller_name.clone(),
-        callee: plan.callee_name.clone(),
-        started: std::time::Instant::now(),
-        answered: false,
-    });
+    let (requests_tx, mut requests) = futures_channel::mpsc::unbounded();
+    let now = std::time::SystemTime::now();
+    let leg_info = |leg: Leg, call_id: &str, party: &str| LegInfo {
+        leg,
+        call_id: call_id.to_string(),
+        party: party.to_string(),
+        outgoing: leg != Leg::A,
+        status: LegStatus::Ringing,
+        hears: Hears::Leg(other(leg)),
+        created_at: now,
+        answered_at: None,
+    };
+    let entry = env.calls.enter(
+        CallInfo {
+            id: call_id.clone(),
+            account: plan.account.clone(),
+            caller: plan.caller_name.clone(),
+            callee: plan.callee_name.clone(),
+            started: std::time::Instant::now(),
+            started_at: now,
+            answered: false,
+            legs: vec![
+                leg_info(Leg::A, &call_id, &plan.from_user),
+                leg_info(Leg::B, &b_call_id, &plan.callee_name),
+            ],
+        },
+        requests_tx,
+    );
+    env.metrics
+        .calls_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     {
         let mut a = a.clone();
         tokio::spawn(async move {
@@ -210,6 +242,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             (callee_user, None),
         ],
         domain: plan.domain.clone(),
+        account: plan.account.clone(),
+        entry,
         flows: [plan.caller_flow.clone(), plan.callee_flow.clone()],
         b_target: plan.target.clone(),
         contact: contact.clone(),
@@ -235,21 +269,27 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             return;
         }
     };
-    guard.set_b_leg(b.id().call_id.clone());
     info!(
         call = %call_id,
         "call from {} to {} → {}",
         plan.caller_name, plan.callee_name, plan.target
     );
     call.b = Some(b);
+    call.publish(json!({
+        "event": "call.started",
+        "caller": plan.caller_name,
+        "callee": plan.callee_name,
+        "legs": {"caller": "a", "callee": "b"},
+    }));
     call.run(
         &mut states,
         b_result,
         &mut media_rx,
         &mut originated_rx,
-        &guard,
+        &mut requests,
     )
     .await;
+    call.publish(json!({"event": "call.ended"}));
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
     env.dialogs.remove_dialog(&call.a.id());
     for d in call.b.iter().chain(call.extra.iter().flatten()) {
@@ -257,7 +297,6 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     }
     // The call's ports and its registry entry go first, so the line tells what is left.
     drop(call);
-    drop(guard);
     info!(
         call = %call_id,
         calls_left = env.calls.len(),
@@ -390,6 +429,9 @@ pub(super) struct Call {
     pub(super) identities: [(String, Option<String>); 2],
     /// The caller's SIP domain: the account whose directory routes originated legs.
     pub(super) domain: String,
+    pub(super) account: String,
+    /// The call's place in the registry (what the API sees).
+    pub(super) entry: CallGuard,
     /// The caller's and the callee's metaflows.
     pub(super) flows: [Option<Arc<Metaflow>>; 2],
     /// The b-leg's Request-URI (to call the callee again).
@@ -443,7 +485,7 @@ impl Call {
         b_result: JoinHandle<InviteAsyncResult>,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
         originated: &mut futures_channel::mpsc::UnboundedReceiver<Originated>,
-        guard: &CallGuard,
+        requests: &mut RequestReceiver,
     ) {
         let mut b_result = Some(b_result);
         let ring_timeout = tokio::time::sleep(RING_TIMEOUT);
@@ -463,16 +505,13 @@ impl Call {
                 Ok((leg, result)) = originated.recv() => {
                     Box::pin(self.on_originated(leg, result)).await
                 }
+                Ok(request) = requests.recv() => Box::pin(self.on_request(request)).await,
                 _ = control_timer(deadline), if deadline.is_some() => {
                     Box::pin(self.on_control_timer()).await
                 }
                 result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
                     b_result = None;
-                    let end = Box::pin(self.on_b_result(result)).await;
-                    if self.answered {
-                        guard.answered();
-                    }
-                    end
+                    Box::pin(self.on_b_result(result)).await
                 }
                 Some(event) = media_rx.recv() => Box::pin(self.on_media(event)).await,
                 _ = &mut ring_timeout, if !self.answered => {
@@ -550,6 +589,8 @@ impl Call {
                 self.answered = true;
                 self.control = Some(CallControl::new());
                 info!(call = %self.id, "answered");
+                self.sync_registry();
+                self.publish(json!({"event": "call.answered"}));
                 ControlFlow::Continue(())
             }
             Err(e) => {
@@ -769,6 +810,7 @@ impl Call {
                 at,
             } => {
                 debug!(call = %self.id, leg = %leg, source = source.as_str(), at, "key {key}");
+                self.env.metrics.key(source.as_str());
                 let route = self.control.as_ref().map(|c| c.key_route(leg));
                 if matches!(route, Some(KeyRoute::Control | KeyRoute::Both)) {
                     return self.control_input(Input::Key { leg, key }).await;
@@ -837,6 +879,15 @@ impl Call {
         };
         for line in lines {
             info!(target: "hookflash::event", "{line}");
+            if line["event"] == "fired"
+                && let Some(module) = line["module"].as_str()
+            {
+                self.env.metrics.action(module);
+            }
+            if line["event"] != "released" {
+                // Which keys a party let through is the other party's business only.
+                self.publish(line);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use super::call::{Call, CallEnv, listener, party_media};
 use super::sdp::{self, LocalOrigin};
 
 /// The directory as the control sees it (is a transfer target an extension?).
-struct Extensions<'a>(&'a CallEnv);
+pub(super) struct Extensions<'a>(pub(super) &'a CallEnv);
 
 impl Directory for Extensions<'_> {
     fn is_extension(&self, target: &str) -> bool {
@@ -57,7 +57,13 @@ impl Call {
         self.carry_out().await
     }
 
-    async fn carry_out(&mut self) -> ControlFlow<()> {
+    pub(super) async fn carry_out(&mut self) -> ControlFlow<()> {
+        let flow = self.carry_out_commands().await;
+        self.sync_registry();
+        flow
+    }
+
+    async fn carry_out_commands(&mut self) -> ControlFlow<()> {
         while let Some(command) = self.control.as_mut().and_then(|c| c.poll_command()) {
             self.execute(command).await;
         }
@@ -205,6 +211,7 @@ impl Call {
             .clone()
             .ok_or((500, "no contact address".to_string()))?;
         let call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
+        let option_call_id = call_id.clone();
         if !self.inbox.add(&call_id) {
             return Err((500, "a fresh Call-ID is already in use".to_string()));
         }
@@ -224,6 +231,11 @@ impl Call {
             .do_invite_async(option, self.env.dialog_events.sender())
             .map_err(|e| (503, e.to_string()))?;
         info!(call = %self.id, leg = %leg, "calling {uri}");
+        let party = match target {
+            Target::Dial(dialled) => dialled.clone(),
+            Target::PartyOf(l) => self.identities[l.index().min(1)].0.clone(),
+        };
+        self.register_leg(leg, &option_call_id, &party);
         if self.extra.len() < i - 1 {
             self.extra.resize(i - 1, None);
         }
@@ -361,6 +373,41 @@ impl Call {
             line["detail"] = json!(detail);
         }
         info!(target: "hookflash::event", "{line}");
+        self.env.metrics.transfer_event(event.name);
+        self.publish(line);
+    }
+
+    /// Publishes a call event on the bus: `value` gets the call, and each leg role's Call-ID
+    /// under `channels` (what the API names legs by).
+    pub(super) fn publish(&self, mut value: serde_json::Value) {
+        let channels: serde_json::Map<String, serde_json::Value> = value["legs"]
+            .as_object()
+            .map(|legs| {
+                legs.iter()
+                    .filter_map(|(role, leg)| {
+                        let leg = leg_named(leg.as_str()?)?;
+                        let call_id = self.dialog(leg).map(|d| d.id().call_id.clone())?;
+                        Some((role.clone(), json!(call_id)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(o) = value.as_object_mut() {
+            o.insert("call".into(), json!(self.id));
+            if !channels.is_empty() {
+                o.insert("channels".into(), channels.into());
+            }
+        }
+        self.env.events.publish(&self.account, value);
+    }
+}
+
+/// The leg `a`, `b`, `leg2`… names.
+fn leg_named(name: &str) -> Option<Leg> {
+    match name {
+        "a" => Some(Leg::A),
+        "b" => Some(Leg::B),
+        n => n.strip_prefix("leg")?.parse().ok().map(Leg),
     }
 }
 

@@ -1,29 +1,121 @@
-//! The registry of calls in progress: what SIGTERM waits for, what the API (a later issue) lists,
-//! and how a routing loop back into hookflash is recognised (an INVITE carrying the Call-ID of
-//! one of our own b-legs).
+//! The registry of calls in progress: what SIGTERM waits for, what the API lists and reaches
+//! (every leg by its SIP Call-ID, which is the "channel" of Kazoo's API and the "call" of
+//! VoIPBIN's), and how a routing loop back into hookflash is recognised (an INVITE carrying the
+//! Call-ID of one of our own legs).
+//!
+//! Each call task keeps its entry current (legs, who hears whom); the API reads snapshots under
+//! one short lock and sends requests to the call task through the entry's channel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
+
+use super::call_request::RequestSender;
+use crate::call::LegId;
 
 /// What the registry knows of a call.
 #[derive(Clone, Debug)]
 pub struct CallInfo {
     /// The a-leg's Call-ID, which names the call.
     pub id: String,
+    /// The account the call belongs to (the caller's, else the callee's).
+    pub account: String,
     pub caller: String,
     pub callee: String,
     pub started: Instant,
+    pub started_at: SystemTime,
     pub answered: bool,
+    pub legs: Vec<LegInfo>,
+}
+
+/// One leg of a call: one SIP dialog, one party.
+#[derive(Clone, Debug)]
+pub struct LegInfo {
+    pub leg: LegId,
+    /// The dialog's Call-ID (the a-leg's is the caller's; the others are ours).
+    pub call_id: String,
+    /// Who is on it: the caller's user, the callee, a transfer's target as dialled.
+    pub party: String,
+    /// Whether hookflash placed this leg (every leg but the caller's).
+    pub outgoing: bool,
+    pub status: LegStatus,
+    /// What the party hears.
+    pub hears: Hears,
+    pub created_at: SystemTime,
+    pub answered_at: Option<SystemTime>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegStatus {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+impl LegStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegStatus::Ringing => "ringing",
+            LegStatus::Answered => "answered",
+            LegStatus::Ended => "ended",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hears {
+    /// Another leg's party (they talk, or this one hears the other's early media).
+    Leg(LegId),
+    /// Music, ringback, a prompt.
+    Media(String),
+    Silence,
+}
+
+impl CallInfo {
+    pub fn leg(&self, leg: LegId) -> Option<&LegInfo> {
+        self.legs.iter().find(|l| l.leg == leg)
+    }
+
+    /// The leg whose Call-ID is `call_id`.
+    pub fn leg_by_call_id(&self, call_id: &str) -> Option<&LegInfo> {
+        self.legs.iter().find(|l| l.call_id == call_id)
+    }
+
+    /// The party `leg` is talking with: the leg it hears, if that leg hears it back.
+    pub fn bridged_to(&self, leg: LegId) -> Option<&LegInfo> {
+        let me = self.leg(leg)?;
+        let Hears::Leg(other) = me.hears else {
+            return None;
+        };
+        let other = self.leg(other)?;
+        (me.status == LegStatus::Answered
+            && other.status == LegStatus::Answered
+            && other.hears == Hears::Leg(leg))
+        .then_some(other)
+    }
+}
+
+/// A call in the registry, with the way to ask its task to do something.
+pub struct CallEntry {
+    pub info: CallInfo,
+    pub requests: RequestSender,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// By the order calls arrived (newest last): the API lists newest first, in pages.
+    calls: BTreeMap<u64, CallEntry>,
+    next: u64,
+    /// Every live leg's Call-ID → its call's key in `calls`.
+    by_call_id: HashMap<String, u64>,
 }
 
 #[derive(Default)]
 pub struct Calls {
-    calls: Mutex<HashMap<String, CallInfo>>,
-    b_leg_call_ids: Mutex<HashSet<String>>,
+    registry: Mutex<Registry>,
     draining: AtomicBool,
     changed: Notify,
 }
@@ -34,21 +126,31 @@ impl Calls {
     }
 
     /// Adds a call; it leaves the registry when the returned guard is dropped.
-    pub fn enter(self: &Arc<Self>, info: CallInfo) -> CallGuard {
-        let id = info.id.clone();
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.insert(id.clone(), info);
-        }
+    pub fn enter(self: &Arc<Self>, info: CallInfo, requests: RequestSender) -> CallGuard {
+        let key = {
+            let mut r = self.lock();
+            let key = r.next;
+            r.next += 1;
+            for leg in &info.legs {
+                r.by_call_id.insert(leg.call_id.clone(), key);
+            }
+            r.calls.insert(key, CallEntry { info, requests });
+            key
+        };
         self.changed.notify_waiters();
         CallGuard {
             calls: Arc::clone(self),
-            id,
-            b_leg_call_id: None,
+            key,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic elsewhere while holding the lock leaves plain data behind: go on with it.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn len(&self) -> usize {
-        self.calls.lock().map(|c| c.len()).unwrap_or(0)
+        self.lock().calls.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,17 +158,40 @@ impl Calls {
     }
 
     pub fn list(&self) -> Vec<CallInfo> {
-        self.calls
-            .lock()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default()
+        self.lock().calls.values().map(|e| e.info.clone()).collect()
     }
 
-    /// Whether `call_id` is one of our own b-legs coming back to us.
-    pub fn is_our_b_leg(&self, call_id: &str) -> bool {
-        self.b_leg_call_ids
-            .lock()
-            .is_ok_and(|ids| ids.contains(call_id))
+    /// Runs `f` on the call that has a leg with Call-ID `call_id`.
+    pub fn with_call<T>(&self, call_id: &str, f: impl FnOnce(&CallEntry) -> T) -> Option<T> {
+        let r = self.lock();
+        let key = r.by_call_id.get(call_id)?;
+        r.calls.get(key).map(f)
+    }
+
+    /// Runs `f` on `account`'s calls, newest first, starting below `before` (a key `f` was given
+    /// earlier), until `f` says stop.
+    pub fn scan(
+        &self,
+        account: &str,
+        before: Option<u64>,
+        mut f: impl FnMut(u64, &CallEntry) -> std::ops::ControlFlow<()>,
+    ) {
+        let r = self.lock();
+        let range = r.calls.range(..before.unwrap_or(u64::MAX)).rev();
+        for (key, entry) in range {
+            if entry.info.account == account && f(*key, entry).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Whether `call_id` is one of our own legs coming back to us.
+    pub fn is_our_leg(&self, call_id: &str) -> bool {
+        let r = self.lock();
+        r.by_call_id
+            .get(call_id)
+            .and_then(|key| r.calls.get(key))
+            .is_some_and(|e| e.info.id != call_id)
     }
 
     /// New calls are refused from now on (SIGTERM).
@@ -93,36 +218,37 @@ impl Calls {
 /// A call's place in the registry.
 pub struct CallGuard {
     calls: Arc<Calls>,
-    id: String,
-    b_leg_call_id: Option<String>,
+    key: u64,
 }
 
 impl CallGuard {
-    pub fn set_b_leg(&mut self, call_id: String) {
-        if let Ok(mut ids) = self.calls.b_leg_call_ids.lock() {
-            ids.insert(call_id.clone());
-        }
-        self.b_leg_call_id = Some(call_id);
-    }
-
-    pub fn answered(&self) {
-        if let Ok(mut calls) = self.calls.calls.lock()
-            && let Some(c) = calls.get_mut(&self.id)
-        {
-            c.answered = true;
+    /// Changes the call's entry; legs whose Call-ID changed or appeared are indexed again.
+    pub fn update(&self, f: impl FnOnce(&mut CallInfo)) {
+        let mut r = self.calls.lock();
+        let Registry {
+            calls, by_call_id, ..
+        } = &mut *r;
+        let Some(entry) = calls.get_mut(&self.key) else {
+            return;
+        };
+        f(&mut entry.info);
+        for leg in &entry.info.legs {
+            if !leg.call_id.is_empty() && !by_call_id.contains_key(&leg.call_id) {
+                by_call_id.insert(leg.call_id.clone(), self.key);
+            }
         }
     }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if let Ok(mut calls) = self.calls.calls.lock() {
-            calls.remove(&self.id);
-        }
-        if let Some(b) = &self.b_leg_call_id
-            && let Ok(mut ids) = self.calls.b_leg_call_ids.lock()
         {
-            ids.remove(b);
+            let mut r = self.calls.lock();
+            if let Some(entry) = r.calls.remove(&self.key) {
+                for leg in entry.info.legs {
+                    r.by_call_id.remove(&leg.call_id);
+                }
+            }
         }
         self.calls.changed.notify_waiters();
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod call;
 mod call_control;
+pub mod call_request;
 pub mod calls;
 pub mod dialog_events;
 pub mod digest;

@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::events::EventBus;
+use crate::metrics::Metrics;
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, Method, StatusCode};
@@ -59,7 +61,12 @@ struct State {
 impl SipServer {
     /// Binds the configured listeners, starts the media relay and serves. A listener that cannot
     /// be bound is an error naming it.
-    pub async fn start(current: &Config, config: ConfigSource) -> Result<SipServer, String> {
+    pub async fn start(
+        current: &Config,
+        config: ConfigSource,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
+    ) -> Result<SipServer, String> {
         let settings = &current.sip;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let relay = MediaRelay::start(
@@ -120,6 +127,8 @@ impl SipServer {
             dialogs: Arc::clone(&dialogs),
             relay,
             calls: Arc::clone(&calls),
+            events,
+            metrics,
             advertised: host.clone(),
             contact_udp: settings
                 .udp
@@ -316,7 +325,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         info!(call = %call_id, "refused: shutting down");
         return Err(Reply::status(503).with("Retry-After", "5"));
     }
-    if state.calls.is_our_b_leg(&call_id) || state.env.dialog_events.knows(&call_id) {
+    if state.calls.is_our_leg(&call_id) || state.env.dialog_events.knows(&call_id) {
         info!(call = %call_id, "refused: the Call-ID is one of our own legs' or a call's in progress (a loop, or reused)");
         return Err(Reply::status(482));
     }
@@ -368,6 +377,11 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             .or(routed.callee)
             .map(|p| p.account.domain.clone())
             .or_else(|| user_and_host(&request.uri).map(|(_, h)| h.to_string()))
+            .unwrap_or_default(),
+        account: routed
+            .caller
+            .or(routed.callee)
+            .map(|p| p.account.name.clone())
             .unwrap_or_default(),
     })
 }

@@ -1,0 +1,296 @@
+//! The HTTP API (SPEC §5): programs drive the same features the keypad does.
+//!
+//! - `kazoo.rs`: Kazoo's channels API (`/v2/accounts/{account}/channels…`), its envelope and
+//!   errors;
+//! - `voipbin.rs`: VoIPBIN's calls and transfers (`/v1/calls`, `/v1/transfers…`), with the
+//!   transfer objects kept in `transfers.rs`;
+//! - `ozml.rs`: Ozeki-style third-party call control (`POST /v1/calls/{id}/ozml`);
+//! - `sse.rs` and `webhooks.rs`: the call events out; `metrics.rs`: `/metrics`;
+//! - here: the server, tokens and rate limits, errors, `/healthz` and `/openapi.json`.
+//!
+//! Every leg of a call is reachable by its SIP Call-ID (Kazoo's channel UUID, VoIPBIN's call
+//! id). A token sees only its account's calls; anything else is 404, exactly as a call that does
+//! not exist. Requests go to the call's own task (`sip::call_request`), which answers at once
+//! whether the feature could start; what follows comes as events.
+
+mod auth;
+mod error;
+mod kazoo;
+mod metrics;
+mod ozml;
+mod sse;
+mod transfers;
+mod voipbin;
+mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::call::LegId;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::keys::{Key, parse_keys};
+use crate::media::relay::MediaRelay;
+use crate::metrics::Metrics;
+use crate::modules::transfer::{DEFAULT_TIMEOUT_MS, OnFail, TransferData, TransferType};
+use crate::runtime::Shared;
+use crate::sip::call_request::{Accepted, CallRequest, Refusal, Request as CallRequestMsg};
+use crate::sip::calls::Calls;
+
+pub use auth::RateLimiter;
+pub use error::ApiError;
+
+/// The OpenAPI 3 description of this API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// What every handler reaches.
+pub struct Api {
+    pub shared: Arc<Shared>,
+    pub calls: Arc<Calls>,
+    pub relay: Arc<MediaRelay>,
+    pub events: Arc<EventBus>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: RateLimiter,
+    pub transfers: transfers::Transfers,
+    pub webhooks: webhooks::WebhookStats,
+    /// Posts webhooks and `FinishedUrl` callbacks.
+    pub http: reqwest::Client,
+    /// Ends event streams and background work at shutdown.
+    pub shutdown: CancellationToken,
+}
+
+type AppState = Arc<Api>;
+
+/// The running API server.
+pub struct ApiServer {
+    pub api: Arc<Api>,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Binds `listen` (a taken port is an error naming it) and serves; starts the webhook and
+    /// transfer followers.
+    pub async fn start(
+        listen: SocketAddr,
+        shared: Arc<Shared>,
+        calls: Arc<Calls>,
+        relay: Arc<MediaRelay>,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
+    ) -> Result<ApiServer, String> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen for the API on {listen}: {e}"))?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+        let api = Arc::new(Api {
+            shared,
+            calls,
+            relay,
+            events,
+            metrics,
+            limiter: RateLimiter::default(),
+            transfers: transfers::Transfers::default(),
+            webhooks: webhooks::WebhookStats::default(),
+            http,
+            shutdown: CancellationToken::new(),
+        });
+        transfers::follow(Arc::clone(&api));
+        webhooks::start(Arc::clone(&api));
+        let app = router(Arc::clone(&api));
+        let shutdown = api.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                warn!("API server stopped: {e}");
+            }
+        });
+        info!("API listening on http://{addr}");
+        Ok(ApiServer { api, addr, task })
+    }
+
+    /// Stops accepting requests, ends event streams, and lets requests in progress finish (for at
+    /// most `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        self.api.shutdown.cancel();
+        let _ = tokio::time::timeout(grace, self.task).await;
+    }
+}
+
+fn router(api: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/events", get(sse::events))
+        .route("/v1/calls", get(voipbin::list_calls))
+        .route("/v1/calls/{id}", get(voipbin::get_call))
+        .route("/v1/calls/{id}/ozml", post(ozml::run))
+        .route("/v1/transfers", post(voipbin::create_transfer))
+        .route("/v1/transfers/{id}", get(voipbin::get_transfer))
+        .route("/v1/transfers/{id}/cancel", post(voipbin::cancel_transfer))
+        .route(
+            "/v1/transfers/{id}/complete",
+            post(voipbin::complete_transfer),
+        )
+        .route("/v2/accounts/{account}/channels", get(kazoo::list_channels))
+        .route(
+            "/v2/accounts/{account}/channels/{call_id}",
+            get(kazoo::get_channel).post(kazoo::channel_action),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&api),
+            count_responses,
+        ))
+        .with_state(api)
+}
+
+/// Counts every response by status for `/metrics`.
+async fn count_responses(State(api): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    api.metrics.api_request(response.status().as_u16());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such API path; see /openapi.json")
+}
+
+async fn healthz(State(api): State<AppState>) -> Response {
+    let shared = &api.shared;
+    axum::Json(json!({
+        "status": "ok",
+        "calls": api.calls.len(),
+        "config_generation": shared.generation.load(std::sync::atomic::Ordering::Relaxed),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "draining": api.calls.is_draining(),
+    }))
+    .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+impl Api {
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.shared.config.load()
+    }
+
+    /// Sends `what` to the call that has a leg with Call-ID `call_id` in `account`; `None` when
+    /// there is no such call (or it is another account's, or it ended meanwhile).
+    pub async fn ask(
+        &self,
+        account: &str,
+        call_id: &str,
+        what: CallRequest,
+    ) -> Option<Result<Accepted, Refusal>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.calls.with_call(call_id, |entry| {
+            (entry.info.account == account)
+                && entry
+                    .requests
+                    .unbounded_send(CallRequestMsg { what, reply })
+                    .is_ok()
+        })?;
+        if !sent {
+            return None;
+        }
+        // The call task answers at once; it may end first (the reply is then dropped).
+        answer.await.ok()
+    }
+
+    /// The leg of `account`'s call with Call-ID `call_id`.
+    pub fn leg_of(&self, account: &str, call_id: &str) -> Option<LegId> {
+        self.calls
+            .with_call(call_id, |e| {
+                (e.info.account == account)
+                    .then(|| e.info.leg_by_call_id(call_id).map(|l| l.leg))
+                    .flatten()
+            })
+            .flatten()
+    }
+}
+
+/// What an API transfer asks for, before defaults.
+#[derive(Debug, Default)]
+pub struct TransferAsk {
+    pub target: String,
+    pub blind: bool,
+    pub takeback_dtmf: Option<String>,
+    pub moh: Option<String>,
+    pub ringback: Option<String>,
+}
+
+/// The transfer module's data for an API transfer: the config's music and ringback unless the
+/// request names its own, Kazoo's takeback `*1` (honoured, unlike Kazoo), and any target: the
+/// token holder is trusted, and routing still decides what can be reached.
+pub fn transfer_data(config: &Config, ask: TransferAsk) -> Result<TransferData, ApiError> {
+    let media_dir = Some(config.media.dir.as_path());
+    let media = |field: &str, value: Option<String>, default: &str| -> Result<String, ApiError> {
+        match value {
+            None => Ok(default.to_string()),
+            Some(v) => match crate::media::resolve_media(&v, media_dir) {
+                Ok(_) => Ok(v),
+                Err(p) => Err(ApiError::invalid(field, &p.message)),
+            },
+        }
+    };
+    let keys = |field: &str, text: &str| -> Result<Vec<Key>, ApiError> {
+        parse_keys(text).map_err(|e| ApiError::invalid(field, &e))
+    };
+    let takeback = keys(
+        "takeback_dtmf",
+        ask.takeback_dtmf.as_deref().unwrap_or("*1"),
+    )?;
+    // A sequence that ends another would fire in its place: the default steps aside.
+    let default_unless_clash = |text: &str| -> Vec<Key> {
+        let default = parse_keys(text).unwrap_or_default();
+        if !takeback.is_empty() && (default.ends_with(&takeback) || takeback.ends_with(&default)) {
+            Vec::new()
+        } else {
+            default
+        }
+    };
+    let kind = if ask.blind {
+        TransferType::Blind
+    } else {
+        TransferType::Attended
+    };
+    Ok(TransferData {
+        kind,
+        target: Some(ask.target),
+        complete_dtmf: default_unless_clash("*2"),
+        swap_dtmf: default_unless_clash("*4"),
+        takeback_dtmf: takeback,
+        moh: media("moh", ask.moh, &config.media.music_on_hold)?,
+        ringback: media("ringback", ask.ringback, &config.media.ringback)?,
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        on_fail: if ask.blind {
+            OnFail::Recall
+        } else {
+            OnFail::Reconnect
+        },
+        allowed_targets: Some(".+".to_string()),
+    })
+}

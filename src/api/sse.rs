@@ -1,0 +1,97 @@
+//! `GET /v1/events`: the token's account's call events as server-sent events, in the order they
+//! happened (`event:` the event's name, `id:` its `seq`, `data:` the JSON). `?call=` keeps one
+//! call's (any of its legs' Call-IDs). A stream opens with the comment `: ready` (from then on
+//! nothing is missed); a listener too slow to keep up gets `event: lagged` with how many events
+//! it missed. Streams end when the daemon shuts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::{self, Receiver};
+
+use super::auth::{Caller, QueryParams};
+use super::{ApiError, AppState};
+use crate::events::BusEvent;
+
+#[derive(Deserialize)]
+pub struct Filter {
+    call: Option<String>,
+}
+
+/// Whether `event` is about the call with a leg whose Call-ID is `call`.
+pub fn concerns(event: &BusEvent, call: &str) -> bool {
+    event.call == call
+        || event.value["channels"]
+            .as_object()
+            .is_some_and(|c| c.values().any(|v| v == call))
+}
+
+pub async fn events(
+    State(api): State<AppState>,
+    caller: Caller,
+    QueryParams(filter): QueryParams<Filter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let rx = api.events.subscribe();
+    let state = Listener {
+        rx,
+        account: caller.account,
+        call: filter.call.filter(|c| !c.is_empty()),
+        api: Arc::clone(&api),
+        opened: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        let event = s.next().await?;
+        Some((Ok(event), s))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct Listener {
+    rx: Receiver<Arc<BusEvent>>,
+    account: String,
+    call: Option<String>,
+    api: AppState,
+    opened: bool,
+}
+
+impl Listener {
+    async fn next(&mut self) -> Option<Event> {
+        if !self.opened {
+            self.opened = true;
+            return Some(Event::default().comment("ready"));
+        }
+        loop {
+            let received = tokio::select! {
+                _ = self.api.shutdown.cancelled() => return None,
+                r = self.rx.recv() => r,
+            };
+            match received {
+                Ok(e) => {
+                    let wanted = e.account == self.account
+                        && self.call.as_deref().is_none_or(|c| concerns(&e, c));
+                    if wanted {
+                        return Some(
+                            Event::default()
+                                .event(&e.name)
+                                .id(e.value["seq"].to_string())
+                                .data(&e.json),
+                        );
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    return Some(
+                        Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{n}}}")),
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
