@@ -424,7 +424,8 @@ async fn execute(
             if let Some(url) = finished_url {
                 let caller = api
                     .calls
-                    .with_call(call, |e| e.info.caller.clone())
+                    .with_call(call, |e| e.info.leg(LegId::A).map(|l| l.party.clone()))
+                    .flatten()
                     .unwrap_or_default();
                 let form = [
                     ("Id", call.clone()),

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `hookflash` binary.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod rtp;
 
 use std::io::{BufRead, BufReader};
