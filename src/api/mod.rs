@@ -158,6 +158,7 @@ fn router(api: AppState) -> Router {
             get(kazoo::get_channel).post(kazoo::channel_action),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&api),
             count_responses,
@@ -174,6 +175,14 @@ async fn count_responses(State(api): State<AppState>, request: Request, next: Ne
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API path; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        json!({ "message": "this path does not take that method; see /openapi.json" }),
+    )
 }
 
 async fn healthz(State(api): State<AppState>) -> Response {

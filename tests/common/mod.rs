@@ -156,6 +156,14 @@ impl Daemon {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("bad event line {line}: {e}"))
     }
 
+    /// Takes the log lines written so far into `log`.
+    pub fn read_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
     pub fn seen_or_wait(&mut self, needle: &str) -> String {
         match self.log.iter().find(|l| l.contains(needle)) {
             Some(line) => line.clone(),
