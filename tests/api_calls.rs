@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 use std::thread::JoinHandle;
 
-use common::http::{EventStream, callback_server, get, post, request};
+use common::http::{EventStream, callback_server, get, hook_server, post, request};
 use common::*;
 
 const TOKEN: &str = "demo-token";
@@ -484,6 +484,16 @@ fn tokens_are_rate_limited_and_operations_endpoints_answer() {
             .unwrap()
             .starts_with("3.")
     );
+    // Tokens are reloaded with the rest of the config on SIGHUP.
+    let reloaded = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace("    demo-token: demo", "    fresh-token: demo");
+    sandbox.write("config.yaml", &reloaded);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("reload ok");
+    assert_eq!(get(api, "/healthz", "").status, 200);
+    assert_eq!(get(api, "/v1/calls", "fresh-token").status, 200);
+    assert_eq!(get(api, "/v1/calls", TOKEN).status, 401);
     // The token is never written to the log.
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
@@ -491,4 +501,87 @@ fn tokens_are_rate_limited_and_operations_endpoints_answer() {
         !daemon.log.iter().any(|l| l.contains(TOKEN)),
         "a token was logged"
     );
+}
+
+#[test]
+fn webhooks_get_every_event_in_order_and_a_failed_post_is_retried() {
+    let (hook_port, hooks) = hook_server(1);
+    let callee_e = SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", &free_port().to_string()],
+    );
+    let sandbox = Sandbox::from_example();
+    let webhook = format!(
+        "    domain: 127.0.0.1            # SIP domain and digest realm\n    webhooks: [\"http://127.0.0.1:{hook_port}/hook\"]"
+    );
+    config(
+        &sandbox,
+        callee_e.port,
+        free_port(),
+        &[(
+            "    domain: 127.0.0.1            # SIP domain and digest realm",
+            &webhook,
+        )],
+    );
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let events = EventStream::open(sandbox.api_port, TOKEN, "");
+    let mut s = Setup {
+        sandbox,
+        daemon,
+        callee_e,
+        // Never called; its finish is not awaited.
+        callee_x: SippProcess::spawn(&scenario("uas_ring.xml"), "u1", &[]),
+        events,
+    };
+    let (t, a, _) = s.call();
+    let hangup = post(
+        s.api(),
+        &format!("/v2/accounts/demo/channels/{a}"),
+        TOKEN,
+        r#"{"data":{"action":"hangup"}}"#,
+    );
+    assert_eq!(hangup.status, 202, "{}", hangup.body);
+    s.events.wait("call.ended");
+    // Every event reaches the webhook, in order; the first POST failed (500) and was sent again.
+    let mut delivered: Vec<serde_json::Value> = Vec::new();
+    let mut failed = Vec::new();
+    while delivered.last().is_none_or(|e| e["event"] != "call.ended") {
+        let (status, body) = hooks.recv_timeout(WAIT).expect("webhook events");
+        let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(event["account"], "demo");
+        if status == 200 {
+            delivered.push(event);
+        } else {
+            failed.push(event);
+        }
+    }
+    let names: Vec<&str> = delivered
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        in_order(&names, &["call.started", "call.answered", "call.ended"]),
+        "{names:?}"
+    );
+    let seqs: Vec<u64> = delivered
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0]["seq"], delivered[0]["seq"],
+        "the failed event was retried first"
+    );
+    let metrics = request(s.api(), "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("hookflash_webhook_events_total{outcome=\"retried\"} 1"),
+        "{metrics}"
+    );
+    let t_out = t.join().unwrap();
+    assert!(t_out.status.success(), "caller: {}", describe(&t_out));
+    let e_out = s.callee_e.finish();
+    assert!(e_out.status.success(), "callee: {}", describe(&e_out));
 }

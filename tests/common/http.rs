@@ -221,3 +221,58 @@ pub fn callback_server() -> (u16, Receiver<(String, String)>) {
     });
     (port, rx)
 }
+
+/// An HTTP server standing in for a webhook receiver: answers 500 to the first `fail_first`
+/// requests and 200 to the rest, on keep-alive connections; returns its port and each request's
+/// (status given, body) as it arrives.
+pub fn hook_server(fail_first: usize) -> (u16, Receiver<(u16, String)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = channel();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (tx, answered) = (tx.clone(), std::sync::Arc::clone(&answered));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0usize;
+                    let mut started = false;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" && started {
+                            break;
+                        }
+                        started = true;
+                        if let Some((n, v)) = line.split_once(':')
+                            && n.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let status = if n < fail_first { 500 } else { 200 };
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    if tx
+                        .send((status, String::from_utf8_lossy(&body).into_owned()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
