@@ -494,9 +494,12 @@ fn tokens_are_rate_limited_and_operations_endpoints_answer() {
     assert_eq!(get(api, "/healthz", "").status, 200);
     assert_eq!(get(api, "/v1/calls", "fresh-token").status, 200);
     assert_eq!(get(api, "/v1/calls", TOKEN).status, 401);
-    // The token is never written to the log.
+    // SIGTERM ends open event streams and the daemon exits.
+    let stream = EventStream::open(api, "fresh-token", "");
     daemon.signal(libc::SIGTERM);
-    daemon.wait_exit();
+    assert_eq!(daemon.wait_exit(), Some(0));
+    drop(stream);
+    // The token is never written to the log.
     assert!(
         !daemon.log.iter().any(|l| l.contains(TOKEN)),
         "a token was logged"

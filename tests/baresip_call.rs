@@ -36,7 +36,9 @@ impl Phone {
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\n\
              module aubridge.so\nmodule_tmp uuid.so\nmodule_tmp account.so\n\
              module_app contact.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n",
-            rtp + 1
+            // A range, not one pair: a port taken meanwhile (tests run in parallel) would make
+            // baresip refuse the call with 500.
+            rtp + 39
         );
         std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(
