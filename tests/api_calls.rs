@@ -191,7 +191,9 @@ fn a_kazoo_transfer_request_completes_an_attended_transfer_and_sse_shows_it_in_o
 #[test]
 fn a_voipbin_blind_transfer_releases_the_transferer_and_connects_the_target() {
     let mut s = setup("uas_answer.xml", "uas_target.xml", &["-d", "2000"]);
-    let (t, a, _) = s.call();
+    let (t, a, b) = s.call();
+    // A stream of one call's events, named by its callee's leg.
+    let mut of_call = EventStream::open(s.api(), TOKEN, &format!("?call={b}"));
     let calls = get(s.api(), "/v1/calls", TOKEN).json();
     assert_eq!(calls["result"].as_array().unwrap().len(), 2, "{calls}");
     let one = get(s.api(), &format!("/v1/calls/{a}"), TOKEN).json();
@@ -210,6 +212,11 @@ fn a_voipbin_blind_transfer_releases_the_transferer_and_connects_the_target() {
     let done = get(s.api(), &format!("/v1/transfers/{id}"), TOKEN).json();
     assert_eq!(done["status"], "completed", "{done}");
     assert!(!done["transferee_call_id"].as_str().unwrap().is_empty());
+    assert_eq!(
+        of_call.wait("transfer.completed")["transfer_id"],
+        id.as_str()
+    );
+    of_call.wait("call.ended");
     s.finish(t);
 }
 
@@ -364,6 +371,27 @@ fn every_error_case_has_its_status_and_body() {
         r.json()["data"]["target"]["required"]["message"],
         "No target destination specified"
     );
+    // Only dialable targets, only media of the media folder (and nothing said of other files).
+    let r = post(
+        api,
+        &channel,
+        TOKEN,
+        r#"{"data":{"action":"transfer","target":"1003@evil;x"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["data"]["target"]["invalid"]["message"].is_string(),
+        "{}",
+        r.body
+    );
+    let r = post(
+        api,
+        &channel,
+        TOKEN,
+        r#"{"data":{"action":"transfer","target":"1003","moh":"../../etc/x.wav"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(!r.body.contains("/etc"), "{}", r.body);
     let r = post(api, &channel, TOKEN, r#"{"data":{"action":"dance"}}"#);
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["message"], "invalid data");
@@ -455,6 +483,12 @@ fn tokens_are_rate_limited_and_operations_endpoints_answer() {
         .map(|_| get(api, "/v1/calls", TOKEN).status)
         .collect();
     assert_eq!(statuses[0], 200);
+    let r = get(
+        api,
+        "/v1/calls?page_token=18446744073709551615-0",
+        OTHER_TOKEN,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
     let limited = get(api, "/v1/calls", TOKEN);
     assert_eq!(limited.status, 429, "{statuses:?}");
     assert!(limited.header("retry-after").is_some());

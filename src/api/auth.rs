@@ -16,6 +16,17 @@ use super::{ApiError, AppState};
 /// The account a request acts for.
 pub struct Caller {
     pub account: String,
+    /// Kept for long requests (an event stream) to check it is still valid; never logged.
+    pub token: String,
+}
+
+impl Caller {
+    /// Whether this caller's token still belongs to its account in `config` (tokens reload).
+    pub fn still_valid(&self, config: &crate::config::Config) -> bool {
+        config.api.tokens.iter().any(|t| {
+            t.account == self.account && constant_time_eq(t.token.as_bytes(), self.token.as_bytes())
+        })
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -38,7 +49,10 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(rate) = config.api.rate_limit {
             api.limiter.take(token, rate)?;
         }
-        Ok(Caller { account })
+        Ok(Caller {
+            account,
+            token: token.to_string(),
+        })
     }
 }
 

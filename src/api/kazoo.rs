@@ -76,17 +76,20 @@ pub async fn list_channels(
 ) -> Result<Response, ApiError> {
     same_account(&caller, &account)?;
     let mut channels = Vec::new();
+    // Copied under the registry's lock, written out after it.
+    let mut calls = Vec::new();
     api.calls.scan(&account, None, |_, entry| {
-        channels.extend(
-            entry
-                .info
-                .legs
-                .iter()
-                .filter(|l| l.status != LegStatus::Ended)
-                .map(|l| channel_json(&entry.info, l)),
-        );
+        calls.push(entry.info.clone());
         std::ops::ControlFlow::Continue(())
     });
+    for call in &calls {
+        channels.extend(
+            call.legs
+                .iter()
+                .filter(|l| l.status != LegStatus::Ended)
+                .map(|l| channel_json(call, l)),
+        );
+    }
     Ok(envelope(StatusCode::OK, Value::Array(channels)))
 }
 

@@ -52,6 +52,9 @@ use crate::sip::calls::Calls;
 pub use auth::RateLimiter;
 pub use error::ApiError;
 
+/// How long a request waits for the call's task to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The OpenAPI 3 description of this API, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
@@ -225,8 +228,15 @@ impl Api {
         if !sent {
             return None;
         }
-        // The call task answers at once; it may end first (the reply is then dropped).
-        answer.await.ok()
+        // The call task answers between two of its events; it may end first (the reply is then
+        // dropped). A call that cannot answer in time is as good as gone.
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Ok(reply) => reply.ok(),
+            Err(_) => {
+                warn!(call = %call_id, "the call did not answer an API request in time");
+                None
+            }
+        }
     }
 
     /// The leg of `account`'s call with Call-ID `call_id`.
@@ -238,6 +248,53 @@ impl Api {
                     .flatten()
             })
             .flatten()
+    }
+}
+
+/// Longest dialled number an API request may name.
+const MAX_DIALLED: usize = 64;
+
+/// `target` as a number to dial: 1 to 64 of `0-9 A-Z a-z * # + . _ -`, the characters of
+/// extensions and phone numbers. Nothing else reaches a Request-URI.
+pub fn dialable(target: &str) -> Result<String, ApiError> {
+    let target = target.trim();
+    let ok = !target.is_empty()
+        && target.len() <= MAX_DIALLED
+        && target
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*#+._-".contains(c));
+    if ok {
+        Ok(target.to_string())
+    } else {
+        Err(ApiError::invalid(
+            "target",
+            "a number to dial: 1 to 64 of 0-9, A-Z, a-z, * # + . _ -",
+        ))
+    }
+}
+
+/// Media named by an API request: a tone script, `silence_stream://`, or the name of a `.wav`
+/// file in the media folder — a bare name: a program cannot reach files elsewhere, nor learn
+/// whether they exist.
+pub fn api_media(field: &str, text: &str, media_dir: &std::path::Path) -> Result<(), ApiError> {
+    let is_file = !crate::media::tgml::looks_like_tgml(text) && !text.contains("://");
+    if is_file
+        && (text.starts_with('.')
+            || text.contains(['/', '\\'])
+            || text.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            field,
+            "a tone script or the name of a .wav file in the media folder",
+        ));
+    }
+    match crate::media::resolve_media(text, Some(media_dir)) {
+        Ok(_) => Ok(()),
+        Err(_) if is_file => Err(ApiError::invalid(
+            field,
+            &format!("no media `{text}` in the media folder"),
+        )),
+        Err(p) => Err(ApiError::invalid(field, &p.message)),
     }
 }
 
@@ -255,14 +312,10 @@ pub struct TransferAsk {
 /// request names its own, Kazoo's takeback `*1` (honoured, unlike Kazoo), and any target: the
 /// token holder is trusted, and routing still decides what can be reached.
 pub fn transfer_data(config: &Config, ask: TransferAsk) -> Result<TransferData, ApiError> {
-    let media_dir = Some(config.media.dir.as_path());
     let media = |field: &str, value: Option<String>, default: &str| -> Result<String, ApiError> {
         match value {
             None => Ok(default.to_string()),
-            Some(v) => match crate::media::resolve_media(&v, media_dir) {
-                Ok(_) => Ok(v),
-                Err(p) => Err(ApiError::invalid(field, &p.message)),
-            },
+            Some(v) => api_media(field, &v, &config.media.dir).map(|()| v),
         }
     };
     let keys = |field: &str, text: &str| -> Result<Vec<Key>, ApiError> {
@@ -288,7 +341,7 @@ pub fn transfer_data(config: &Config, ask: TransferAsk) -> Result<TransferData, 
     };
     Ok(TransferData {
         kind,
-        target: Some(ask.target),
+        target: Some(dialable(&ask.target)?),
         complete_dtmf: default_unless_clash("*2"),
         swap_dtmf: default_unless_clash("*4"),
         takeback_dtmf: takeback,

@@ -234,9 +234,7 @@ fn command(element: Element, media_dir: &std::path::Path) -> Result<Command, Api
                 .or((!text.is_empty()).then_some(text))
                 .ok_or_else(|| ApiError::required("Target", "`BlindTransfer` needs a `Target`"))?
                 .to_string();
-            if target.len() > 64 || target.chars().any(|c| c.is_control() || c == '@') {
-                return Err(ApiError::invalid("Target", "not a dialable number"));
-            }
+            let target = super::dialable(&target)?;
             let finished_url = element
                 .attribute("FinishedUrl")
                 .map(|u| {
@@ -259,8 +257,7 @@ fn command(element: Element, media_dir: &std::path::Path) -> Result<Command, Api
                     "`Play` needs the media as its text",
                 ));
             }
-            crate::media::resolve_media(text, Some(media_dir))
-                .map_err(|p| ApiError::invalid("Play", &p.message))?;
+            super::api_media("Play", text, media_dir)?;
             Ok(Command::Play {
                 call,
                 party,
@@ -336,12 +333,20 @@ pub async fn run(
     let response = Json(json!({ "status": "accepted", "call_id": this.call, "commands": names }));
     let account = caller.account.clone();
     let runner = Arc::clone(&api);
+    // The document stops when its call ends (a `Delay` or `Play` does not outlive it).
+    let ended = api.shutdown.child_token();
+    watch_call_end(&api, &this.call, ended.clone());
     tokio::spawn(async move {
+        let _stop_watching = ended.clone().drop_guard();
         for (command, target) in plan {
             let name = command.name();
+            if ended.is_cancelled() {
+                info!(call = %target.call, "OzML stopped before `{name}`: the call has ended");
+                return;
+            }
             let ran = tokio::select! {
                 _ = runner.shutdown.cancelled() => return,
-                r = execute(&runner, &account, command, &target) => r,
+                r = execute(&runner, &account, command, &target, &ended) => r,
             };
             if let Err(why) = ran {
                 warn!(call = %target.call, "OzML `{name}` stopped the document: {why}");
@@ -352,17 +357,40 @@ pub async fn run(
     Ok((StatusCode::ACCEPTED, response).into_response())
 }
 
+/// Cancels `ended` when `call` ends (or when `ended` is cancelled otherwise).
+fn watch_call_end(api: &Api, call: &str, ended: tokio_util::sync::CancellationToken) {
+    let mut events = api.events.subscribe();
+    let call = call.to_string();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = ended.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(e) if e.name == "call.ended" && e.call == call => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                _ => {}
+            }
+        }
+        ended.cancel();
+    });
+}
+
 async fn execute(
     api: &Arc<Api>,
     account: &str,
     command: Command,
     target: &Target,
+    ended: &tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let call = &target.call;
     match command {
         Command::Delay(d) => {
-            tokio::time::sleep(d).await;
-            Ok(())
+            tokio::select! {
+                _ = tokio::time::sleep(d) => Ok(()),
+                _ = ended.cancelled() => Err("the call has ended".into()),
+            }
         }
         Command::Hangup { .. } => ask(api, account, call, CallRequest::HangupCall).await,
         Command::Play { party, media, .. } => {
@@ -374,7 +402,7 @@ async fn execute(
             };
             let data = PlayData { media, leg };
             ask(api, account, call, CallRequest::Play { by: LegId::A, data }).await?;
-            let ended = async {
+            let played = async {
                 loop {
                     match events.recv().await {
                         Ok(e)
@@ -388,7 +416,10 @@ async fn execute(
                     }
                 }
             };
-            let _ = tokio::time::timeout(LONGEST_WAIT, ended).await;
+            tokio::select! {
+                _ = tokio::time::timeout(LONGEST_WAIT, played) => {}
+                _ = ended.cancelled() => {}
+            }
             Ok(())
         }
         Command::BlindTransfer {

@@ -1,9 +1,12 @@
 //! Transfer objects (VoIPBIN's `/v1/transfers`, OzML's `BlindTransfer`): one per API transfer,
-//! its status following the call's transfer events until the transfer settles.
+//! its status following the transfer's events until the transfer settles.
 //!
-//! A record is made before the request reaches the call, so it sees every event the transfer
-//! publishes; it follows the call's events from `transfer.started` until one that settles it.
-//! Settled records are kept (the newest [`KEPT`]) so a program can still read the outcome.
+//! The call tags the events of an API transfer with its id (`transfer_id`), so a record follows
+//! its own transfer only — not an earlier one's late events, nor a keypad transfer on the same
+//! call. A record is made before the request reaches the call, so it sees every event. The
+//! call's end settles whatever is still open; so does a sweep for calls that are gone (after the
+//! follower fell behind the bus). Settled records are kept (the newest [`KEPT`]) so a program can
+//! still read the outcome.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -64,8 +67,6 @@ struct Inner {
     records: HashMap<String, TransferRecord>,
     /// Settled records, oldest first, for eviction.
     settled: VecDeque<String>,
-    /// The record following each call's transfer.
-    following: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -80,24 +81,14 @@ impl Transfers {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts following `record.call` with `record` (status `pending`).
+    /// Starts following the transfer `record.id` (status `pending`).
     pub fn begin(&self, record: TransferRecord) {
-        let mut inner = self.lock();
-        if let Some(old) = inner
-            .following
-            .insert(record.call.clone(), record.id.clone())
-        {
-            settle(&mut inner, &old, None);
-        }
-        inner.records.insert(record.id.clone(), record);
+        self.lock().records.insert(record.id.clone(), record);
     }
 
     /// The request was refused: the record never existed.
     pub fn forget(&self, id: &str) {
-        let mut inner = self.lock();
-        if let Some(r) = inner.records.remove(id) {
-            inner.following.remove(&r.call);
-        }
+        self.lock().records.remove(id);
     }
 
     /// The request was accepted: the target leg's Call-ID.
@@ -120,54 +111,74 @@ impl Transfers {
     }
 
     fn on_event(&self, event: &BusEvent) {
-        let mut inner = self.lock();
-        let Some(id) = inner.following.get(&event.call).cloned() else {
+        if event.name == "call.ended" {
+            self.settle_where(|r| r.call == event.call);
             return;
-        };
-        let reason = event.value["reason"].as_str().map(str::to_string);
-        let Some(record) = inner.records.get_mut(&id) else {
-            return;
-        };
-        let status = match event.name.as_str() {
-            "transfer.started" if record.status == "pending" => Some(("dialing", false)),
-            // Another transfer on the call (a keypad's): this one is over.
-            "transfer.started" => {
-                settle(&mut inner, &id, None);
-                drop(inner);
-                self.changed.notify_waiters();
-                return;
-            }
-            "target.ringing" => Some(("ringing", false)),
-            "target.answered" => Some(("answered", false)),
-            "transfer.partial" => Some(("unattended", false)),
-            "transfer.recall" => Some(("recalling", false)),
-            "transfer.completed" => Some(("completed", true)),
-            "transfer.taken_back" => Some(("cancelled", true)),
-            "transfer.recalled" => Some(("recalled", true)),
-            "transfer.abandoned" => Some(("abandoned", true)),
-            "transfer.transferee_hung_up" => Some(("transferee_hung_up", true)),
-            // A failure settles an attended transfer (the parties are back together); after a
-            // blind one `on_fail` may still recall, and `call.ended` settles it at the latest.
-            "transfer.failed" => Some(("failed", !record.blind && record.status != "unattended")),
-            "call.ended" => {
-                let status = match record.status {
-                    "failed" => "failed",
-                    _ => "abandoned",
-                };
-                Some((status, true))
-            }
-            _ => None,
-        };
-        let Some((status, settled)) = status else {
-            return;
-        };
-        record.status = status;
-        record.updated = SystemTime::now();
-        if reason.is_some() {
-            record.reason = reason;
         }
-        if settled {
-            settle(&mut inner, &id, None);
+        let Some(id) = event.value["transfer_id"].as_str() else {
+            return;
+        };
+        let mut inner = self.lock();
+        let Some(record) = inner.records.get_mut(id) else {
+            return;
+        };
+        if record.settled {
+            return;
+        }
+        let status = match event.name.as_str() {
+            "transfer.started" => ("dialing", false),
+            "target.ringing" => ("ringing", false),
+            "target.answered" => ("answered", false),
+            "transfer.partial" => ("unattended", false),
+            "transfer.recall" => ("recalling", false),
+            "transfer.completed" => ("completed", true),
+            "transfer.taken_back" => ("cancelled", true),
+            "transfer.recalled" => ("recalled", true),
+            "transfer.abandoned" => ("abandoned", true),
+            "transfer.transferee_hung_up" => ("transferee_hung_up", true),
+            // A failure settles an attended transfer (the parties are back together); after a
+            // blind or partial one `on_fail` may still recall, and the call's end settles it at
+            // the latest.
+            "transfer.failed" => ("failed", !record.blind && record.status != "unattended"),
+            _ => return,
+        };
+        record.status = status.0;
+        record.updated = SystemTime::now();
+        if let Some(reason) = event.value["reason"].as_str() {
+            record.reason = Some(reason.to_string());
+        }
+        if status.1 {
+            settle(&mut inner, id);
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// Settles the open records whose call is no longer in progress (`live` says which are).
+    pub fn sweep(&self, live: impl Fn(&str) -> bool) {
+        self.settle_where(|r| !live(&r.call));
+    }
+
+    /// Settles the open records `done` picks: `failed` stays, anything else was `abandoned`.
+    fn settle_where(&self, done: impl Fn(&TransferRecord) -> bool) {
+        let mut inner = self.lock();
+        let open: Vec<String> = inner
+            .records
+            .values()
+            .filter(|r| !r.settled && done(r))
+            .map(|r| r.id.clone())
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        for id in &open {
+            if let Some(r) = inner.records.get_mut(id) {
+                if r.status != "failed" {
+                    r.status = "abandoned";
+                }
+                r.updated = SystemTime::now();
+            }
+            settle(&mut inner, id);
         }
         drop(inner);
         self.changed.notify_waiters();
@@ -189,22 +200,15 @@ impl Transfers {
     }
 }
 
-/// Stops following `id`; keeps it among the newest settled records.
-fn settle(inner: &mut Inner, id: &str, status: Option<&'static str>) {
+/// Marks `id` settled; keeps it among the newest settled records.
+fn settle(inner: &mut Inner, id: &str) {
     let Some(record) = inner.records.get_mut(id) else {
         return;
     };
-    if let Some(s) = status {
-        record.status = s;
-    }
     if record.settled {
         return;
     }
     record.settled = true;
-    if inner.following.get(&record.call).is_some_and(|f| f == id) {
-        let call = record.call.clone();
-        inner.following.remove(&call);
-    }
     inner.settled.push_back(id.to_string());
     while inner.settled.len() > KEPT {
         if let Some(old) = inner.settled.pop_front() {
@@ -213,21 +217,119 @@ fn settle(inner: &mut Inner, id: &str, status: Option<&'static str>) {
     }
 }
 
+/// How often records of calls that are gone are settled (in case their `call.ended` was lost).
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Follows the event bus for the transfer records, until shutdown.
 pub fn follow(api: Arc<Api>) {
     let mut rx = api.events.subscribe();
     tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(SWEEP);
+        let live = |api: &Api| {
+            let calls = Arc::clone(&api.calls);
+            move |call: &str| calls.with_call(call, |_| ()).is_some()
+        };
         loop {
             tokio::select! {
                 _ = api.shutdown.cancelled() => return,
+                _ = sweep.tick() => api.transfers.sweep(live(&api)),
                 event = rx.recv() => match event {
                     Ok(event) => api.transfers.on_event(&event),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!("transfer objects missed {n} events (the bus overflowed)");
+                        api.transfers.sweep(live(&api));
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventBus;
+
+    fn record(id: &str, call: &str, blind: bool) -> TransferRecord {
+        let now = SystemTime::now();
+        TransferRecord {
+            id: id.into(),
+            account: "demo".into(),
+            call: call.into(),
+            blind,
+            transferer_call_id: call.into(),
+            transferee_addresses: json!([]),
+            transferee_call_id: String::new(),
+            status: "pending",
+            reason: None,
+            settled: false,
+            created: now,
+            updated: now,
+        }
+    }
+
+    /// Publishes `events` (name, transfer id) for call `c1` and feeds them to `t`.
+    fn feed(t: &Transfers, events: &[(&str, Option<&str>)]) {
+        let bus = EventBus::new();
+        let mut rx = bus.subscribe();
+        for (name, id) in events {
+            let mut v = json!({"event": name, "call": "c1"});
+            if let Some(id) = id {
+                v["transfer_id"] = json!(id);
+            }
+            bus.publish("demo", v);
+            t.on_event(&rx.try_recv().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_record_follows_its_own_transfer_only() {
+        let t = Transfers::default();
+        t.begin(record("x", "c1", false));
+        feed(
+            &t,
+            &[
+                // A keypad transfer's events and an earlier transfer's: not this one's.
+                ("transfer.failed", None),
+                ("transfer.completed", Some("earlier")),
+                ("transfer.started", Some("x")),
+                ("target.ringing", Some("x")),
+                ("target.answered", Some("x")),
+            ],
+        );
+        let r = t.get("demo", "x").unwrap();
+        assert_eq!((r.status, r.settled), ("answered", false));
+        feed(&t, &[("transfer.completed", Some("x"))]);
+        assert_eq!(t.get("demo", "x").unwrap().status, "completed");
+        // Settled stays settled.
+        feed(&t, &[("transfer.failed", Some("x")), ("call.ended", None)]);
+        assert_eq!(t.get("demo", "x").unwrap().status, "completed");
+        assert!(
+            t.get("other", "x").is_none(),
+            "another account sees nothing"
+        );
+    }
+
+    #[test]
+    fn a_blind_failure_waits_for_the_recall_and_the_call_end_settles_the_rest() {
+        let t = Transfers::default();
+        t.begin(record("b", "c1", true));
+        feed(
+            &t,
+            &[
+                ("transfer.started", Some("b")),
+                ("transfer.failed", Some("b")),
+            ],
+        );
+        assert!(!t.get("demo", "b").unwrap().settled, "a recall may follow");
+        feed(&t, &[("call.ended", None)]);
+        let r = t.get("demo", "b").unwrap();
+        assert_eq!((r.status, r.settled), ("failed", true));
+
+        t.begin(record("gone", "c2", false));
+        t.sweep(|call| call != "c2");
+        let r = t.get("demo", "gone").unwrap();
+        assert_eq!((r.status, r.settled), ("abandoned", true));
+    }
 }

@@ -116,26 +116,34 @@ pub async fn list_calls(
                 })?,
         ),
     };
-    let mut result = Vec::with_capacity(size);
+    let below = match start {
+        None => None,
+        Some((key, _)) => Some(key.checked_add(1).ok_or_else(|| {
+            ApiError::invalid("page_token", "not a token from `next_page_token`")
+        })?),
+    };
+    // Copied under the registry's lock, written out after it.
+    let mut page: Vec<(Arc<CallInfo>, usize)> = Vec::with_capacity(size);
     let mut next = None;
-    api.calls.scan(
-        &caller.account,
-        start.map(|(key, _)| key + 1),
-        |key, entry| {
-            let skip = match start {
-                Some((k, pos)) if k == key => pos,
-                _ => 0,
-            };
-            for (pos, leg) in entry.info.legs.iter().enumerate().skip(skip) {
-                if result.len() == size {
-                    next = Some(format!("{key}-{pos}"));
-                    return ControlFlow::Break(());
-                }
-                result.push(call_json(&entry.info, leg));
+    api.calls.scan(&caller.account, below, |key, entry| {
+        let skip = match start {
+            Some((k, pos)) if k == key => pos,
+            _ => 0,
+        };
+        let info = Arc::new(entry.info.clone());
+        for pos in skip..info.legs.len() {
+            if page.len() == size {
+                next = Some(format!("{key}-{pos}"));
+                return ControlFlow::Break(());
             }
-            ControlFlow::Continue(())
-        },
-    );
+            page.push((Arc::clone(&info), pos));
+        }
+        ControlFlow::Continue(())
+    });
+    let result: Vec<Value> = page
+        .iter()
+        .map(|(info, pos)| call_json(info, &info.legs[*pos]))
+        .collect();
     Ok(
         Json(json!({ "result": result, "next_page_token": next.unwrap_or_default() }))
             .into_response(),
@@ -188,13 +196,7 @@ fn address_target(address: &Value) -> Result<String, ApiError> {
             ));
         }
     };
-    if dialled.is_empty() || dialled.len() > 64 || dialled.chars().any(|c| c.is_control()) {
-        return Err(ApiError::invalid(
-            field,
-            "the target is not a dialable number",
-        ));
-    }
-    Ok(dialled)
+    super::dialable(&dialled)
 }
 
 pub async fn create_transfer(
@@ -283,10 +285,12 @@ pub async fn start_transfer(
     };
     let id = record.id.clone();
     api.transfers.begin(record);
-    match api
-        .ask(account, transferer, CallRequest::Transfer { by, data })
-        .await
-    {
+    let what = CallRequest::Transfer {
+        by,
+        data,
+        id: id.clone(),
+    };
+    match api.ask(account, transferer, what).await {
         Some(Ok(accepted)) => {
             api.transfers.placed(&id, accepted.new_leg);
             api.transfers.get(account, &id).ok_or_else(not_found)
@@ -341,7 +345,8 @@ pub async fn cancel_transfer(
     caller: Caller,
     id: PathParams<String>,
 ) -> Result<Response, ApiError> {
-    act_on_transfer(state, caller, id, CallRequest::CancelTransfer).await
+    let what = CallRequest::CancelTransfer { id: id.0.clone() };
+    act_on_transfer(state, caller, id, what).await
 }
 
 pub async fn complete_transfer(
@@ -349,7 +354,8 @@ pub async fn complete_transfer(
     caller: Caller,
     id: PathParams<String>,
 ) -> Result<Response, ApiError> {
-    act_on_transfer(state, caller, id, CallRequest::CompleteTransfer).await
+    let what = CallRequest::CompleteTransfer { id: id.0.clone() };
+    act_on_transfer(state, caller, id, what).await
 }
 
 async fn act_on_transfer(

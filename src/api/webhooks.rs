@@ -35,6 +35,7 @@ pub fn start(api: Arc<Api>) {
     let mut rx = api.events.subscribe();
     tokio::spawn(async move {
         let mut workers: HashMap<String, mpsc::Sender<Arc<BusEvent>>> = HashMap::new();
+        let mut generation = 0;
         loop {
             let event = tokio::select! {
                 _ = api.shutdown.cancelled() => return,
@@ -43,12 +44,34 @@ pub fn start(api: Arc<Api>) {
             let event = match event {
                 Ok(e) => e,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    api.webhooks.dropped.fetch_add(n, Ordering::Relaxed);
-                    warn!("webhooks: {n} events dropped (the event bus overflowed)");
+                    let any = api
+                        .config()
+                        .directory
+                        .accounts
+                        .iter()
+                        .any(|a| !a.webhooks.is_empty());
+                    if any {
+                        api.webhooks.dropped.fetch_add(n, Ordering::Relaxed);
+                        warn!("webhooks: {n} events dropped (the event bus overflowed)");
+                    }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
+            // After a reload, URLs no longer configured lose their worker (it ends once its
+            // queue is sent).
+            let current = api.shared.generation.load(Ordering::Relaxed);
+            if current != generation {
+                generation = current;
+                let config = api.config();
+                workers.retain(|url, _| {
+                    config
+                        .directory
+                        .accounts
+                        .iter()
+                        .any(|a| a.webhooks.contains(url))
+                });
+            }
             let urls = match api.config().directory.account(&event.account) {
                 Some(a) if !a.webhooks.is_empty() => a.webhooks.clone(),
                 _ => continue,

@@ -154,6 +154,21 @@ impl CallControl {
         true
     }
 
+    /// Ends the whole call on request: whatever module runs stops where it is (it has nobody
+    /// left to connect) and every leg is hung up.
+    pub fn hang_up_all(&mut self) {
+        self.running = None;
+        self.then = None;
+        for i in 0..self.legs.len() {
+            if self.legs[i].state != LegState::Gone {
+                self.legs[i].state = LegState::Gone;
+                self.out.push_back(Command::Hangup {
+                    leg: LegId(i as u16),
+                });
+            }
+        }
+    }
+
     /// Takes the running transfer back (an API's cancel); `false` when no transfer can be.
     pub fn cancel_transfer(&mut self, now: Millis, dir: &dyn Directory) -> bool {
         self.on_transfer(now, dir, |t, ctx| t.cancel(ctx))

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::clip::Clip;
 use super::tgml;
@@ -15,6 +15,10 @@ pub enum Media {
     Clip(Clip),
     Silence,
 }
+
+/// Clips kept made. Names come from the config and metaflows, and from API requests (a program
+/// may name any tone script): past this many, clips no call is playing are forgotten.
+const KEPT: usize = 128;
 
 pub struct MediaLibrary {
     dir: PathBuf,
@@ -44,6 +48,10 @@ impl MediaLibrary {
             Clip::from_wav(&self.dir.join(name))?
         };
         if let Ok(mut clips) = self.clips.lock() {
+            if clips.len() >= KEPT {
+                // Only the cache holds these: made again if named again.
+                clips.retain(|_, c| Arc::strong_count(&c.name) > 1);
+            }
             clips.insert(name.to_string(), clip.clone());
         }
         Ok(Media::Clip(clip))
@@ -76,6 +84,15 @@ mod tests {
             lib.get("silence_stream://-1").unwrap(),
             Media::Silence
         ));
+        // Past the bound, clips nobody plays are forgotten; one in play stays shared.
+        for i in 0..200 {
+            lib.get(&format!("%(100,0,{})", 300 + i)).unwrap();
+        }
+        assert!(lib.clips.lock().unwrap().len() <= KEPT);
+        let Media::Clip(still) = lib.get("moh.wav").unwrap() else {
+            panic!("a clip");
+        };
+        assert!(std::ptr::eq(moh.name.as_ptr(), still.name.as_ptr()));
         let e = lib.get("missing.wav").unwrap_err();
         assert!(e.contains("missing.wav"), "{e}");
     }

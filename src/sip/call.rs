@@ -244,6 +244,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         domain: plan.domain.clone(),
         account: plan.account.clone(),
         entry,
+        api_transfer: None,
+        last_placed: None,
         flows: [plan.caller_flow.clone(), plan.callee_flow.clone()],
         b_target: plan.target.clone(),
         contact: contact.clone(),
@@ -432,6 +434,10 @@ pub(super) struct Call {
     pub(super) account: String,
     /// The call's place in the registry (what the API sees).
     pub(super) entry: CallGuard,
+    /// The id of the API transfer running on the call (its events carry it as `transfer_id`).
+    pub(super) api_transfer: Option<String>,
+    /// The Call-ID of the leg placed last (what an API request learns of the leg it placed).
+    pub(super) last_placed: Option<String>,
     /// The caller's and the callee's metaflows.
     pub(super) flows: [Option<Arc<Metaflow>>; 2],
     /// The b-leg's Request-URI (to call the callee again).
@@ -525,6 +531,8 @@ impl Call {
                 else => ControlFlow::Break(()),
             };
             if end.is_break() {
+                // Requests from now on find no call.
+                requests.close();
                 // A b-leg still being set up is cancelled; let its transaction finish so a 2xx
                 // racing the CANCEL is ACKed and ended with BYE.
                 if let Some(result) = b_result.take() {

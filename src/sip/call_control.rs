@@ -59,6 +59,9 @@ impl Call {
 
     pub(super) async fn carry_out(&mut self) -> ControlFlow<()> {
         let flow = self.carry_out_commands().await;
+        if !self.control.as_ref().is_some_and(|c| c.transferring()) {
+            self.api_transfer = None;
+        }
         self.sync_registry();
         flow
     }
@@ -105,9 +108,15 @@ impl Call {
             Command::Hangup { leg } => {
                 if let Some(d) = self.dialog(leg) {
                     info!(call = %self.id, leg = %leg, "hanging up");
-                    if let Err(e) = d.hangup().await {
-                        debug!(call = %self.id, leg = %leg, "hang-up: {e}");
-                    }
+                    // The BYE's transaction may take up to 32 s when the phone has vanished:
+                    // the call (and an API request waiting on it) goes on meanwhile; the leg's
+                    // end comes back as a dialog event.
+                    let (d, call) = (d.clone(), self.id.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = d.hangup().await {
+                            debug!(call = %call, leg = %leg, "hang-up: {e}");
+                        }
+                    });
                 }
             }
             Command::Originate {
@@ -236,6 +245,7 @@ impl Call {
             Target::PartyOf(l) => self.identities[l.index().min(1)].0.clone(),
         };
         self.register_leg(leg, &option_call_id, &party);
+        self.last_placed = Some(option_call_id.clone());
         if self.extra.len() < i - 1 {
             self.extra.resize(i - 1, None);
         }
@@ -394,6 +404,13 @@ impl Call {
             .unwrap_or_default();
         if let Some(o) = value.as_object_mut() {
             o.insert("call".into(), json!(self.id));
+            let name = o.get("event").and_then(|e| e.as_str()).unwrap_or_default();
+            let of_transfer = ["transfer.", "target.", "recall."]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if of_transfer && let Some(id) = &self.api_transfer {
+                o.insert("transfer_id".into(), json!(id));
+            }
             if !channels.is_empty() {
                 o.insert("channels".into(), channels.into());
             }

@@ -27,17 +27,21 @@ use super::calls::{Hears, LegInfo, LegStatus};
 /// What a program asks of a call.
 #[derive(Debug)]
 pub enum CallRequest {
-    /// The party on `by` transfers the party it talks with.
-    Transfer { by: LegId, data: TransferData },
+    /// The party on `by` transfers the party it talks with; `id` tags the transfer's events.
+    Transfer {
+        by: LegId,
+        data: TransferData,
+        id: String,
+    },
     /// End one leg (BYE, or CANCEL while it rings); the rest of the call goes on as if its party
     /// had hung up.
     Hangup { leg: LegId },
     /// End the whole call: every leg.
     HangupCall,
-    /// Take the running transfer back: the target is dropped, the parties talk again.
-    CancelTransfer,
-    /// Complete the running transfer now: the transferor leaves.
-    CompleteTransfer,
+    /// Take the API transfer `id` back: the target is dropped, the parties talk again.
+    CancelTransfer { id: String },
+    /// Complete the API transfer `id` now: the transferor leaves.
+    CompleteTransfer { id: String },
     /// Play a clip, as the `play` module does for a key pressed on `by`.
     Play { by: LegId, data: PlayData },
 }
@@ -85,13 +89,10 @@ impl Call {
     pub(super) async fn on_request(&mut self, request: Request) -> ControlFlow<()> {
         let Request { what, reply } = request;
         info!(call = %self.id, "API request: {}", describe(&what));
-        let legs_before = self.sdp.len();
+        self.last_placed = None;
         let (outcome, flow) = self.carry_out_request(what).await;
         let outcome = outcome.map(|()| Accepted {
-            new_leg: (self.sdp.len() > legs_before)
-                .then(|| self.dialog(LegId(legs_before as u16)))
-                .flatten()
-                .map(|d| d.id().call_id.clone()),
+            new_leg: self.last_placed.take(),
         });
         if let Err(refusal) = &outcome {
             info!(call = %self.id, "API request refused: {}", refusal.message());
@@ -116,16 +117,22 @@ impl Call {
                     let _ = self.a.reject(Some(StatusCode::RequestTerminated), None);
                     (Ok(()), ControlFlow::Break(()))
                 }
-                CallRequest::CancelTransfer | CallRequest::CompleteTransfer => {
+                CallRequest::CancelTransfer { .. } | CallRequest::CompleteTransfer { .. } => {
                     (Err(Refusal::NoTransfer), ControlFlow::Continue(()))
                 }
                 _ => (Err(Refusal::NotBridged), ControlFlow::Continue(())),
             };
         };
         let dir = Extensions(&env);
+        let running = self.api_transfer.clone();
+        let ours = |id: &str| running.as_deref() == Some(id);
         let result = match what {
-            CallRequest::Transfer { by, data } => {
-                self::start(control, now, by, ModuleData::Transfer(data), &dir)
+            CallRequest::Transfer { by, data, id } => {
+                let started = self::start(control, now, by, ModuleData::Transfer(data), &dir);
+                if started.is_ok() {
+                    self.api_transfer = Some(id);
+                }
+                started
             }
             CallRequest::Play { by, data } => {
                 self::start(control, now, by, ModuleData::Play(data), &dir)
@@ -138,19 +145,19 @@ impl Call {
                 }
             }
             CallRequest::HangupCall => {
-                for leg in control.live_legs() {
-                    control.hang_up(now, leg, &dir);
-                }
+                control.hang_up_all();
                 Ok(())
             }
-            CallRequest::CancelTransfer => {
+            CallRequest::CancelTransfer { id } if !ours(&id) => Err(Refusal::NoTransfer),
+            CallRequest::CompleteTransfer { id } if !ours(&id) => Err(Refusal::NoTransfer),
+            CallRequest::CancelTransfer { .. } => {
                 if control.cancel_transfer(now, &dir) {
                     Ok(())
                 } else {
                     Err(Refusal::NoTransfer)
                 }
             }
-            CallRequest::CompleteTransfer => {
+            CallRequest::CompleteTransfer { .. } => {
                 if control.complete_transfer(now, &dir) {
                     Ok(())
                 } else {
@@ -274,15 +281,15 @@ fn start(
 
 fn describe(what: &CallRequest) -> String {
     match what {
-        CallRequest::Transfer { by, data } => format!(
+        CallRequest::Transfer { by, data, .. } => format!(
             "{:?} transfer by leg {by} to {:?}",
             data.kind,
             data.target.as_deref().unwrap_or("")
         ),
         CallRequest::Hangup { leg } => format!("hang up leg {leg}"),
         CallRequest::HangupCall => "hang up the call".into(),
-        CallRequest::CancelTransfer => "cancel the transfer".into(),
-        CallRequest::CompleteTransfer => "complete the transfer".into(),
+        CallRequest::CancelTransfer { id } => format!("cancel transfer {id}"),
+        CallRequest::CompleteTransfer { id } => format!("complete transfer {id}"),
         CallRequest::Play { by, data } => format!("play {:?} for leg {by}", data.media),
     }
 }
