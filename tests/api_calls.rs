@@ -572,6 +572,8 @@ fn webhooks_get_every_event_in_order_and_a_failed_post_is_retried() {
         callee_x: SippProcess::spawn(&scenario("uas_ring.xml"), "u1", &[]),
         events,
     };
+    // Another account's stream, open all along.
+    let mut others = EventStream::open(s.api(), OTHER_TOKEN, "");
     let (t, a, _) = s.call();
     let hangup = post(
         s.api(),
@@ -617,6 +619,8 @@ fn webhooks_get_every_event_in_order_and_a_failed_post_is_retried() {
         metrics.contains("hookflash_webhook_events_total{outcome=\"retried\"} 1"),
         "{metrics}"
     );
+    // Everything published so far has reached every stream: the other account saw none of it.
+    assert!(others.arrived().is_empty(), "{:?}", others.names());
     let t_out = t.join().unwrap();
     assert!(t_out.status.success(), "caller: {}", describe(&t_out));
     let e_out = s.callee_e.finish();

@@ -175,6 +175,14 @@ impl EventStream {
         }
     }
 
+    /// Takes the events that have arrived, without waiting.
+    pub fn arrived(&mut self) -> &[(String, serde_json::Value)] {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+        &self.seen
+    }
+
     /// The names of the events seen so far.
     pub fn names(&self) -> Vec<&str> {
         self.seen.iter().map(|(n, _)| n.as_str()).collect()
