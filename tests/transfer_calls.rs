@@ -155,9 +155,22 @@ fn scenario(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Starts E (answers, waits for a BYE), X (`x_scenario` with `x_args`) and the daemon; with
-/// `blind`, the metaflow gets `*3` + extension as a blind transfer.
-fn setup(x_scenario: &std::path::Path, x_args: &[&str], blind: bool) -> Setup {
+/// The account metaflow as the example has it.
+fn as_is(flow: String) -> String {
+    flow
+}
+
+/// The account metaflow with `*3` + extension as a blind transfer.
+fn with_blind_code(flow: String) -> String {
+    flow.replace(
+        "patterns:\n",
+        "patterns:\n  '3(\\d{4})': { module: transfer, data: { type: blind } }\n",
+    )
+}
+
+/// Starts E (answers, waits for a BYE), X (`x_scenario` with `x_args`) and the daemon; the
+/// account metaflow (metaflows/default.yaml) is the example's changed by `flow`.
+fn setup(x_scenario: &std::path::Path, x_args: &[&str], flow: fn(String) -> String) -> Setup {
     let (e, x) = (Phone::new(), Phone::new());
     let callee_e = SippProcess::spawn(
         &scenario("uas_answer.xml"),
@@ -192,15 +205,8 @@ fn setup(x_scenario: &std::path::Path, x_args: &[&str], blind: bool) -> Setup {
             ),
         );
     sandbox.write("config.yaml", &config);
-    if blind {
-        let flow = std::fs::read_to_string(sandbox.path("metaflows/default.yaml"))
-            .unwrap()
-            .replace(
-                "patterns:\n",
-                "patterns:\n  '3(\\d{4})': { module: transfer, data: { type: blind } }\n",
-            );
-        sandbox.write("metaflows/default.yaml", &flow);
-    }
+    let default = std::fs::read_to_string(sandbox.path("metaflows/default.yaml")).unwrap();
+    sandbox.write("metaflows/default.yaml", &flow(default));
     let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
     daemon.wait_for("hookflash ready");
     Setup {
@@ -293,7 +299,7 @@ fn first_heard(speaker: &Phone, to: SocketAddr, listener: &Phone) -> SocketAddr 
 fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_hangs_up() {
     // X hangs up 12 s after answering: long after T has left (about 3 s after the answer) and
     // the test has spoken for E and X.
-    let mut s = setup(&scenario("uas_target.xml"), &["-d", "12000"], false);
+    let mut s = setup(&scenario("uas_target.xml"), &["-d", "12000"], as_is);
     // T talks a second, presses *21003, talks two seconds more (to X), and hangs up.
     let transferor = s.transferor("uac_call.xml", "*21003,,");
     let started = s.daemon.event("transfer.started");
@@ -324,7 +330,7 @@ fn attended_transfer_connects_the_transferee_to_the_target_when_the_transferor_h
 #[test]
 fn partial_transfer_connects_the_transferee_when_the_target_answers_after_the_transferor_left() {
     // X rings 4 s; T presses *21003 and hangs up half a second later.
-    let mut s = setup(&scenario("uas_late_target.xml"), &["-d", "8000"], false);
+    let mut s = setup(&scenario("uas_late_target.xml"), &["-d", "8000"], as_is);
     let transferor = s.transferor("uac_call.xml", "*21003");
     let t = transferor.join().unwrap();
     assert!(t.status.success(), "transferor: {}", describe(&t));
@@ -348,7 +354,7 @@ fn a_target_that_does_not_exist_reconnects_the_parties() {
     let template = std::fs::read_to_string(scenario("uas_reject.xml")).unwrap();
     let reject = dir.path().join("uas_reject.xml");
     std::fs::write(&reject, template.replace("{{STATUS}}", "404")).unwrap();
-    let mut s = setup(&reject, &[], false);
+    let mut s = setup(&reject, &[], as_is);
     let transferor = s.transferor("uac_call.xml", "*21003,");
     let failed = s.daemon.event("transfer.failed");
     assert_eq!(failed["reason"], "not_found");
@@ -362,7 +368,7 @@ fn a_target_that_does_not_exist_reconnects_the_parties() {
 #[test]
 fn takeback_cancels_the_ringing_target_and_reconnects_the_parties() {
     // X rings until cancelled; T presses *21003, then *1.
-    let mut s = setup(&scenario("uas_ring.xml"), &[], false);
+    let mut s = setup(&scenario("uas_ring.xml"), &[], as_is);
     let transferor = s.transferor("uac_call.xml", "*21003*1,");
     let taken = s.daemon.event("transfer.taken_back");
     assert_eq!(taken["reason"], "takeback");
@@ -377,7 +383,11 @@ fn takeback_cancels_the_ringing_target_and_reconnects_the_parties() {
 
 #[test]
 fn blind_transfer_releases_the_transferor_and_connects_the_target() {
-    let mut s = setup(&scenario("uas_target.xml"), &["-d", "8000"], true);
+    let mut s = setup(
+        &scenario("uas_target.xml"),
+        &["-d", "8000"],
+        with_blind_code,
+    );
     // T presses *31003 and is hung up by hookflash (uac_keys_released.xml waits for the BYE).
     let transferor = s.transferor("uac_keys_released.xml", "*31003,,");
     s.daemon.event("transfer.started");
@@ -427,7 +437,7 @@ fn info_transferor(dir: &std::path::Path, keys: &str, pause_ms: u32, media_port:
 fn the_transferor_hears_ringback_with_its_cadence_while_the_target_rings() {
     // X rings until cancelled; T (keys by INFO, so its own media port is the test's) presses
     // *21003, listens for 8 s, takes the call back with *1 and hangs up.
-    let mut s = setup(&scenario("uas_ring.xml"), &[], false);
+    let mut s = setup(&scenario("uas_ring.xml"), &[], as_is);
     let t = Phone::new();
     let dir = tempfile::tempdir().unwrap();
     let sf = info_transferor(dir.path(), "*21003,*1", 8000, &t.port());
@@ -498,7 +508,7 @@ fn rfc4733(keys: &str, ssrc: u32) -> Vec<Vec<u8>> {
 fn after_a_transfer_the_targets_own_codes_work() {
     // X (1003) is a directory user: once connected to E, its `*0` (hangup, from the account's
     // metaflow) hangs X up, and E, left alone, gets a BYE.
-    let mut s = setup(&scenario("uas_answer.xml"), &[], false);
+    let mut s = setup(&scenario("uas_answer.xml"), &[], as_is);
     let transferor = s.transferor("uac_call.xml", "*21003,");
     s.daemon.event("transfer.completed");
     let t = transferor.join().unwrap();
@@ -514,5 +524,29 @@ fn after_a_transfer_the_targets_own_codes_work() {
     assert_eq!(fired["module"], "hangup");
     assert_eq!(fired["metaflow"], "default+operator");
     // Both callees are sipp uas waiting for a BYE: each must get one.
+    s.finish();
+}
+
+#[test]
+fn after_a_transfer_the_transferee_is_heard_by_its_new_peers_metaflow() {
+    // Every party's keys are heard by the other party's metaflow (`listen_on: peer`). T's `*2`
+    // is heard by E's; once E talks to X, E's keys are X's to hear (1003: default+operator), not
+    // T's any more: E's `*0` fires X's metaflow, which hangs E up, and X, alone, gets a BYE.
+    let mut s = setup(&scenario("uas_answer.xml"), &[], |flow| {
+        flow.replace("listen_on: self", "listen_on: peer")
+    });
+    let transferor = s.transferor("uac_call.xml", "*21003,");
+    s.daemon.event("transfer.completed");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    let e_from = s.e.drain().first().expect("E received T's audio").0;
+    for p in rfc4733("*0", 0x1002) {
+        s.e.socket.send_to(&p, e_from).unwrap();
+    }
+    let line = s.daemon.seen_or_wait("\"event\":\"fired\",\"leg\":\"b\"");
+    let fired: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+    assert_eq!(fired["module"], "hangup");
+    assert_eq!(fired["dtmf_leg"], "peer");
+    assert_eq!(fired["metaflow"], "default+operator", "{fired}");
     s.finish();
 }

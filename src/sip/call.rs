@@ -246,7 +246,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         entry,
         api_transfer: None,
         last_placed: None,
-        flows: [plan.caller_flow.clone(), plan.callee_flow.clone()],
+        flows: vec![plan.caller_flow.clone(), plan.callee_flow.clone()],
+        listening_to: vec![Some(Leg::B), Some(Leg::A)],
         b_target: plan.target.clone(),
         contact: contact.clone(),
         inbox: states.handle(),
@@ -438,8 +439,10 @@ pub(super) struct Call {
     pub(super) api_transfer: Option<String>,
     /// The Call-ID of the leg placed last (what an API request learns of the leg it placed).
     pub(super) last_placed: Option<String>,
-    /// The caller's and the callee's metaflows.
-    pub(super) flows: [Option<Arc<Metaflow>>; 2],
+    /// Each leg's party's metaflow (the caller's, the callee's, then the legs the call placed).
+    pub(super) flows: Vec<Option<Arc<Metaflow>>>,
+    /// Whose party each leg's listener was chosen with (the peer of `listen_on: peer`).
+    pub(super) listening_to: Vec<Option<Leg>>,
     /// The b-leg's Request-URI (to call the callee again).
     pub(super) b_target: String,
     pub(super) contact: Option<rsipstack::sip::Uri>,

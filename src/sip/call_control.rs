@@ -62,6 +62,7 @@ impl Call {
         if !self.control.as_ref().is_some_and(|c| c.transferring()) {
             self.api_transfer = None;
         }
+        self.listen_to_new_peers();
         self.sync_registry();
         flow
     }
@@ -194,11 +195,15 @@ impl Call {
         // called it on its behalf being the other party.
         let flow = match target {
             Target::Dial(dialled) => self.env.router.flow_of(&self.domain, dialled),
-            Target::PartyOf(l) => self.flows[l.index().min(1)].clone(),
+            Target::PartyOf(l) => self.flow_of(*l),
         };
-        let peer = self.flows[caller_id_of.index().min(1)].clone();
+        let peer = self.flow_of(caller_id_of);
         self.media.set_listener(leg, listener(&flow, &peer));
         let i = leg.index();
+        self.flows.resize(i + 1, None);
+        self.flows[i] = flow;
+        self.listening_to.resize(i + 1, None);
+        self.listening_to[i] = Some(caller_id_of);
         self.origins
             .resize_with(i + 1, || LocalOrigin::new(random_u64() >> 2));
         self.sdp.resize(i + 1, Vec::new());
@@ -353,6 +358,50 @@ impl Call {
                 c => c,
             })
             .collect()
+    }
+
+    /// The metaflow of `leg`'s party (a directory user's, or none).
+    fn flow_of(&self, leg: Leg) -> Option<Arc<crate::engine::metaflow::Metaflow>> {
+        self.flows.get(leg.index()).cloned().flatten()
+    }
+
+    /// A party now talking with another party than before (after a transfer, a takeback)
+    /// has its keys heard as `listen_on` says for the new pair: a party whose own metaflow does
+    /// not listen to it is heard by its new peer's (`peer`/`both`), not its old one's — an
+    /// outside caller transferred away must not keep using the transferor's codes.
+    fn listen_to_new_peers(&mut self) {
+        let Some(control) = self.control.as_ref() else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for leg in control.live_legs() {
+            let Some(Source::Leg(peer)) = control.hears(leg) else {
+                continue;
+            };
+            let bridged = control.hears(*peer) == Some(&Source::Leg(leg));
+            if bridged && self.listening_to.get(leg.index()).copied().flatten() != Some(*peer) {
+                changed.push((leg, *peer));
+            }
+        }
+        for (leg, peer) in changed {
+            self.listening_to
+                .resize(self.listening_to.len().max(leg.index() + 1), None);
+            self.listening_to[leg.index()] = Some(peer);
+            let own = self.flow_of(leg);
+            let hears_itself = own.as_ref().is_some_and(|f| {
+                matches!(
+                    f.settings.listen_on,
+                    crate::engine::metaflow::ListenOn::Own
+                        | crate::engine::metaflow::ListenOn::Both
+                )
+            });
+            // A party heard by its own metaflow keeps its collector (and what it was collecting).
+            if !hears_itself {
+                debug!(call = %self.id, leg = %leg, peer = %peer, "keys now heard as the new peer's");
+                self.media
+                    .set_listener(leg, listener(&own, &self.flow_of(peer)));
+            }
+        }
     }
 
     /// The party `leg` talks to (for re-offers): the leg it hears, else the other of a and b.
