@@ -6,6 +6,8 @@
 #   bench/call_rate.sh [SECONDS] [RATE...]      e.g. bench/call_rate.sh 20 1000 2000 3000 4000
 #
 # Needs sipp (sip-tester) and, for the comparison, kamailio. All on 127.0.0.1.
+# MAX_CALL_RATE=N sets hookflash's sip.max_call_rate (503 beyond N new calls/s); KAMAILIO=0 skips
+# kamailio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}; shift || true
@@ -38,6 +40,9 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:280
     -e "s/password: pass1002/password: pass1002\n        contact: \"sip:1002@127.0.0.1:$uas_port\"/" \
     config.example.yaml > "$work/config.yaml"
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
+if [ -n "${MAX_CALL_RATE:-}" ]; then
+  sed -i "s/^  challenge_invites: .*/&\n  max_call_rate: $MAX_CALL_RATE/" "$work/config.yaml"
+fi
 cp -r metaflows media "$work/"
 sed -e "s/KAM_PORT/$kam_port/g" -e "s/UAS_PORT/$uas_port/g" bench/kamailio-stateful.cfg > "$work/kamailio.cfg"
 
@@ -66,7 +71,7 @@ PY
 }
 
 for rate in "${rates[@]}"; do
-  if command -v kamailio >/dev/null; then
+  if [ "${KAMAILIO:-1}" != 0 ] && command -v kamailio >/dev/null; then
     kamailio -f "$work/kamailio.cfg" -P "$work/kam.pid" -m 512 -M 32 -DD -E > "$work/kamailio.log" 2>&1 &
     kpid=$!; pids+=($kpid); wait_udp $kam_port
     run kamailio $kam_port "$rate" $kpid

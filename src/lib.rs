@@ -17,6 +17,7 @@ pub mod media;
 pub mod metrics;
 pub mod modules;
 pub mod random;
+pub mod rate;
 pub mod runtime;
 pub mod sip;
 pub mod yaml;

@@ -19,11 +19,15 @@ pub const MODULES: [&str; 7] = [
     "transfer", "hold", "play", "hangup", "resume", "record", "other",
 ];
 
+/// Why new calls were refused before they started.
+pub const REFUSALS: [&str; 3] = ["max_calls", "max_call_rate", "draining"];
+
 /// Where keys come from.
 pub const KEY_SOURCES: [&str; 2] = ["rfc4733", "info"];
 
 pub struct Metrics {
     pub calls_total: AtomicU64,
+    pub calls_refused: [AtomicU64; REFUSALS.len()],
     pub transfers: [AtomicU64; TRANSFER_OUTCOMES.len()],
     pub keys: [AtomicU64; KEY_SOURCES.len()],
     pub actions: [AtomicU64; MODULES.len()],
@@ -35,6 +39,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             calls_total: AtomicU64::new(0),
+            calls_refused: Default::default(),
             transfers: Default::default(),
             keys: Default::default(),
             actions: Default::default(),
@@ -54,6 +59,12 @@ impl Metrics {
             && let Some(i) = TRANSFER_OUTCOMES.iter().position(|o| *o == outcome)
         {
             self.transfers[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn call_refused(&self, reason: &str) {
+        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+            self.calls_refused[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 

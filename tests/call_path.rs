@@ -24,6 +24,8 @@ struct Options {
     transport: &'static str,
     passthrough: &'static str,
     challenge: bool,
+    /// `sip.max_calls`.
+    max_calls: Option<u32>,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             transport: "u1",
             passthrough: "hold",
             challenge: false,
+            max_calls: None,
         }
     }
 }
@@ -62,7 +65,12 @@ impl Bench {
             )
             .replace(
                 "challenge_invites: true",
-                &format!("challenge_invites: {}", o.challenge),
+                &format!(
+                    "challenge_invites: {}{}",
+                    o.challenge,
+                    o.max_calls
+                        .map_or(String::new(), |n| format!("\n  max_calls: {n}"))
+                ),
             )
             .replace(
                 "password: pass1002",
@@ -713,4 +721,32 @@ fn a_udp_invite_without_content_length_and_with_latin1_headers_is_understood() {
     let fired = r.bench.daemon.event("fired");
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert!(r.capture.audio_packets() >= 50);
+}
+
+#[test]
+fn a_call_beyond_max_calls_is_refused_with_503_and_counted() {
+    let o = Options {
+        max_calls: Some(1),
+        ..Options::default()
+    };
+    let r = run(o, scenario("uas_answer.xml"), &[], |b| {
+        let api = b.sandbox.api_port;
+        during_call(b, "", |daemon, _, target| {
+            // A second call while the first is in progress.
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let status = raw_request(&socket, target, &invite_with("second-call", None, ""));
+            assert_eq!(
+                status.as_deref(),
+                Some("SIP/2.0 503 Service Unavailable"),
+                "{:?}",
+                daemon.log
+            );
+            let metrics = common::http::request(api, "GET", "/metrics", None, None).body;
+            assert!(
+                metrics.contains("hookflash_calls_refused_total{reason=\"max_calls\"} 1"),
+                "{metrics}"
+            );
+        })
+    });
+    r.assert_phones_ok();
 }

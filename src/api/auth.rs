@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
+use crate::rate::TokenBucket;
 
 /// The account a request acts for.
 pub struct Caller {
@@ -64,12 +65,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A token bucket per token.
 #[derive(Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
 }
 
 impl RateLimiter {
@@ -81,21 +77,13 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = match buckets.get_mut(token) {
             Some(b) => b,
-            None => buckets.entry(token.to_string()).or_insert(Bucket {
-                tokens: capacity,
-                at: now,
-            }),
+            None => buckets
+                .entry(token.to_string())
+                .or_insert(TokenBucket::full(capacity, now)),
         };
-        let refill = now.duration_since(bucket.at).as_secs_f64() * rate as f64;
-        bucket.tokens = (bucket.tokens + refill).min(capacity);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / rate as f64;
-            Err(ApiError::too_many(wait.ceil().max(1.0) as u64))
-        }
+        bucket
+            .take(rate as f64, capacity, now)
+            .map_err(|wait| ApiError::too_many(wait.as_secs_f64().ceil().max(1.0) as u64))
     }
 }
 

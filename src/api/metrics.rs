@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::metrics::{KEY_SOURCES, MODULES, TRANSFER_OUTCOMES};
+use crate::metrics::{KEY_SOURCES, MODULES, REFUSALS, TRANSFER_OUTCOMES};
 
 pub async fn render(State(api): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
@@ -41,6 +41,12 @@ pub async fn render(State(api): State<AppState>) -> Response {
         "counter",
         "Calls accepted since start.",
         &one(load(&m.calls_total)),
+    );
+    family(
+        "hookflash_calls_refused_total",
+        "counter",
+        "New calls refused with 503 before they started, by reason.",
+        &labelled("reason", &REFUSALS, &m.calls_refused),
     );
     family(
         "hookflash_transfers_total",

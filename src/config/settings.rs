@@ -18,6 +18,11 @@ pub struct SipSettings {
     pub advertised_address: String,
     /// Digest-challenge INVITEs from registered users, not only REGISTERs.
     pub challenge_invites: bool,
+    /// Calls in progress at most; beyond, new INVITEs get 503. `None`: no limit.
+    pub max_calls: Option<u32>,
+    /// New calls per second at most (bursts of one second's worth); beyond, 503. `None`: no
+    /// limit.
+    pub max_call_rate: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +92,13 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         Some(n) => boolean(n, "challenge_invites", report),
         None => Some(true),
     };
+    let mut limit = |key: &'static str, report: &mut Report| match f.get(key) {
+        None => Some(None),
+        Some(n) if n.is_null() => Some(None),
+        Some(n) => integer(n, key, 1, 10_000_000, report).map(|v| Some(v as u32)),
+    };
+    let max_calls = limit("max_calls", report);
+    let max_call_rate = limit("max_call_rate", report);
     f.finish(report);
     if !ok {
         return None;
@@ -103,6 +115,8 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         tcp,
         advertised_address: advertised_address?,
         challenge_invites: challenge_invites?,
+        max_calls: max_calls?,
+        max_call_rate: max_call_rate?,
     })
 }
 

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::rate::TokenBucket;
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, Method, StatusCode};
@@ -56,6 +57,8 @@ struct State {
     dialogs: Arc<DialogLayer>,
     calls: Arc<Calls>,
     env: Arc<CallEnv>,
+    /// New calls per second (`sip.max_call_rate`).
+    call_rate: Mutex<TokenBucket>,
 }
 
 impl SipServer {
@@ -145,6 +148,10 @@ impl SipServer {
             dialogs,
             calls,
             env,
+            call_rate: Mutex::new(TokenBucket::full(
+                current.sip.max_call_rate.unwrap_or(1) as f64,
+                Instant::now(),
+            )),
         });
         let dispatch_state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -323,6 +330,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
     let call_id = request.header("Call-ID").unwrap_or("").trim().to_string();
     if state.calls.is_draining() {
         info!(call = %call_id, "refused: shutting down");
+        state.env.metrics.call_refused("draining");
         return Err(Reply::status(503).with("Retry-After", "5"));
     }
     if state.calls.is_our_leg(&call_id) || state.env.dialog_events.knows(&call_id) {
@@ -348,6 +356,24 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         }
         reply
     })?;
+    // Limits count calls that would start (not challenges, not refusals).
+    if let Some(max) = config.sip.max_calls
+        && state.calls.len() >= max as usize
+    {
+        debug!(call = %call_id, "refused: {max} calls in progress (sip.max_calls)");
+        state.env.metrics.call_refused("max_calls");
+        return Err(Reply::status(503).with("Retry-After", "1"));
+    }
+    if let Some(rate) = config.sip.max_call_rate
+        && let Err(wait) = state.call_rate.lock().map_or(Ok(()), |mut b| {
+            b.take(rate as f64, rate as f64, std::time::Instant::now())
+        })
+    {
+        debug!(call = %call_id, "refused: over {rate} new calls/s (sip.max_call_rate)");
+        state.env.metrics.call_refused("max_call_rate");
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(Reply::status(503).with("Retry-After", secs.to_string()));
+    }
     let from = request.header("From").unwrap_or("");
     let from_user = user_and_host(uri_of(from))
         .map(|(u, _)| u.to_string())
