@@ -32,25 +32,11 @@ fn scenario(name: &str) -> std::path::PathBuf {
 /// The example config with E and X at sipp callees, a second account `other` with its own
 /// token, and `extra` replacements.
 fn config(sandbox: &Sandbox, e_port: u16, x_port: u16, extra: &[(&str, &str)]) {
-    let rtp_base = free_port() & !1;
-    let mut config = std::fs::read_to_string(sandbox.path("config.yaml"))
-        .unwrap()
-        .replace(
-            "ports: 20000-29999",
-            &format!("ports: {}-{}", rtp_base, rtp_base + 59),
-        )
-        .replace("challenge_invites: true", "challenge_invites: false")
+    let mut config = sandbox
+        .config_for_callees(&[("1002", e_port), ("1003", x_port)])
         .replace(
             "    demo-token: demo",
             &format!("    {TOKEN}: demo\n    {OTHER_TOKEN}: other"),
-        )
-        .replace(
-            "password: pass1002",
-            &format!("password: pass1002\n        contact: \"sip:1002@127.0.0.1:{e_port}\""),
-        )
-        .replace(
-            "password: pass1003",
-            &format!("password: pass1003\n        contact: \"sip:1003@127.0.0.1:{x_port}\""),
         );
     config.push_str("  other:\n    domain: other.invalid\n");
     for (from, to) in extra {

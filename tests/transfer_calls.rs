@@ -182,28 +182,7 @@ fn setup(x_scenario: &std::path::Path, x_args: &[&str], flow: fn(String) -> Stri
     args.extend_from_slice(x_args);
     let callee_x = SippProcess::spawn(x_scenario, "u1", &args);
     let sandbox = Sandbox::from_example();
-    let rtp_base = free_port() & !1;
-    let config = std::fs::read_to_string(sandbox.path("config.yaml"))
-        .unwrap()
-        .replace(
-            "ports: 20000-29999",
-            &format!("ports: {}-{}", rtp_base, rtp_base + 59),
-        )
-        .replace("challenge_invites: true", "challenge_invites: false")
-        .replace(
-            "password: pass1002",
-            &format!(
-                "password: pass1002\n        contact: \"sip:1002@127.0.0.1:{}\"",
-                callee_e.port
-            ),
-        )
-        .replace(
-            "password: pass1003",
-            &format!(
-                "password: pass1003\n        contact: \"sip:1003@127.0.0.1:{}\"",
-                callee_x.port
-            ),
-        );
+    let config = sandbox.config_for_callees(&[("1002", callee_e.port), ("1003", callee_x.port)]);
     sandbox.write("config.yaml", &config);
     let default = std::fs::read_to_string(sandbox.path("metaflows/default.yaml")).unwrap();
     sandbox.write("metaflows/default.yaml", &flow(default));

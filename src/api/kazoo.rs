@@ -171,17 +171,8 @@ pub async fn channel_action(
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ApiError::required("target", "No target destination specified"))?;
-            let blind =
-                match req_string(&body, &["transfer_type", "transfer-type", "type"])?.as_deref() {
-                    None | Some("attended") => false,
-                    Some("blind") => true,
-                    Some(other) => {
-                        return Err(ApiError::invalid(
-                            "transfer_type",
-                            &format!("`{other}` is not attended or blind"),
-                        ));
-                    }
-                };
+            let kind = req_string(&body, &["transfer_type", "transfer-type", "type"])?;
+            let blind = super::is_blind(kind.as_deref())?;
             let data = transfer_data(
                 &api.config(),
                 TransferAsk {

@@ -251,6 +251,18 @@ impl Api {
     }
 }
 
+/// `attended` (the default) or `blind`, as the request names the transfer's type.
+pub fn is_blind(kind: Option<&str>) -> Result<bool, ApiError> {
+    match kind {
+        None | Some("attended") => Ok(false),
+        Some("blind") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            "transfer_type",
+            &format!("`{other}` is not attended or blind"),
+        )),
+    }
+}
+
 /// Longest dialled number an API request may name.
 const MAX_DIALLED: usize = 64;
 

@@ -225,16 +225,12 @@ pub async fn create_transfer(
         })?;
     // VoIPBIN rings every address; hookflash dials the first (see docs/API.md).
     let target = address_target(&addresses[0])?;
-    let blind = match body["transfer_type"].as_str() {
-        Some("attended") | None => false,
-        Some("blind") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "transfer_type",
-                &format!("`{other}` is not attended or blind"),
-            ));
-        }
+    let blind = match &body["transfer_type"] {
+        Value::Null => false,
+        Value::String(kind) => super::is_blind(Some(kind))?,
+        _ => return Err(ApiError::invalid("transfer_type", "attended or blind")),
     };
+
     let data = transfer_data(
         &api.config(),
         TransferAsk {

@@ -81,6 +81,28 @@ impl Sandbox {
         }
     }
 
+    /// The config for calls between sipp phones: 60 media ports of its own, INVITEs not
+    /// challenged, and each `(extension, port)` rung at a sipp callee on that port.
+    pub fn config_for_callees(&self, callees: &[(&str, u16)]) -> String {
+        let rtp_base = free_port() & !1;
+        let mut config = std::fs::read_to_string(self.path("config.yaml"))
+            .unwrap()
+            .replace(
+                "ports: 20000-29999",
+                &format!("ports: {}-{}", rtp_base, rtp_base + 59),
+            )
+            .replace("challenge_invites: true", "challenge_invites: false");
+        for (extension, port) in callees {
+            config = config.replace(
+                &format!("password: pass{extension}"),
+                &format!(
+                    "password: pass{extension}\n        contact: \"sip:{extension}@127.0.0.1:{port}\""
+                ),
+            );
+        }
+        config
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
