@@ -358,19 +358,27 @@ pub async fn run(
 }
 
 /// Cancels `ended` when `call` ends (or when `ended` is cancelled otherwise).
-fn watch_call_end(api: &Api, call: &str, ended: tokio_util::sync::CancellationToken) {
+fn watch_call_end(api: &Arc<Api>, call: &str, ended: tokio_util::sync::CancellationToken) {
+    use tokio::sync::broadcast::error::RecvError;
     let mut events = api.events.subscribe();
-    let call = call.to_string();
+    let (api, call) = (Arc::clone(api), call.to_string());
+    let watched = call.clone();
+    let gone = move || api.calls.with_call(&watched, |_| ()).is_none();
     tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = ended.cancelled() => return,
-                e = events.recv() => e,
-            };
-            match event {
-                Ok(e) if e.name == "call.ended" && e.call == call => break,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                _ => {}
+        // Subscribed first, then looked: a call that ended in between is seen here.
+        if !gone() {
+            loop {
+                let event = tokio::select! {
+                    _ = ended.cancelled() => return,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(e) if e.name == "call.ended" && e.call == call => break,
+                    Err(RecvError::Closed) => break,
+                    // Events were missed, perhaps the end: look again.
+                    Err(RecvError::Lagged(_)) if gone() => break,
+                    _ => {}
+                }
             }
         }
         ended.cancel();

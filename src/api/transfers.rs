@@ -36,6 +36,8 @@ pub struct TransferRecord {
     /// `completed`, `failed`, `cancelled`, `recalled`, `abandoned`, `transferee_hung_up`.
     pub status: &'static str,
     pub reason: Option<String>,
+    /// The transferor left before the target answered: a failure now leads to a recall.
+    pub partial: bool,
     pub settled: bool,
     pub created: SystemTime,
     pub updated: SystemTime,
@@ -67,6 +69,8 @@ struct Inner {
     records: HashMap<String, TransferRecord>,
     /// Settled records, oldest first, for eviction.
     settled: VecDeque<String>,
+    /// Open records by call: what a call's end settles.
+    open: HashMap<String, Vec<String>>,
 }
 
 #[derive(Default)]
@@ -83,12 +87,21 @@ impl Transfers {
 
     /// Starts following the transfer `record.id` (status `pending`).
     pub fn begin(&self, record: TransferRecord) {
-        self.lock().records.insert(record.id.clone(), record);
+        let mut inner = self.lock();
+        inner
+            .open
+            .entry(record.call.clone())
+            .or_default()
+            .push(record.id.clone());
+        inner.records.insert(record.id.clone(), record);
     }
 
     /// The request was refused: the record never existed.
     pub fn forget(&self, id: &str) {
-        self.lock().records.remove(id);
+        let mut inner = self.lock();
+        if let Some(r) = inner.records.remove(id) {
+            unlist(&mut inner, &r.call, id);
+        }
     }
 
     /// The request was accepted: the target leg's Call-ID.
@@ -112,7 +125,15 @@ impl Transfers {
 
     fn on_event(&self, event: &BusEvent) {
         if event.name == "call.ended" {
-            self.settle_where(|r| r.call == event.call);
+            let open = self
+                .lock()
+                .open
+                .get(&event.call)
+                .cloned()
+                .unwrap_or_default();
+            if !open.is_empty() {
+                self.settle_where(|r| open.contains(&r.id));
+            }
             return;
         }
         let Some(id) = event.value["transfer_id"].as_str() else {
@@ -129,7 +150,10 @@ impl Transfers {
             "transfer.started" => ("dialing", false),
             "target.ringing" => ("ringing", false),
             "target.answered" => ("answered", false),
-            "transfer.partial" => ("unattended", false),
+            "transfer.partial" => {
+                record.partial = true;
+                ("unattended", false)
+            }
             "transfer.recall" => ("recalling", false),
             "transfer.completed" => ("completed", true),
             "transfer.taken_back" => ("cancelled", true),
@@ -139,7 +163,7 @@ impl Transfers {
             // A failure settles an attended transfer (the parties are back together); after a
             // blind or partial one `on_fail` may still recall, and the call's end settles it at
             // the latest.
-            "transfer.failed" => ("failed", !record.blind && record.status != "unattended"),
+            "transfer.failed" => ("failed", !record.blind && !record.partial),
             _ => return,
         };
         record.status = status.0;
@@ -209,10 +233,22 @@ fn settle(inner: &mut Inner, id: &str) {
         return;
     }
     record.settled = true;
+    let call = record.call.clone();
+    unlist(inner, &call, id);
     inner.settled.push_back(id.to_string());
     while inner.settled.len() > KEPT {
         if let Some(old) = inner.settled.pop_front() {
             inner.records.remove(&old);
+        }
+    }
+}
+
+/// Takes `id` off `call`'s open records.
+fn unlist(inner: &mut Inner, call: &str, id: &str) {
+    if let Some(ids) = inner.open.get_mut(call) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            inner.open.remove(call);
         }
     }
 }
@@ -263,6 +299,7 @@ mod tests {
             transferee_call_id: String::new(),
             status: "pending",
             reason: None,
+            partial: false,
             settled: false,
             created: now,
             updated: now,
@@ -326,6 +363,29 @@ mod tests {
         feed(&t, &[("call.ended", None)]);
         let r = t.get("demo", "b").unwrap();
         assert_eq!((r.status, r.settled), ("failed", true));
+
+        // Completed while the target rang, then the target rang and failed: a recall follows.
+        t.begin(record("p", "c1", false));
+        feed(
+            &t,
+            &[
+                ("transfer.started", Some("p")),
+                ("transfer.partial", Some("p")),
+                ("target.ringing", Some("p")),
+                ("transfer.failed", Some("p")),
+            ],
+        );
+        assert!(!t.get("demo", "p").unwrap().settled, "a recall may follow");
+        feed(
+            &t,
+            &[
+                ("transfer.recall", Some("p")),
+                ("transfer.recalled", Some("p")),
+            ],
+        );
+        let r = t.get("demo", "p").unwrap();
+        assert_eq!((r.status, r.settled), ("recalled", true));
+        assert!(t.lock().open.is_empty(), "nothing open is left listed");
 
         t.begin(record("gone", "c2", false));
         t.sweep(|call| call != "c2");

@@ -275,6 +275,7 @@ pub async fn start_transfer(
         transferee_call_id: String::new(),
         status: "pending",
         reason: None,
+        partial: false,
         settled: false,
         created: now,
         updated: now,

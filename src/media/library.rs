@@ -17,8 +17,10 @@ pub enum Media {
 }
 
 /// Clips kept made. Names come from the config and metaflows, and from API requests (a program
-/// may name any tone script): past this many, clips no call is playing are forgotten.
+/// may name any tone script): past this many clips, or this many samples (about 64 MB of the
+/// two encodings), clips no call is playing are forgotten.
 const KEPT: usize = 128;
+const KEPT_SAMPLES: usize = 32 << 20;
 
 pub struct MediaLibrary {
     dir: PathBuf,
@@ -48,7 +50,8 @@ impl MediaLibrary {
             Clip::from_wav(&self.dir.join(name))?
         };
         if let Ok(mut clips) = self.clips.lock() {
-            if clips.len() >= KEPT {
+            let samples: usize = clips.values().map(Clip::len).sum::<usize>() + clip.len();
+            if clips.len() >= KEPT || samples > KEPT_SAMPLES {
                 // Only the cache holds these: made again if named again.
                 clips.retain(|_, c| Arc::strong_count(&c.name) > 1);
             }

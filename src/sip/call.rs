@@ -107,6 +107,9 @@ pub struct CallEnv {
     pub contact_tcp: Option<String>,
 }
 
+/// How long a call's end waits for its last hang-ups' transactions.
+const HANGUP_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a b-leg may ring before the call fails (RFC 3261 Timer C is 3 minutes).
 const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -237,7 +240,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         a_party,
         control: None,
         key_routes: Vec::new(),
-        identities: [
+        hangups: tokio::task::JoinSet::new(),
+        identities: vec![
             (plan.from_user.clone(), plan.from_display.clone()),
             (callee_user, None),
         ],
@@ -293,6 +297,14 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     )
     .await;
     call.publish(json!({"event": "call.ended"}));
+    // The last BYEs go out before the call leaves the registry (a SIGTERM drain waits for
+    // that); a phone that has vanished is not waited for past HANGUP_WAIT.
+    let hangups = &mut call.hangups;
+    let _ = tokio::time::timeout(HANGUP_WAIT, async {
+        while hangups.join_next().await.is_some() {}
+    })
+    .await;
+    call.hangups.detach_all();
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
     env.dialogs.remove_dialog(&call.a.id());
     for d in call.b.iter().chain(call.extra.iter().flatten()) {
@@ -427,9 +439,11 @@ pub(super) struct Call {
     pub(super) control: Option<CallControl>,
     /// Where each leg's keys go, as last told to the relay.
     pub(super) key_routes: Vec<KeyRoute>,
-    /// Caller ID (user, display name) of the a-leg's and the b-leg's parties, for legs
-    /// originated on their behalf.
-    pub(super) identities: [(String, Option<String>); 2],
+    /// Who is on each leg (user, display name): the caller, the callee, then the numbers the
+    /// call dialled; the caller ID of legs placed on a party's behalf, and what a recall dials.
+    pub(super) identities: Vec<(String, Option<String>)>,
+    /// Hang-ups (BYE, CANCEL) under way; the call waits for them before it ends.
+    pub(super) hangups: tokio::task::JoinSet<()>,
     /// The caller's SIP domain: the account whose directory routes originated legs.
     pub(super) domain: String,
     pub(super) account: String,
@@ -746,6 +760,11 @@ impl Call {
 
     /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
     async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
+        if self.media.local(leg).is_none() {
+            // A leg we are hanging up (its ports are already free): the dialog is over for us.
+            let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+            return;
+        }
         let i = leg.index();
         let other = self.peer(leg).index();
         if body.is_empty() {

@@ -107,18 +107,8 @@ impl Call {
         match command {
             Command::Hear { leg, source } => self.hear(leg, source).await,
             Command::Hangup { leg } => {
-                if let Some(d) = self.dialog(leg) {
-                    info!(call = %self.id, leg = %leg, "hanging up");
-                    // The BYE's transaction may take up to 32 s when the phone has vanished:
-                    // the call (and an API request waiting on it) goes on meanwhile; the leg's
-                    // end comes back as a dialog event.
-                    let (d, call) = (d.clone(), self.id.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = d.hangup().await {
-                            debug!(call = %call, leg = %leg, "hang-up: {e}");
-                        }
-                    });
-                }
+                info!(call = %self.id, leg = %leg, "hanging up");
+                self.hang_up_dialog(leg);
             }
             Command::Originate {
                 leg,
@@ -151,6 +141,24 @@ impl Call {
             }
             Command::Event(event) => self.log_call_event(&event),
         }
+    }
+
+    /// Sends `leg`'s BYE (or CANCEL while it rings) in the background: its transaction may take
+    /// up to 32 s when the phone has vanished, and the call (and an API request waiting on it)
+    /// goes on meanwhile; the leg's end comes back as a dialog event. The call waits for these
+    /// before it ends, so a SIGTERM drain does not cut them off.
+    pub(super) fn hang_up_dialog(&mut self, leg: Leg) {
+        let Some(d) = self.dialog(leg) else {
+            return;
+        };
+        let (d, call) = (d.clone(), self.id.clone());
+        // Finished ones are let go as new ones start: a long call keeps no list of them.
+        while self.hangups.try_join_next().is_some() {}
+        self.hangups.spawn(async move {
+            if let Err(e) = d.hangup().await {
+                debug!(call = %call, leg = %leg, "hang-up: {e}");
+            }
+        });
     }
 
     /// `leg` hears `source`: another leg, a clip from the library, or silence.
@@ -186,8 +194,8 @@ impl Call {
             Target::Dial(dialled) => self.env.router.route(&self.domain, dialled)?,
             Target::PartyOf(l) if l.index() == 1 => self.b_target.clone(),
             Target::PartyOf(l) => {
-                let user = &self.identities[l.index().min(1)].0;
-                self.env.router.route(&self.domain, user)?
+                let user = self.identity(*l).0;
+                self.env.router.route(&self.domain, &user)?
             }
         };
         self.media.add_leg(leg).map_err(|e| (503, e))?;
@@ -215,7 +223,7 @@ impl Call {
             .ok_or((500, "the new leg has no port".to_string()))?;
         let offer = sdp::anchor(&self.sdp[0], local, &mut self.origins[i], None)
             .map_err(|e| (488, e.to_string()))?;
-        let (user, display) = self.identities[caller_id_of.index().min(1)].clone();
+        let (user, display) = self.identity(caller_id_of);
         let callee =
             rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
         let caller = rsipstack::sip::Uri::try_from(format!("sip:{user}@{}", self.env.advertised))
@@ -247,9 +255,13 @@ impl Call {
         info!(call = %self.id, leg = %leg, "calling {uri}");
         let party = match target {
             Target::Dial(dialled) => dialled.clone(),
-            Target::PartyOf(l) => self.identities[l.index().min(1)].0.clone(),
+            Target::PartyOf(l) => self.identity(*l).0,
         };
         self.register_leg(leg, &option_call_id, &party);
+        // Who is on the new leg: called again (a recall) or presented (a transfer it makes) as
+        // that number.
+        self.identities.resize(i + 1, (String::new(), None));
+        self.identities[i] = (party, None);
         self.last_placed = Some(option_call_id.clone());
         if self.extra.len() < i - 1 {
             self.extra.resize(i - 1, None);
@@ -318,9 +330,7 @@ impl Call {
             }
             Err(e) => {
                 info!(call = %self.id, leg = %leg, "the answer's SDP is unusable ({e}); ending the leg");
-                if let Some(d) = self.dialog(leg) {
-                    let _ = d.hangup().await;
-                }
+                self.hang_up_dialog(leg);
                 self.control_input(Input::Failed { leg, status: 488 }).await
             }
         }
@@ -358,6 +368,14 @@ impl Call {
                 c => c,
             })
             .collect()
+    }
+
+    /// The user and display name of `leg`'s party, as called or as calling.
+    fn identity(&self, leg: Leg) -> (String, Option<String>) {
+        self.identities
+            .get(leg.index())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The metaflow of `leg`'s party (a directory user's, or none).

@@ -88,6 +88,11 @@ pub type RequestReceiver = futures_channel::mpsc::UnboundedReceiver<Request>;
 impl Call {
     pub(super) async fn on_request(&mut self, request: Request) -> ControlFlow<()> {
         let Request { what, reply } = request;
+        if reply.is_closed() {
+            // The API stopped waiting (it answered 404): doing it now would surprise everyone.
+            info!(call = %self.id, "API request dropped, its caller gave up: {}", describe(&what));
+            return ControlFlow::Continue(());
+        }
         info!(call = %self.id, "API request: {}", describe(&what));
         self.last_placed = None;
         let (outcome, flow) = self.carry_out_request(what).await;
