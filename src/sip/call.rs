@@ -395,6 +395,20 @@ pub(super) fn party_media(sdp: &AudioSdp) -> PartyMedia {
     }
 }
 
+/// `law` (payload type and G.711 law) if `offer` still lists it.
+fn still_offered(law: Option<(u8, Law)>, offer: &AudioSdp) -> Option<(u8, Law)> {
+    let (pt, law) = law?;
+    let name = match law {
+        Law::Ulaw => "PCMU",
+        Law::Alaw => "PCMA",
+    };
+    offer
+        .codecs
+        .iter()
+        .any(|c| c.payload_type == pt && c.clock_rate == 8000 && c.name.eq_ignore_ascii_case(name))
+        .then_some((pt, law))
+}
+
 /// Our port for `leg` (the a- and b-leg ports exist from the call's start).
 fn port(media: &CallMedia, leg: Leg) -> std::net::SocketAddr {
     media
@@ -812,7 +826,13 @@ impl Call {
         ) {
             Ok(answer) => {
                 self.sdp[i] = body.to_vec();
-                self.set_party(leg, party_media(&desc));
+                let mut party = party_media(&desc);
+                if leg == Leg::A {
+                    // Our answer carries the callee's codecs: the caller goes on with the law
+                    // the call negotiated if it offers it again, whatever its first choice.
+                    party.g711 = still_offered(self.a_party.g711, &desc).or(party.g711);
+                }
+                self.set_party(leg, party);
                 info!(
                     call = %self.id,
                     leg = %leg,
@@ -919,5 +939,34 @@ impl Call {
                 self.publish(line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(m_line: &str, rtpmaps: &str) -> AudioSdp {
+        let text = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP {m_line}\r\n{rtpmaps}"
+        );
+        sdp::describe(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_re_offer_keeps_the_negotiated_law_while_it_is_offered() {
+        let maps = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
+        // The caller now prefers A-law, but the call runs on µ-law: it stays µ-law.
+        let both = offer("8 0", maps);
+        assert_eq!(party_media(&both).g711, Some((8, Law::Alaw)));
+        assert_eq!(
+            still_offered(Some((0, Law::Ulaw)), &both),
+            Some((0, Law::Ulaw))
+        );
+        // µ-law no longer offered: the offer's own first choice applies.
+        let alaw_only = offer("8", "a=rtpmap:8 PCMA/8000\r\n");
+        assert_eq!(still_offered(Some((0, Law::Ulaw)), &alaw_only), None);
+        assert_eq!(still_offered(None, &both), None);
     }
 }
