@@ -198,6 +198,15 @@ impl Collector {
         self.disposition()
     }
 
+    /// Stops collecting without matching anything (the collector is being replaced, its party
+    /// now talking with someone else): keys held back so far are released, not lost.
+    pub fn abandon(&mut self, at: Millis, out: &mut Vec<Event>) {
+        if self.armed {
+            self.release_held(at, None, out);
+            self.disarm();
+        }
+    }
+
     /// Time has reached `now`: ends collection if the inter-key timer ran out.
     pub fn on_timeout(&mut self, now: Millis, out: &mut Vec<Event>) {
         if self.armed && self.deadline.is_some_and(|d| d <= now) {
@@ -280,6 +289,29 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_collection_releases_what_it_held_and_fires_nothing() {
+        let yaml =
+            "numbers:\n  '22': {module: hangup}\npatterns:\n  '2(\\d{4})': {module: transfer}\n";
+        let (flow, _) = crate::config::load_metaflow_text(std::path::Path::new("t.yaml"), yaml);
+        let mut c = Collector::new(flow.unwrap(), Side::Own);
+        let mut out = Vec::new();
+        c.on_key(Key::Star, 0, &mut out);
+        c.on_key(Key::D2, 100, &mut out);
+        c.on_key(Key::D2, 200, &mut out);
+        assert!(
+            out.is_empty(),
+            "`22` could still become `2` + four digits: {out:?}"
+        );
+        c.abandon(300, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(&out[0], Event::Released { at: 300, keys } if keys == "*22"));
+        assert!(!c.is_armed());
+        // Nothing armed: nothing to release.
+        c.abandon(400, &mut out);
+        assert_eq!(out.len(), 1);
+    }
 
     /// Per-leg state budget (docs/BENCHMARKS.md): the collector owns no heap (the key buffer is
     /// inline, the metaflow shared), so its size is its whole cost.

@@ -653,11 +653,21 @@ impl Worker {
                 }
             }
             Command::Listener(id, presser, collector) => {
-                if let Some(call) = self.call_mut(id)
+                let now = self.now();
+                let Some(&slot) = self.slots.get(&id) else {
+                    return;
+                };
+                self.engine_events.clear();
+                if let Some(call) = self.calls[slot].as_mut()
                     && let Some(l) = call.leg(presser.index())
                 {
+                    // Keys the old collector held back reach the listeners, as at a no-match.
+                    if let Some(old) = l.collector.as_mut() {
+                        old.abandon(now, &mut self.engine_events);
+                    }
                     l.collector = collector;
                 }
+                self.deliver_engine_events(slot, presser.index(), now);
             }
             Command::Key(id, leg, key) => {
                 let now = self.now();
