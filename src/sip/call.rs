@@ -56,6 +56,8 @@ use crate::metrics::Metrics;
 
 /// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
 pub struct CallPlan {
+    /// The call's place under `sip.max_calls`, given back when the call (this plan) ends.
+    pub admission: super::calls::Admission,
     pub call_id: String,
     /// For logs: who called whom.
     pub caller_name: String,

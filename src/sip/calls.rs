@@ -7,7 +7,7 @@
 //! one short lock and sends requests to the call task through the entry's channel.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -118,6 +118,20 @@ pub struct Calls {
     registry: Mutex<Registry>,
     draining: AtomicBool,
     changed: Notify,
+    /// Calls admitted and not yet over, counted from the INVITE's admission (before the call
+    /// task has entered the registry), so a burst cannot pass `sip.max_calls`.
+    admitted: AtomicUsize,
+}
+
+/// A call's place under `sip.max_calls`, held from admission to the call's end.
+pub struct Admission {
+    calls: Arc<Calls>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.calls.admitted.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Calls {
@@ -183,6 +197,19 @@ impl Calls {
                 return;
             }
         }
+    }
+
+    /// Admits a new call unless `max` calls are already admitted.
+    pub fn admit(self: &Arc<Self>, max: Option<u32>) -> Option<Admission> {
+        let max = max.map_or(usize::MAX, |m| m as usize);
+        self.admitted
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Admission {
+            calls: Arc::clone(self),
+        })
     }
 
     /// Whether `call_id` is one of our own legs coming back to us.

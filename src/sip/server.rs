@@ -357,13 +357,6 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         reply
     })?;
     // Limits count calls that would start (not challenges, not refusals).
-    if let Some(max) = config.sip.max_calls
-        && state.calls.len() >= max as usize
-    {
-        debug!(call = %call_id, "refused: {max} calls in progress (sip.max_calls)");
-        state.env.metrics.call_refused("max_calls");
-        return Err(Reply::status(503).with("Retry-After", "1"));
-    }
     if let Some(rate) = config.sip.max_call_rate
         && let Err(wait) = state.call_rate.lock().map_or(Ok(()), |mut b| {
             b.take(rate as f64, rate as f64, std::time::Instant::now())
@@ -374,6 +367,11 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         return Err(Reply::status(503).with("Retry-After", secs.to_string()));
     }
+    let Some(admission) = state.calls.admit(config.sip.max_calls) else {
+        debug!(call = %call_id, "refused: calls in progress at `sip.max_calls`");
+        state.env.metrics.call_refused("max_calls");
+        return Err(Reply::status(503).with("Retry-After", "1"));
+    };
     let from = request.header("From").unwrap_or("");
     let from_user = user_and_host(uri_of(from))
         .map(|(u, _)| u.to_string())
@@ -389,6 +387,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         None => fallback.to_string(),
     };
     Ok(CallPlan {
+        admission,
         call_id,
         caller_name: name(routed.caller, &from_user),
         callee_name: name(routed.callee, &routed.target),
