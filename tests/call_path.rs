@@ -750,3 +750,34 @@ fn a_call_beyond_max_calls_is_refused_with_503_and_counted() {
     });
     r.assert_phones_ok();
 }
+
+#[test]
+fn an_invite_without_sdp_gets_our_offer_and_the_caller_answers_in_its_ack() {
+    // The callee gets hookflash's own offer; the caller gets the callee's answer as an offer in
+    // the 200 (its scenario checks it), answers in the ACK, and its audio reaches the callee.
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        play_keys(
+            "uac_late_offer.xml",
+            &b.sandbox,
+            &b.target(),
+            b.transport,
+            "1",
+        )
+    });
+    r.assert_phones_ok();
+    r.bench
+        .daemon
+        .seen_or_wait("the party's answer came in its ACK");
+    let ended = r.bench.daemon.wait_for("call ended");
+    assert!(ended.contains("rtp_pairs_in_use=0"), "{ended}");
+    assert!(
+        r.capture.audio_packets() >= 50,
+        "the callee got {} audio packets",
+        r.capture.audio_packets()
+    );
+    assert_eq!(
+        r.capture.keys(101),
+        "1",
+        "the caller's key reached the callee"
+    );
+}

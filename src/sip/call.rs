@@ -122,8 +122,12 @@ const RING_TIMEOUT: Duration = Duration::from_secs(180);
 pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv>) {
     let call_id = plan.call_id.clone();
     let offer = tx.original.body.clone();
+    // An INVITE without SDP (a late offer): the callee gets hookflash's own offer, the caller
+    // gets the callee's answer as an offer in our 200, and answers in its ACK.
+    let late_offer = offer.iter().all(u8::is_ascii_whitespace);
     let a_sdp = match sdp::describe(&offer) {
-        Ok(s) => s,
+        _ if late_offer => None,
+        Ok(s) => Some(s),
         Err(e) => {
             info!(call = %call_id, "refused: the INVITE's SDP is unusable ({e})");
             let _ = tx
@@ -216,7 +220,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             }
         });
     }
-    let a_party = party_media(&a_sdp);
+    let a_party = a_sdp.as_ref().map(party_media).unwrap_or_default();
     media.set_party(Leg::A, a_party);
     media.set_listener(Leg::A, listener(&plan.caller_flow, &plan.callee_flow));
     media.set_listener(Leg::B, listener(&plan.callee_flow, &plan.caller_flow));
@@ -238,7 +242,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         ],
         sdp: vec![offer.clone(), Vec::new()],
         answered: false,
-        offer_in_ack: vec![false, false],
+        offer_in_ack: vec![late_offer, false],
         a_party,
         control: None,
         key_routes: Vec::new(),
@@ -332,6 +336,12 @@ fn start_b_leg(
     states: DialogStateSender,
     call: &mut Call,
 ) -> Result<(InviteDialog, JoinHandle<InviteAsyncResult>), (StatusCode, String)> {
+    // A late offer: the callee gets hookflash's own.
+    let offer = if offer.iter().all(u8::is_ascii_whitespace) {
+        sdp::OWN_OFFER.as_bytes()
+    } else {
+        offer
+    };
     let b_offer = sdp::anchor(
         offer,
         port(&call.media, Leg::B),
@@ -671,7 +681,9 @@ impl Call {
     async fn on_state(&mut self, leg: Leg, state: DialogState) -> ControlFlow<()> {
         match state {
             DialogState::Early(_, resp) if leg == Leg::B => {
-                if resp.body.is_empty() {
+                // With a late offer, SDP in an unreliable 183 would be an offer the caller
+                // cannot answer: it gets a plain 180 (RFC 3261 §13.2.1).
+                if resp.body.is_empty() || (self.offer_in_ack[0] && !self.answered) {
                     let _ = self.a.ringing(None, None);
                 } else {
                     match self.answer_from(Leg::B, &resp.body) {
@@ -697,11 +709,16 @@ impl Call {
             DialogState::Confirmed(..) if self.offer_in_ack[leg.index()] => {
                 self.offer_in_ack[leg.index()] = false;
                 let ack = self.dialog(leg).and_then(|d| d.last_remote_ack());
-                if let Some(ack) = ack
-                    && let Ok(desc) = sdp::describe(&ack.body)
-                {
-                    self.sdp[leg.index()] = ack.body.clone();
-                    self.set_party(leg, party_media(&desc));
+                match ack.map(|ack| (sdp::describe(&ack.body), ack.body.clone())) {
+                    Some((Ok(desc), body)) => {
+                        info!(call = %self.id, leg = %leg, "the party's answer came in its ACK");
+                        self.sdp[leg.index()] = body;
+                        self.set_party(leg, party_media(&desc));
+                    }
+                    Some((Err(e), _)) => {
+                        info!(call = %self.id, leg = %leg, "no usable answer in the ACK ({e}): no media to this party");
+                    }
+                    None => {}
                 }
                 ControlFlow::Continue(())
             }

@@ -239,6 +239,13 @@ const TRANSPORT_ATTRIBUTES: [&str; 7] = [
     "end-of-candidates",
 ];
 
+/// hookflash's own audio offer, for a callee when the caller's INVITE had none: G.711 µ-law and
+/// A-law and telephone-events. [`anchor`] puts our address, port and origin in.
+pub const OWN_OFFER: &str = "v=0\r\no=hookflash 0 0 IN IP4 0.0.0.0\r\ns=hookflash\r\n\
+    c=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n\
+    a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+    a=ptime:20\r\na=sendrecv\r\n";
+
 /// Rewrites `body` so that media goes to `local` (RTP; RTCP on the next port): our origin for
 /// the leg (its version incremented), our address, the audio port; other streams declined.
 /// `direction` replaces the audio direction when given (e.g. to answer a hold from the anchor).
