@@ -44,6 +44,33 @@ pub struct TransferRecord {
 }
 
 impl TransferRecord {
+    /// A transfer about to be asked of `call`: `pending` until its first event.
+    pub fn pending(
+        id: String,
+        account: &str,
+        call: String,
+        blind: bool,
+        transferer_call_id: &str,
+        transferee_addresses: Value,
+    ) -> TransferRecord {
+        let now = SystemTime::now();
+        TransferRecord {
+            id,
+            account: account.to_string(),
+            call,
+            blind,
+            transferer_call_id: transferer_call_id.to_string(),
+            transferee_addresses,
+            transferee_call_id: String::new(),
+            status: "pending",
+            reason: None,
+            partial: false,
+            settled: false,
+            created: now,
+            updated: now,
+        }
+    }
+
     pub fn json(&self) -> Value {
         let mut v = json!({
             "id": self.id,
@@ -288,22 +315,7 @@ mod tests {
     use crate::events::EventBus;
 
     fn record(id: &str, call: &str, blind: bool) -> TransferRecord {
-        let now = SystemTime::now();
-        TransferRecord {
-            id: id.into(),
-            account: "demo".into(),
-            call: call.into(),
-            blind,
-            transferer_call_id: call.into(),
-            transferee_addresses: json!([]),
-            transferee_call_id: String::new(),
-            status: "pending",
-            reason: None,
-            partial: false,
-            settled: false,
-            created: now,
-            updated: now,
-        }
+        TransferRecord::pending(id.into(), "demo", call.into(), blind, call, json!([]))
     }
 
     /// Publishes `events` (name, transfer id) for call `c1` and feeds them to `t`.

@@ -8,7 +8,6 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -264,22 +263,8 @@ pub async fn start_transfer(
         .calls
         .with_call(transferer, |e| e.info.id.clone())
         .ok_or_else(not_found)?;
-    let now = SystemTime::now();
-    let record = TransferRecord {
-        id: new_id(),
-        account: account.to_string(),
-        call,
-        blind: data.kind == crate::modules::transfer::TransferType::Blind,
-        transferer_call_id: transferer.to_string(),
-        transferee_addresses: addresses,
-        transferee_call_id: String::new(),
-        status: "pending",
-        reason: None,
-        partial: false,
-        settled: false,
-        created: now,
-        updated: now,
-    };
+    let blind = data.kind == crate::modules::transfer::TransferType::Blind;
+    let record = TransferRecord::pending(new_id(), account, call, blind, transferer, addresses);
     let id = record.id.clone();
     api.transfers.begin(record);
     let what = CallRequest::Transfer {
