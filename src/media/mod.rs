@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod clip;
 pub mod g711;
+pub mod inband;
 pub mod latch;
 pub mod library;
 pub mod ports;
