@@ -135,7 +135,9 @@ fn main() {
             std::thread::sleep(wait);
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let media = relay.open_call(tx).unwrap();
+        let media = relay
+            .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+            .unwrap();
         for (leg, clip) in [(LegId::A, &moh), (LegId::B, &ringback)] {
             let party = &parties[(2 * i + leg.index()) % POOL];
             media.set_party(

@@ -267,7 +267,9 @@ fn relayed_call(
     pb: SocketAddr,
 ) -> (CallMedia, tokio::sync::mpsc::UnboundedReceiver<MediaEvent>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
+    let media = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     for (leg, p) in [(Leg::A, pa), (Leg::B, pb)] {
         media.set_party(
             leg,

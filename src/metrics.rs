@@ -23,7 +23,7 @@ pub const MODULES: [&str; 7] = [
 pub const REFUSALS: [&str; 3] = ["max_calls", "max_call_rate", "draining"];
 
 /// Where keys come from.
-pub const KEY_SOURCES: [&str; 2] = ["rfc4733", "info"];
+pub const KEY_SOURCES: [&str; 3] = ["rfc4733", "info", "inband"];
 
 pub struct Metrics {
     pub calls_total: AtomicU64,

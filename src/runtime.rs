@@ -259,7 +259,9 @@ fn warn_if_restart_needed(old: &Config, new: &Config) {
     if old.api.listen != new.api.listen {
         warn!("the API listen address changed; it takes effect at the next restart");
     }
-    if old.rtp != new.rtp {
+    if (old.rtp.address, old.rtp.port_min, old.rtp.port_max)
+        != (new.rtp.address, new.rtp.port_min, new.rtp.port_max)
+    {
         warn!("the RTP address or ports changed; they take effect at the next restart");
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 
-use common::rtp::{Capture, EVENT_PT, SSRC, keys_pcap};
+use common::rtp::{Capture, EVENT_PT, SSRC, inband_keys_pcap, keys_pcap};
 use common::*;
 
 /// One call's setup: a daemon whose user 1002 is the sipp callee.
@@ -120,7 +120,23 @@ fn play_keys(
     transport: &str,
     keys: &str,
 ) -> std::process::Output {
-    let (pcap, length) = keys_pcap(keys, 1000);
+    play_pcap(
+        &scenario(caller),
+        sandbox,
+        target,
+        transport,
+        keys_pcap(keys, 1000),
+    )
+}
+
+/// The caller `scenario` calls 1002 through the daemon at `target`, plays `pcap`, hangs up.
+fn play_pcap(
+    caller: &std::path::Path,
+    sandbox: &Sandbox,
+    target: &str,
+    transport: &str,
+    (pcap, length): (Vec<u8>, std::time::Duration),
+) -> std::process::Output {
     let pcap_path = sandbox.path("caller.pcap");
     std::fs::write(&pcap_path, pcap).unwrap();
     let hold_ms = (length.as_millis() + 300).to_string();
@@ -139,7 +155,26 @@ fn play_keys(
         "-mp",
         &media_port,
     ];
-    sipp(scenario(caller).to_str().unwrap(), target, transport, &args)
+    sipp(caller.to_str().unwrap(), target, transport, &args)
+}
+
+/// A copy of the scenario `name` (in `dir`) whose SDP offers or answers PCMU alone: a phone
+/// without RFC 4733 telephone-events.
+fn without_telephone_event(dir: &std::path::Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(name)).unwrap();
+    let text: Vec<&str> = text.lines().filter(|l| !l.contains(":101 ")).collect();
+    let text = text.join("\n").replace("RTP/AVP 0 101", "RTP/AVP 0");
+    assert!(
+        text.contains("RTP/AVP 0\r") || text.contains("RTP/AVP 0\n"),
+        "{name}: no PCMU-only media line"
+    );
+    assert!(
+        !text.contains("a=rtpmap:101"),
+        "{name}: telephone-event left"
+    );
+    let path = dir.join(format!("no_te_{name}"));
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// A finished call: what each phone reported and what the callee's media port received.
@@ -287,6 +322,104 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
     assert_eq!(fired["captures"], serde_json::json!(["2600"]));
     assert_eq!(cap.keys(EVENT_PT), "*22600");
     assert!(cap.sequence_is_continuous());
+}
+
+/// A caller without RFC 4733 presses `keys` as tones; `callee_te`: whether the callee does RFC 4733.
+fn inband_call(passthrough: &'static str, keys: &str, callee_te: bool) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = if callee_te {
+        scenario("uas_answer.xml")
+    } else {
+        without_telephone_event(dir.path(), "uas_answer.xml")
+    };
+    let keys = keys.to_string();
+    let mut r = run(
+        Options {
+            passthrough,
+            ..Options::default()
+        },
+        callee,
+        &[],
+        |b| {
+            let caller = without_telephone_event(b.sandbox.dir.path(), "uac_call.xml");
+            play_pcap(
+                &caller,
+                &b.sandbox,
+                &b.target(),
+                b.transport,
+                inband_keys_pcap(&keys, 1000),
+            )
+        },
+    );
+    r.assert_phones_ok();
+    r.bench.daemon.wait_for("call ended");
+    r
+}
+
+#[test]
+fn inband_keys_fire_and_their_tones_are_kept_from_the_callee() {
+    let mut r = inband_call("hold", "*22600", true);
+    let fired = r.bench.daemon.event("fired");
+    assert_eq!(fired["module"], "transfer");
+    assert_eq!(fired["collected"], "22600");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    assert_eq!(fired["leg"], "a");
+    assert_eq!(
+        r.capture.inband_keys(),
+        "",
+        "the callee heard none of the tones"
+    );
+    assert_eq!(r.capture.keys(EVENT_PT), "");
+    assert!(r.capture.audio_packets() >= 50);
+    assert!(r.capture.sequence_is_continuous());
+}
+
+#[test]
+fn inband_keys_reach_the_callee_with_passthrough_pass() {
+    // (A code that fires would move the callee to music on hold while its last tone sounds.)
+    let mut r = inband_call("pass", "*5", true);
+    let no_match = r.bench.daemon.event("no_match");
+    assert_eq!(no_match["collected"], "5");
+    assert_eq!(r.capture.inband_keys(), "*5");
+    assert_eq!(r.capture.keys(EVENT_PT), "", "tones stay tones");
+}
+
+#[test]
+fn held_inband_keys_that_match_nothing_are_replayed_as_tones_to_a_callee_without_rfc4733() {
+    // `*5` is no code: both keys are held while they might be one, then released to the
+    // callee, which takes no telephone-events, as tones of its own.
+    let mut r = inband_call("hold", "*5", false);
+    let no_match = r.bench.daemon.event("no_match");
+    assert_eq!(no_match["collected"], "5");
+    let heard = r.capture.inband_keys_at();
+    assert_eq!(r.capture.inband_keys(), "*5", "{heard:?}");
+    // The caller's `*` sounds at 1.0 s (audio packet 50), its `5` at 1.3 s: the callee hears
+    // `*` only once `5` ended the collection, not when the caller pressed it.
+    assert!(
+        heard[0].1 > 62,
+        "the `*` the callee heard is a replay: {heard:?}"
+    );
+    assert_eq!(r.capture.keys(EVENT_PT), "");
+}
+
+#[test]
+fn rfc4733_keys_reach_a_callee_without_rfc4733_as_tones() {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = without_telephone_event(dir.path(), "uas_answer.xml");
+    let mut r = run(
+        Options {
+            passthrough: "pass",
+            ..Options::default()
+        },
+        callee,
+        &[],
+        |b| b.call("*22600"),
+    );
+    r.assert_phones_ok();
+    r.bench.daemon.wait_for("call ended");
+    let fired = r.bench.daemon.event("fired");
+    assert_eq!(fired["captures"], serde_json::json!(["2600"]));
+    assert_eq!(r.capture.inband_keys(), "*22600");
 }
 
 #[test]

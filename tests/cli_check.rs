@@ -136,7 +136,7 @@ fn missing_files_are_clear_errors() {
 }
 
 #[test]
-fn limits_and_webhooks_are_checked_with_their_place() {
+fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
     let sandbox = common::Sandbox::from_example();
     let config = std::fs::read_to_string(sandbox.path("config.yaml"))
         .unwrap()
@@ -145,6 +145,10 @@ fn limits_and_webhooks_are_checked_with_their_place() {
             "  challenge_invites: true\n  max_calls: lots\n  max_call_rate: 0",
         )
         .replace("  tokens:", "  rate_limit: -5\n  tokens:")
+        .replace(
+            "  ports: 20000-29999 ",
+            "  inband_dtmf: sometimes\n  ports: 20000-29999 ",
+        )
         .replace(
             "    metaflow: default ",
             "    webhooks: [\"https://hooks.test/x\", \"ftp://a/\", \"http://127.0.0.1:9000/ok\"]\n    metaflow: default ",
@@ -157,12 +161,13 @@ fn limits_and_webhooks_are_checked_with_their_place() {
     let expected = [
         format!("{c}:11:14: `max_calls`: expected a whole number, found `lots`"),
         format!("{c}:12:18: `max_call_rate` must be between 1 and 10000000, found 0"),
-        format!("{c}:20:15: `rate_limit` must be between 1 and 10000000, found -5"),
+        format!("{c}:16:16: `inband_dtmf` must be one of auto, always, never, found `sometimes`"),
+        format!("{c}:21:15: `rate_limit` must be between 1 and 10000000, found -5"),
         format!(
-            "{c}:38:17: webhook URL `https://hooks.test/x`: https is not supported; post to a local http:// proxy instead"
+            "{c}:39:17: webhook URL `https://hooks.test/x`: https is not supported; post to a local http:// proxy instead"
         ),
-        format!("{c}:38:41: webhook URL `ftp://a/`: scheme `ftp` is not http"),
-        "5 errors found".to_string(),
+        format!("{c}:39:41: webhook URL `ftp://a/`: scheme `ftp` is not http"),
+        "6 errors found".to_string(),
     ];
     assert_eq!(stdout_lines(&o), expected);
 }

@@ -59,7 +59,9 @@ fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
 fn a_leg_hearing_a_clip_gets_its_frames_on_the_same_stream_then_the_party_again() {
     let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 41000, 48999, 1).unwrap();
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
+    let media = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     // A speaks A-law; B sends to us as A-law too.
     let (a, a_media) = party(Law::Alaw);
     let (b, b_media) = party(Law::Alaw);
@@ -154,7 +156,9 @@ fn a_leg_hearing_a_clip_gets_its_frames_on_the_same_stream_then_the_party_again(
 fn a_looped_clip_plays_until_replaced_and_silence_sends_nothing() {
     let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 49000, 55999, 1).unwrap();
     let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
+    let media = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     let (a, a_media) = party(Law::Ulaw);
     media.set_party(LegId::A, a_media);
     let clip = Clip::from_tone("%(40,0,1000)").unwrap();
@@ -183,7 +187,9 @@ fn a_looped_clip_plays_until_replaced_and_silence_sends_nothing() {
 fn parties_with_different_g711_laws_hear_each_other_transcoded() {
     let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 56000, 59999, 1).unwrap();
     let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
+    let media = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     let (a, a_media) = party(Law::Ulaw);
     let (b, b_media) = party(Law::Alaw);
     media.set_party(LegId::A, a_media);
@@ -229,7 +235,9 @@ fn parties_with_different_g711_laws_hear_each_other_transcoded() {
 fn a_party_sending_the_law_the_other_chose_is_relayed_untouched() {
     let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 36000, 36999, 1).unwrap();
     let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay.open_call(tx).unwrap();
+    let media = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     // Caller's offer "0 8 101": primary PCMU. Callee answered "8 101".
     let (a, a_media) = party(Law::Ulaw);
     let (b, b_media) = party(Law::Alaw);
@@ -257,7 +265,9 @@ fn a_party_sending_the_law_the_other_chose_is_relayed_untouched() {
 fn a_removed_calls_clip_timer_does_not_drive_the_call_reusing_its_slot() {
     let relay = MediaRelay::start("127.0.0.1".parse().unwrap(), 37000, 37999, 1).unwrap();
     let (tx, _e1) = tokio::sync::mpsc::unbounded_channel();
-    let first = relay.open_call(tx).unwrap();
+    let first = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     let clip = Clip::from_tone("%(1000,0,1000)").unwrap();
     first.hear(
         LegId::A,
@@ -268,7 +278,9 @@ fn a_removed_calls_clip_timer_does_not_drive_the_call_reusing_its_slot() {
     );
     drop(first);
     let (tx, _e2) = tokio::sync::mpsc::unbounded_channel();
-    let second = relay.open_call(tx).unwrap();
+    let second = relay
+        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
+        .unwrap();
     let (a, a_media) = party(Law::Ulaw);
     second.set_party(LegId::A, a_media);
     second.hear(LegId::A, Hearing::Clip { clip, looped: true });

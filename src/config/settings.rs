@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostics::{Pos, Report};
+use crate::media::inband::InbandPolicy;
 use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
 use crate::yaml::Node;
-use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, string};
+use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, one_of, string};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SipSettings {
@@ -31,6 +32,8 @@ pub struct RtpSettings {
     /// Inclusive range of local ports for media.
     pub port_min: u16,
     pub port_max: u16,
+    /// Whose audio is listened to for in-band DTMF tones.
+    pub inband_dtmf: InbandPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,12 +141,17 @@ pub fn read_rtp(node: Option<&Node>, report: &mut Report) -> Option<RtpSettings>
         Some(n) => port_range(n, report),
         None => Some((20_000, 29_999)),
     };
+    let inband_dtmf = match f.get("inband_dtmf") {
+        Some(n) => one_of(n, "inband_dtmf", &InbandPolicy::NAMES, report),
+        None => Some(InbandPolicy::Auto),
+    };
     f.finish(report);
     let (port_min, port_max) = ports?;
     Some(RtpSettings {
         address: address?,
         port_min,
         port_max,
+        inband_dtmf: inband_dtmf?,
     })
 }
 

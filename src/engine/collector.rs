@@ -115,6 +115,7 @@ impl KeyBuf {
 }
 
 /// Collects one leg's keys against one metaflow.
+#[derive(Clone)]
 pub struct Collector {
     flow: Arc<Metaflow>,
     side: Side,
@@ -196,6 +197,14 @@ impl Collector {
             self.finish(at, None, out);
         }
         self.disposition()
+    }
+
+    /// Whether `key`, pressed at `at`, would be kept from the other party — asked before the key
+    /// is certain (an in-band tone is heard for a while before it counts as a key), so nothing
+    /// changes here.
+    pub fn would_withhold(&self, key: Key, at: Millis) -> bool {
+        let mut scratch = Vec::new();
+        self.clone().on_key(key, at, &mut scratch) == KeyDisposition::Withhold
     }
 
     /// Stops collecting without matching anything (the collector is being replaced, its party

@@ -21,6 +21,62 @@
 use super::g711::Law;
 use crate::keys::Key;
 
+/// Which parties' audio is listened to for keys (`rtp.inband_dtmf`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InbandPolicy {
+    /// Parties that did not negotiate RFC 4733 telephone-events: a phone that has them sends its
+    /// keys that way, and may leave a tail of the tone in its audio that must not count twice.
+    #[default]
+    Auto,
+    /// Every party with G.711 audio.
+    Always,
+    Never,
+}
+
+impl InbandPolicy {
+    pub const NAMES: [(&'static str, InbandPolicy); 3] = [
+        ("auto", InbandPolicy::Auto),
+        ("always", InbandPolicy::Always),
+        ("never", InbandPolicy::Never),
+    ];
+
+    /// Whether a party's audio is listened to, given whether it does RFC 4733.
+    pub fn listens(self, has_telephone_event: bool) -> bool {
+        match self {
+            InbandPolicy::Auto => !has_telephone_event,
+            InbandPolicy::Always => true,
+            InbandPolicy::Never => false,
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> InbandPolicy {
+        match code {
+            1 => InbandPolicy::Always,
+            2 => InbandPolicy::Never,
+            _ => InbandPolicy::Auto,
+        }
+    }
+}
+
+/// The policy in force, shared by the relay's workers and changed by a reload.
+#[derive(Debug, Default)]
+pub struct SharedPolicy(std::sync::atomic::AtomicU8);
+
+impl SharedPolicy {
+    pub fn get(&self) -> InbandPolicy {
+        InbandPolicy::from_code(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set(&self, policy: InbandPolicy) {
+        self.0
+            .store(policy.code(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Samples per analysis block (8 kHz).
 pub const BLOCK: usize = 102;
 /// The quietest tone (each of the pair) heard as part of a key, in dBm0.
@@ -171,6 +227,75 @@ impl InbandDetector {
             && r + c >= MIN_TONE_SHARE * self.energy;
         pair.then_some(KEYPAD[row][col])
     }
+}
+
+/// Keys written as tones into the audio a party hears, for parties that do not take RFC 4733
+/// events: each key [`KEY_TONE_MS`] of its two tones at [`KEY_TONE_DBM0`], then
+/// [`KEY_PAUSE_MS`] of silence.
+#[derive(Debug, Default)]
+pub struct ToneWriter {
+    keys: std::collections::VecDeque<Key>,
+    /// Samples of the current key written so far (tone, then pause).
+    written: u32,
+}
+
+/// How long each written key sounds, and the pause after it (Q.23 asks for at least 40 ms of
+/// each; phones commonly send 70–100 ms).
+pub const KEY_TONE_MS: u32 = 80;
+pub const KEY_PAUSE_MS: u32 = 60;
+/// Level of each of a written key's two tones.
+pub const KEY_TONE_DBM0: f32 = -8.0;
+
+impl ToneWriter {
+    pub fn push(&mut self, key: Key) {
+        self.keys.push_back(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Overwrites `payload` with the next samples of the queued keys as `law` codes. Returns
+    /// false, leaving `payload` as it was, when nothing is queued.
+    pub fn fill(&mut self, law: Law, payload: &mut [u8]) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        let tone = KEY_TONE_MS * 8;
+        let total = tone + KEY_PAUSE_MS * 8;
+        let peak = DBM0_PEAK * 10f32.powf(KEY_TONE_DBM0 / 20.0);
+        for code in payload.iter_mut() {
+            let Some(&key) = self.keys.front() else {
+                *code = law.silence();
+                continue;
+            };
+            let sample = if self.written < tone {
+                let (row, col) = position(key);
+                let t = self.written as f32 / 8000.0;
+                let w = std::f32::consts::TAU * t;
+                peak * ((w * ROWS[row]).sin() + (w * COLS[col]).sin())
+            } else {
+                0.0
+            };
+            *code = law.encode(sample as i16);
+            self.written += 1;
+            if self.written == total {
+                self.written = 0;
+                self.keys.pop_front();
+            }
+        }
+        true
+    }
+}
+
+/// A key's row and column on the keypad.
+fn position(key: Key) -> (usize, usize) {
+    for (r, row) in KEYPAD.iter().enumerate() {
+        if let Some(c) = row.iter().position(|&k| k == key) {
+            return (r, c);
+        }
+    }
+    (3, 0)
 }
 
 /// The index of the strongest of four powers, if it stands [`RELATIVE_PEAK`] above the others.
@@ -418,6 +543,28 @@ mod tests {
         d.on_samples(&key_tone('#', 30, -10.0, 0.0, 0)[..BLOCK + 10], |_| {});
         d.reset();
         assert_eq!(d.tone(), None);
+    }
+
+    #[test]
+    fn written_keys_are_heard_and_then_the_audio_is_left_alone() {
+        let mut writer = ToneWriter::default();
+        for key in "*9#D".chars() {
+            writer.push(Key::from_char(key).unwrap());
+        }
+        let mut detector = InbandDetector::new();
+        let mut keys = String::new();
+        let mut frames = 0;
+        let mut payload = [0x55u8; 160];
+        while writer.fill(Law::Alaw, &mut payload) {
+            detector.on_payload(Law::Alaw, &payload, |k| keys.push(k.as_char()));
+            frames += 1;
+            payload = [0x55; 160];
+        }
+        assert_eq!(keys, "*9#D");
+        // 4 × 140 ms in 20 ms frames.
+        assert_eq!(frames, 28);
+        assert!(!writer.fill(Law::Alaw, &mut payload));
+        assert_eq!(payload, [0x55; 160]);
     }
 
     #[test]

@@ -49,6 +49,7 @@ use crate::random::random_u64;
 use super::batch::{BATCH, Batch};
 use super::clip::{Clip, FRAME, Playback};
 use super::g711::{Law, transcode};
+use super::inband::{InbandDetector, InbandPolicy, ToneWriter};
 use super::latch::{Latch, Verdict};
 use super::ports::{PortPair, PortPool};
 use super::recorder::{Frame, MAX_FRAME, Recording};
@@ -89,6 +90,8 @@ pub enum Hearing {
 pub enum KeySource {
     Rfc4733,
     Info,
+    /// Tones in the party's audio.
+    Inband,
 }
 
 impl KeySource {
@@ -96,6 +99,7 @@ impl KeySource {
         match self {
             KeySource::Rfc4733 => "rfc4733",
             KeySource::Info => "info",
+            KeySource::Inband => "inband",
         }
     }
 }
@@ -153,6 +157,7 @@ struct NewCall {
     /// The a-leg's and the b-leg's.
     sockets: [SocketPair; 2],
     events: UnboundedSender<MediaEvent>,
+    inband: InbandPolicy,
 }
 
 struct WorkerHandle {
@@ -239,10 +244,11 @@ impl MediaRelay {
     }
 
     /// Binds a port pair for each leg and hands them to a worker. `events` receives the call's
-    /// keys and engine events.
+    /// keys and engine events; `inband` says whose audio is listened to for keys.
     pub fn open_call(
         self: &Arc<Self>,
         events: UnboundedSender<MediaEvent>,
+        inband: InbandPolicy,
     ) -> Result<CallMedia, String> {
         let (a, a_sockets) = self.bind_pair()?;
         let (b, b_sockets) = match self.bind_pair() {
@@ -264,6 +270,7 @@ impl MediaRelay {
             id,
             sockets: [a_sockets, b_sockets],
             events,
+            inband,
         })));
         Ok(media)
     }
@@ -421,6 +428,12 @@ struct LegState {
     party: PartyMedia,
     /// Hears the keys this leg's party sends.
     detector: Detector,
+    /// Hears the keys in this leg's party's audio (when the call's policy listens to it).
+    inband: InbandDetector,
+    /// Whether the key whose tone the party is sending is kept from the other parties.
+    inband_withheld: Option<(Key, bool)>,
+    /// Keys written as tones into what this party hears (it takes no RFC 4733 events).
+    tones_out: ToneWriter,
     /// Decides about the keys this leg's party presses.
     collector: Option<Box<Collector>>,
     /// The stream we send to this party.
@@ -447,6 +460,9 @@ impl LegState {
             rtcp_latch: Latch::new(None),
             party: PartyMedia::default(),
             detector: Detector::new(),
+            inband: InbandDetector::new(),
+            inband_withheld: None,
+            tones_out: ToneWriter::default(),
             collector: None,
             out: OutStream::new(r as u32, (r >> 32) as u16, (r >> 40) as u32, 8000),
             hears,
@@ -466,6 +482,8 @@ struct CallState {
     /// By [`LegId`]; a leg whose sockets did not arrive is `None`.
     legs: Vec<Option<LegState>>,
     events: UnboundedSender<MediaEvent>,
+    /// Whose audio is listened to for keys.
+    inband: InbandPolicy,
     /// Where received audio goes while the call is recorded.
     recording: Option<Box<Recording>>,
 }
@@ -716,6 +734,7 @@ impl Worker {
         self.calls[slot] = Some(CallState {
             legs,
             events: new.events,
+            inband: new.inband,
             recording: None,
         });
         self.slots.insert(new.id, slot);
@@ -922,7 +941,17 @@ impl Worker {
         }
         // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
         let is_event = packet.len() >= 12 && Some(packet[1] & 0x7f) == l.party.telephone_event;
+        // The law of what the party sent, by the packet's own (static) payload type: what the
+        // party offered first need not be what was negotiated.
+        let sent_law = if is_event || packet.len() < 12 {
+            None
+        } else {
+            Law::from_payload_type(packet[1] & 0x7f)
+        };
         let pass = !is_event || self.hear_event(slot, leg, packet, now);
+        if let Some(law) = sent_law {
+            self.hear_inband(slot, leg, law, packet, now);
+        }
         let Some(call) = self.calls[slot].as_mut() else {
             return;
         };
@@ -931,13 +960,6 @@ impl Worker {
         }
         let listeners = call.listeners(leg);
         let copies = listeners.len > 1;
-        // The law of what the party sent, by the packet's own (static) payload type: what the
-        // party offered first need not be what was negotiated.
-        let sent_law = if is_event || packet.len() < 12 {
-            None
-        } else {
-            Law::from_payload_type(packet[1] & 0x7f)
-        };
         if copies {
             self.spare[..packet.len()].copy_from_slice(packet);
         }
@@ -971,6 +993,16 @@ impl Worker {
                 let end = at + rtp.payload().len();
                 transcode(from, to, &mut packet[at..end]);
                 packet[1] = (packet[1] & 0x80) | to_pt;
+            }
+            // Keys for a party without RFC 4733 are written over the audio it hears.
+            if let Some(from) = sent_law
+                && !other.tones_out.is_empty()
+                && let Ok(rtp) = RtpPacket::parse(packet)
+            {
+                let law = other.party.g711.map_or(from, |(_, law)| law);
+                let at = rtp.payload_offset();
+                let end = at + rtp.payload().len();
+                other.tones_out.fill(law, &mut packet[at..end]);
             }
             if other.rtp.send_to(packet, dest).is_ok() {
                 self.stats.relayed.fetch_add(1, Ordering::Relaxed);
@@ -1015,6 +1047,67 @@ impl Worker {
         pass
     }
 
+    /// A G.711 audio packet from the party on `leg`: when the call listens to this party's audio,
+    /// the in-band detector hears it (a new key goes to the collector), and while a key's tone
+    /// sounds that the other parties must not hear, the payload becomes silence.
+    fn hear_inband(&mut self, slot: usize, leg: usize, law: Law, packet: &mut [u8], now: Millis) {
+        let Some(call) = self.calls[slot].as_mut() else {
+            return;
+        };
+        let policy = call.inband;
+        let Some(l) = call.leg(leg) else {
+            return;
+        };
+        if !policy.listens(l.party.telephone_event.is_some()) {
+            return;
+        }
+        let Ok(rtp) = RtpPacket::parse(packet) else {
+            return;
+        };
+        let (at, end) = (
+            rtp.payload_offset(),
+            rtp.payload_offset() + rtp.payload().len(),
+        );
+        // A packet of up to 60 ms holds at most two keys going down.
+        let mut keys = [None; 4];
+        let mut n = 0;
+        l.inband.on_payload(law, &packet[at..end], |k| {
+            if n < keys.len() {
+                keys[n] = Some(k);
+                n += 1;
+            }
+        });
+        for key in keys.into_iter().flatten() {
+            let forward = self.on_key(slot, leg, key, KeySource::Inband, now);
+            if let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) {
+                l.inband_withheld = Some((key, !forward));
+            }
+        }
+        let Some(l) = self.calls[slot].as_mut().and_then(|c| c.leg(leg)) else {
+            return;
+        };
+        let withhold = match l.inband.tone() {
+            None => {
+                l.inband_withheld = None;
+                false
+            }
+            // Decided when the key went down.
+            Some(key) if l.inband_withheld.is_some_and(|(k, _)| k == key) => {
+                l.inband_withheld.is_some_and(|(_, w)| w)
+            }
+            // A tone not yet long enough to be a key: kept back if it would be, once it is.
+            Some(key) => match (&l.key_route, &l.collector) {
+                (KeyRoute::Control, _) => true,
+                (_, Some(c)) => c.would_withhold(key, now),
+                (_, None) => false,
+            },
+        };
+        if withhold {
+            packet[at..end].fill(law.silence());
+            self.stats.withheld.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A key from the party on `leg`: tell the owner, ask the collector. Returns whether the key's
     /// own packets may reach the listening parties.
     fn on_key(
@@ -1046,13 +1139,20 @@ impl Worker {
         };
         self.deliver_engine_events(slot, leg, now);
         let forward = disposition == KeyDisposition::Forward;
-        if forward && source == KeySource::Info {
-            // A signalled key has no packets of its own: write it into the listeners' streams.
-            if let Some(call) = self.calls[slot].as_mut() {
-                for j in call.listeners(leg).iter() {
-                    if let Some(l) = call.leg(j) {
-                        schedule_keys(l, &[key], now);
+        if forward && let Some(call) = self.calls[slot].as_mut() {
+            for j in call.listeners(leg).iter() {
+                let Some(l) = call.leg(j) else {
+                    continue;
+                };
+                match source {
+                    // A signalled key has no packets of its own: write it into the stream.
+                    KeySource::Info => schedule_keys(l, &[key], now),
+                    // A party without RFC 4733 hears an event's key as tones instead.
+                    KeySource::Rfc4733 if l.party.telephone_event.is_none() => {
+                        schedule_keys(l, &[key], now)
                     }
+                    // Its own packets (or tones) carry it.
+                    _ => {}
                 }
             }
         }
@@ -1159,8 +1259,15 @@ fn map_event_types(call: &mut CallState) {
     }
 }
 
-/// Queues `keys` as RFC 4733 events toward the party of `to`, after anything already queued.
+/// Queues `keys` toward the party of `to`, after anything already queued: as RFC 4733 events,
+/// or, to a G.711 party that takes none, as tones over the audio it hears.
 fn schedule_keys(to: &mut LegState, keys: &[Key], now: Millis) {
+    if to.party.telephone_event.is_none() && to.party.g711.is_some() {
+        for &key in keys {
+            to.tones_out.push(key);
+        }
+        return;
+    }
     let writer = EventWriter::default();
     let mut start = to
         .pending

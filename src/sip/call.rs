@@ -74,6 +74,8 @@ pub struct CallPlan {
     pub domain: String,
     /// The account the call belongs to (whose API token sees it, whose webhooks hear it).
     pub account: String,
+    /// Whose audio is listened to for in-band keys (`rtp.inband_dtmf` when the call began).
+    pub inband_dtmf: crate::media::inband::InbandPolicy,
 }
 
 /// Where the legs a call originates itself go (a transfer's target, a recall).
@@ -141,7 +143,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         }
     };
     let (media_tx, mut media_rx) = unbounded_channel();
-    let media = match env.relay.open_call(media_tx) {
+    let media = match env.relay.open_call(media_tx, plan.inband_dtmf) {
         Ok(m) => m,
         Err(e) => {
             warn!(call = %call_id, "refused: {e}");

@@ -408,6 +408,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             .or(routed.callee)
             .map(|p| p.account.name.clone())
             .unwrap_or_default(),
+        inband_dtmf: config.rtp.inband_dtmf,
     })
 }
 

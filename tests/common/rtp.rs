@@ -1,5 +1,6 @@
-//! RTP for end-to-end tests: a pcap of a caller's stream (PCMU audio with RFC 4733 keys) for sipp
-//! to play, and a capture socket standing in for a callee's media port.
+//! RTP for end-to-end tests: a pcap of a caller's stream (PCMU audio with keys as RFC 4733 events
+//! or as in-band tones) for sipp to play, and a capture socket standing in for a callee's media
+//! port.
 #![allow(dead_code)]
 
 use std::net::UdpSocket;
@@ -96,10 +97,58 @@ fn event(code: u8, end: bool, duration: u16) -> [u8; 4] {
     [code, if end { 0x80 } else { 0 } | 10, d[0], d[1]]
 }
 
+/// A phone without RFC 4733: `lead_ms` of PCMU silence, then each key as 100 ms of its two tones
+/// (-10 dBm0 each) in the audio, 200 ms of silence between keys, 500 ms after the last.
+fn inband_stream(keys: &str, lead_ms: u32) -> Vec<Timed> {
+    use hookflash::media::g711::Law;
+    let mut samples: Vec<i16> = vec![0; (lead_ms * 8) as usize];
+    for key in keys.chars() {
+        let [row, col] = hookflash::media::tone::dtmf_freqs(key).expect("a key");
+        // -10 dBm0: 0 dBm0 is a sine of peak 22,250 in G.711's 16-bit scale.
+        let peak = 22_250.0 * 10f64.powf(-10.0 / 20.0);
+        for n in 0..800 {
+            let t = n as f64 / 8000.0;
+            let x = peak
+                * ((std::f64::consts::TAU * row * t).sin()
+                    + (std::f64::consts::TAU * col * t).sin());
+            samples.push(x as i16);
+        }
+        samples.extend(std::iter::repeat_n(0, 1600));
+    }
+    samples.extend(std::iter::repeat_n(0, 4000));
+    samples
+        .chunks(160)
+        .enumerate()
+        .map(|(i, frame)| {
+            let mut payload = vec![0u8; frame.len()];
+            Law::Ulaw.encode_into(frame, &mut payload);
+            let at = i as u32 * 20;
+            Timed {
+                at_ms: at,
+                rtp: rtp(
+                    AUDIO_PT,
+                    false,
+                    1000u16.wrapping_add(i as u16),
+                    8 * at,
+                    &payload,
+                ),
+            }
+        })
+        .collect()
+}
+
 /// A pcap file (Ethernet, IPv4, UDP 127.0.0.1:6000 → :7000; sipp rewrites the addresses) of a
 /// phone pressing `keys` after `lead_ms` of audio. Returns the bytes and the stream's length.
 pub fn keys_pcap(keys: &str, lead_ms: u32) -> (Vec<u8>, Duration) {
-    let packets = stream(keys, lead_ms);
+    pcap(stream(keys, lead_ms))
+}
+
+/// As [`keys_pcap`], the keys as tones in the audio.
+pub fn inband_keys_pcap(keys: &str, lead_ms: u32) -> (Vec<u8>, Duration) {
+    pcap(inband_stream(keys, lead_ms))
+}
+
+fn pcap(packets: Vec<Timed>) -> (Vec<u8>, Duration) {
     let mut f = Vec::new();
     f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes());
@@ -197,6 +246,24 @@ impl Capture {
                 11 => '#',
                 c @ 12..=15 => (b'A' + c - 12) as char,
                 _ => '?',
+            });
+        }
+        keys
+    }
+
+    /// The keys heard as tones in the audio (hookflash's own in-band detector, itself tested
+    /// against synthesised tones).
+    pub fn inband_keys(&self) -> String {
+        self.inband_keys_at().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// As [`Capture::inband_keys`], each with the index of the audio packet it was heard in.
+    pub fn inband_keys_at(&self) -> Vec<(char, usize)> {
+        let mut detector = hookflash::media::inband::InbandDetector::new();
+        let mut keys = Vec::new();
+        for (i, payload) in self.audio_payloads().into_iter().enumerate() {
+            detector.on_payload(hookflash::media::g711::Law::Ulaw, payload, |k| {
+                keys.push((k.as_char(), i))
             });
         }
         keys
