@@ -14,6 +14,9 @@
 //! `--relay rtpengine --ng 127.0.0.1:2223 --pid PID`: a running rtpengine, set up per call with
 //! its ng protocol (offer/answer); its CPU time is read from /proc/PID.
 //!
+//! `--relay hookflash-inband`: the same, every packet also heard by the in-band DTMF detector
+//! (`rtp.inband_dtmf: always`): what listening to a phone without RFC 4733 costs.
+//!
 //! `--relay bare`: a relay that does nothing but forward (`recv_from`, `send_to`), in this
 //! process: the kernel's cost per relayed packet, under any relay's figure here.
 //! `--relay bare-connected`: the same with each socket `connect`ed to its party (`send`, no
@@ -40,6 +43,7 @@ use std::time::{Duration, Instant};
 use hookflash::engine::collector::{Collector, Event};
 use hookflash::engine::listen::who_hears;
 use hookflash::media::batch::{BATCH, Batch};
+use hookflash::media::inband::InbandPolicy;
 use hookflash::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use hookflash::media::rfc4733::EventWriter;
 
@@ -265,11 +269,10 @@ fn relayed_call(
     relay: &Arc<MediaRelay>,
     pa: SocketAddr,
     pb: SocketAddr,
+    inband: InbandPolicy,
 ) -> (CallMedia, tokio::sync::mpsc::UnboundedReceiver<MediaEvent>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let media = relay
-        .open_call(tx, hookflash::media::inband::InbandPolicy::Auto)
-        .unwrap();
+    let media = relay.open_call(tx, inband).unwrap();
     for (leg, p) in [(Leg::A, pa), (Leg::B, pb)] {
         media.set_party(
             leg,
@@ -288,13 +291,18 @@ fn relayed_call(
 fn setup(a: &Args, parties: &Parties) -> (Vec<Call>, Option<Arc<MediaRelay>>) {
     let mut calls = Vec::new();
     match a.relay.as_str() {
-        "hookflash" => {
+        "hookflash" | "hookflash-inband" => {
+            let inband = if a.relay == "hookflash-inband" {
+                InbandPolicy::Always
+            } else {
+                InbandPolicy::Auto
+            };
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let relay =
                 MediaRelay::start("127.0.0.1".parse().unwrap(), 40000, 59999, threads).unwrap();
             for i in 0..a.calls {
                 let (pa, pb) = parties.of(i);
-                let (media, rx) = relayed_call(&relay, pa, pb);
+                let (media, rx) = relayed_call(&relay, pa, pb, inband);
                 calls.push(Call {
                     a_to: media.local(Leg::A).unwrap(),
                     b_to: media.local(Leg::B).unwrap(),
@@ -521,7 +529,12 @@ fn key_probe(
     let caller = config.directory.find_party("1001").unwrap();
     let (flow, side) = who_hears(caller.flow(), None).expect("1001 hears its own keys");
     let (pa, pb) = (party(), party());
-    let (media, mut rx) = relayed_call(relay, pa.local_addr().unwrap(), pb.local_addr().unwrap());
+    let (media, mut rx) = relayed_call(
+        relay,
+        pa.local_addr().unwrap(),
+        pb.local_addr().unwrap(),
+        InbandPolicy::Auto,
+    );
     media.set_listener(Leg::A, Some(Collector::new(flow, side)));
     let to = media.local(Leg::A).unwrap();
     std::thread::spawn(move || {

@@ -2,8 +2,8 @@
 //!
 //! The audio is cut into blocks of [`BLOCK`] samples (12.75 ms at 8 kHz, short enough that a
 //! 40 ms tone always fills two of them, long enough that neighbouring DTMF frequencies, 73 Hz
-//! apart, are told apart). Each block's power at the eight DTMF frequencies is measured with the
-//! Goertzel algorithm. A block is a *hit* for a key when, as ITU-T Q.24 asks of a receiver:
+//! apart, are told apart). Each block's power at the eight DTMF frequencies is measured (a DFT at
+//! exactly those frequencies; blocks too quiet to hold a key are skipped). A block is a *hit* for a key when, as ITU-T Q.24 asks of a receiver:
 //! - both the strongest row and the strongest column tone are above [`MIN_TONE_DBM0`];
 //! - the column tone is at most 4 dB louder than the row tone (reverse twist) and at most 8 dB
 //!   quieter (normal twist);
@@ -103,13 +103,44 @@ const REVERSE_TWIST: f32 = 2.512;
 const NORMAL_TWIST: f32 = 6.310;
 const RELATIVE_PEAK: f32 = 6.310;
 
-/// The Goertzel coefficients (2·cos ω) of the eight frequencies, rows first.
-fn coefficients() -> [f32; 8] {
-    let mut c = [0.0; 8];
+/// A block padded to a multiple of 8 samples (the padding stays zero), so sums run in 8 lanes.
+const PADDED: usize = BLOCK.div_ceil(8) * 8;
+
+/// cos and sin of each DTMF frequency at each sample of a block: the block's spectrum at the
+/// eight frequencies is then sums of independent products, which the CPU runs side by side (the
+/// Goertzel recurrence computes the same with fewer multiplications, but each sample waits for
+/// the one before).
+struct Basis {
+    /// `[frequency][sample]`, rows then columns; `cos` then `sin`.
+    cos: [[f32; PADDED]; 8],
+    sin: [[f32; PADDED]; 8],
+}
+
+static BASIS: std::sync::LazyLock<Basis> = std::sync::LazyLock::new(|| {
+    let mut basis = Basis {
+        cos: [[0.0; PADDED]; 8],
+        sin: [[0.0; PADDED]; 8],
+    };
     for (i, f) in ROWS.iter().chain(COLS.iter()).enumerate() {
-        c[i] = 2.0 * (std::f32::consts::TAU * f / 8000.0).cos();
+        let w = std::f64::consts::TAU * *f as f64 / 8000.0;
+        for n in 0..BLOCK {
+            basis.cos[i][n] = (w * n as f64).cos() as f32;
+            basis.sin[i][n] = (w * n as f64).sin() as f32;
+        }
     }
-    c
+    basis
+});
+
+/// Σ a[n]·b[n] in 8 lanes.
+#[inline]
+fn dot(a: &[f32; PADDED], b: &[f32; PADDED]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for j in 0..8 {
+            lanes[j] += a[j] * b[j];
+        }
+    }
+    lanes.iter().sum()
 }
 
 /// The power a sine of `dbm0` has in a block, in the units [`InbandDetector`] measures.
@@ -121,12 +152,8 @@ fn block_power(dbm0: f32) -> f32 {
 /// Hears the keys in one party's audio.
 #[derive(Clone, Debug)]
 pub struct InbandDetector {
-    coeff: [f32; 8],
-    min_power: f32,
-    /// Goertzel state of the block being filled.
-    s1: [f32; 8],
-    s2: [f32; 8],
-    energy: f32,
+    /// The block being filled, as linear samples.
+    block: [f32; PADDED],
     filled: usize,
     /// What the last finished block hit.
     last_hit: Option<Key>,
@@ -143,11 +170,7 @@ impl Default for InbandDetector {
 impl InbandDetector {
     pub fn new() -> InbandDetector {
         InbandDetector {
-            coeff: coefficients(),
-            min_power: block_power(MIN_TONE_DBM0),
-            s1: [0.0; 8],
-            s2: [0.0; 8],
-            energy: 0.0,
+            block: [0.0; PADDED],
             filled: 0,
             last_hit: None,
             down: None,
@@ -155,16 +178,30 @@ impl InbandDetector {
     }
 
     /// Hears one G.711 payload; `on_key` gets each key that went down in it, in order.
-    pub fn on_payload(&mut self, law: Law, payload: &[u8], mut on_key: impl FnMut(Key)) {
-        for &code in payload {
-            self.push(law.decode(code) as f32, &mut on_key);
+    pub fn on_payload(&mut self, law: Law, mut payload: &[u8], mut on_key: impl FnMut(Key)) {
+        while !payload.is_empty() {
+            let n = (BLOCK - self.filled).min(payload.len());
+            let (now, rest) = payload.split_at(n);
+            for (x, &code) in self.block[self.filled..].iter_mut().zip(now) {
+                *x = law.decode(code) as f32;
+            }
+            self.filled += n;
+            self.block_filled(&mut on_key);
+            payload = rest;
         }
     }
 
     /// Hears linear samples (tests, tools).
-    pub fn on_samples(&mut self, samples: &[i16], mut on_key: impl FnMut(Key)) {
-        for &s in samples {
-            self.push(s as f32, &mut on_key);
+    pub fn on_samples(&mut self, mut samples: &[i16], mut on_key: impl FnMut(Key)) {
+        while !samples.is_empty() {
+            let n = (BLOCK - self.filled).min(samples.len());
+            let (now, rest) = samples.split_at(n);
+            for (x, &s) in self.block[self.filled..].iter_mut().zip(now) {
+                *x = s as f32;
+            }
+            self.filled += n;
+            self.block_filled(&mut on_key);
+            samples = rest;
         }
     }
 
@@ -176,58 +213,57 @@ impl InbandDetector {
 
     /// Forgets everything heard (the party's stream was replaced).
     pub fn reset(&mut self) {
-        *self = InbandDetector {
-            coeff: self.coeff,
-            min_power: self.min_power,
-            ..InbandDetector::new()
-        };
+        *self = InbandDetector::new();
     }
 
-    #[inline]
-    fn push(&mut self, x: f32, on_key: &mut impl FnMut(Key)) {
-        for i in 0..8 {
-            let s0 = x + self.coeff[i] * self.s1[i] - self.s2[i];
-            self.s2[i] = self.s1[i];
-            self.s1[i] = s0;
+    /// Judges the block if it is full.
+    fn block_filled(&mut self, on_key: &mut impl FnMut(Key)) {
+        if self.filled < BLOCK {
+            return;
         }
-        self.energy += x * x;
-        self.filled += 1;
-        if self.filled == BLOCK {
-            let hit = self.block_hit();
-            if hit == self.last_hit && hit != self.down {
-                self.down = hit;
-                if let Some(key) = hit {
-                    on_key(key);
-                }
+        self.filled = 0;
+        let hit = self.block_hit();
+        if hit == self.last_hit && hit != self.down {
+            self.down = hit;
+            if let Some(key) = hit {
+                on_key(key);
             }
-            self.last_hit = hit;
-            self.s1 = [0.0; 8];
-            self.s2 = [0.0; 8];
-            self.energy = 0.0;
-            self.filled = 0;
         }
+        self.last_hit = hit;
     }
 
     /// The key the finished block carries, if any.
     fn block_hit(&self) -> Option<Key> {
+        let energy = dot(&self.block, &self.block);
+        let min_power = *MIN_POWER;
+        // Too quiet to hold two tones loud enough (silence, most pauses in speech): done.
+        if energy < 2.0 * MIN_TONE_SHARE * min_power {
+            return None;
+        }
+        let basis = &*BASIS;
         let mut power = [0.0f32; 8];
         for (i, p) in power.iter_mut().enumerate() {
-            let (s1, s2) = (self.s1[i], self.s2[i]);
+            let re = dot(&self.block, &basis.cos[i]);
+            let im = dot(&self.block, &basis.sin[i]);
             // |X(f)|², scaled so a sine's power equals its share of the block's energy.
-            *p = (s1 * s1 + s2 * s2 - self.coeff[i] * s1 * s2) * 2.0 / BLOCK as f32;
+            *p = (re * re + im * im) * 2.0 / BLOCK as f32;
         }
         let (rows, cols) = power.split_at(4);
         let row = strongest(rows)?;
         let col = strongest(cols)?;
         let (r, c) = (rows[row], cols[col]);
-        let pair = r >= self.min_power
-            && c >= self.min_power
+        let pair = r >= min_power
+            && c >= min_power
             && c <= r * REVERSE_TWIST
             && r <= c * NORMAL_TWIST
-            && r + c >= MIN_TONE_SHARE * self.energy;
+            && r + c >= MIN_TONE_SHARE * energy;
         pair.then_some(KEYPAD[row][col])
     }
 }
+
+/// [`MIN_TONE_DBM0`] as a block power.
+static MIN_POWER: std::sync::LazyLock<f32> =
+    std::sync::LazyLock::new(|| block_power(MIN_TONE_DBM0));
 
 /// Keys written as tones into the audio a party hears, for parties that do not take RFC 4733
 /// events: each key [`KEY_TONE_MS`] of its two tones at [`KEY_TONE_DBM0`], then
