@@ -145,10 +145,7 @@ fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
             "  challenge_invites: true\n  max_calls: lots\n  max_call_rate: 0",
         )
         .replace("  tokens:", "  rate_limit: -5\n  tokens:")
-        .replace(
-            "  ports: 20000-29999 ",
-            "  inband_dtmf: sometimes\n  ports: 20000-29999 ",
-        )
+        .replace("inband_dtmf: auto", "inband_dtmf: sometimes")
         .replace(
             "    metaflow: default ",
             "    webhooks: [\"https://hooks.test/x\", \"ftp://a/\", \"http://127.0.0.1:9000/ok\"]\n    metaflow: default ",
@@ -161,7 +158,7 @@ fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
     let expected = [
         format!("{c}:11:14: `max_calls`: expected a whole number, found `lots`"),
         format!("{c}:12:18: `max_call_rate` must be between 1 and 10000000, found 0"),
-        format!("{c}:16:16: `inband_dtmf` must be one of auto, always, never, found `sometimes`"),
+        format!("{c}:17:16: `inband_dtmf` must be one of auto, always, never, found `sometimes`"),
         format!("{c}:21:15: `rate_limit` must be between 1 and 10000000, found -5"),
         format!(
             "{c}:39:17: webhook URL `https://hooks.test/x`: https is not supported; post to a local http:// proxy instead"
