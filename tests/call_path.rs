@@ -475,6 +475,16 @@ fn record_writes_both_parties_to_a_two_channel_wav_file() {
                 }
             }
         });
+        // Recordings filed by account and caller (a reload picks the template up).
+        let flow = std::fs::read_to_string(b.sandbox.path("metaflows/default.yaml"))
+            .unwrap()
+            .replace(
+                "data: { action: toggle }",
+                "data: { action: toggle, path: \"recordings/{account}/{caller}-{call_id}.wav\" }",
+            );
+        b.sandbox.write("metaflows/default.yaml", &flow);
+        b.daemon.signal(libc::SIGHUP);
+        b.daemon.wait_for("reload ok");
         let out = b.call("*9,,*9");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         responder.join().unwrap();
@@ -483,11 +493,14 @@ fn record_writes_both_parties_to_a_two_channel_wav_file() {
     r.assert_phones_ok();
     let mut daemon = r.bench.daemon;
     let started = daemon.event("record.started");
-    assert_eq!(started["detail"], "recordings/{call_id}.wav");
+    assert_eq!(
+        started["detail"],
+        "recordings/{account}/{caller}-{call_id}.wav"
+    );
     daemon.event("record.stopped");
     let written = daemon.wait_for("written:");
-    assert!(written.contains("recordings/"), "{written}");
-    let dir = r.bench.sandbox.path("recordings");
+    assert!(written.contains("recordings/demo/1001-"), "{written}");
+    let dir = r.bench.sandbox.path("recordings/demo");
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .next()

@@ -356,7 +356,15 @@ impl Call {
         };
         let filled = template
             .replace("{call_id}", &safe(&self.id))
-            .replace("{account}", &safe(&self.domain))
+            // The account's name in the config (a call of no account: its SIP domain).
+            .replace(
+                "{account}",
+                &safe(if self.account.is_empty() {
+                    &self.domain
+                } else {
+                    &self.account
+                }),
+            )
             .replace("{caller}", &safe(&self.identities[0].0))
             .replace("{callee}", &safe(&self.identities[1].0))
             .replace("{time}", &utc_stamp());
