@@ -5,7 +5,10 @@
 //! other party unchanged and the answer comes back the same way: codecs are negotiated end to
 //! end. What changes is where media goes (`c=`, the audio `m=` port), who the session belongs to
 //! (`o=`, with our own session id and a version that grows with every SDP we send on a leg), and
-//! what cannot cross the anchor (ICE candidates, `a=rtcp`, `a=rtcp-mux`: RTCP goes to port + 1).
+//! what cannot cross the anchor (ICE candidates, `a=rtcp`, `a=rtcp-mux`: RTCP goes to port + 1),
+//! and what describes the other party's own stream rather than ours (`a=ssrc` with its `cname`,
+//! `a=ssrc-group`, `a=msid`, `a=label`, `a=rtcp-rsize`, and `a=mid`/`a=group` bundling): hookflash
+//! sends with its own SSRC, so announcing the other party's would be false.
 //! Streams other than audio are declined (port 0). Everything else is kept, in order.
 
 use std::net::{IpAddr, SocketAddr};
@@ -228,8 +231,10 @@ fn direction_of(attributes: &[Attribute]) -> Option<Direction> {
     })
 }
 
-/// Attributes that describe the party's own transport and cannot cross the anchor.
-const TRANSPORT_ATTRIBUTES: [&str; 7] = [
+/// Attributes that describe one party's own transport or stream and cannot cross the anchor:
+/// the other party talks to hookflash's port, and hears hookflash's stream (its own SSRC, its
+/// own RTCP), so these would announce something that is not there.
+const NOT_CROSSING: [&str; 15] = [
     "rtcp",
     "rtcp-mux",
     "candidate",
@@ -237,6 +242,14 @@ const TRANSPORT_ATTRIBUTES: [&str; 7] = [
     "ice-pwd",
     "ice-options",
     "end-of-candidates",
+    "ssrc",
+    "ssrc-group",
+    "msid",
+    "msid-semantic",
+    "label",
+    "rtcp-rsize",
+    "mid",
+    "group",
 ];
 
 /// hookflash's own audio offer, for a callee when the caller's INVITE had none: G.711 µ-law and
@@ -265,7 +278,7 @@ pub fn anchor(
     session.connection = Some(Connection::from_ip_addr(local.ip()));
     session
         .attributes
-        .retain(|a| !TRANSPORT_ATTRIBUTES.contains(&a.attribute.as_str()));
+        .retain(|a| !NOT_CROSSING.contains(&a.attribute.as_str()));
     let mut audio_done = false;
     for media in &mut session.medias {
         if media.media != "audio" || media.port == 0 || audio_done {
@@ -279,7 +292,7 @@ pub fn anchor(
         media.connections.clear();
         media
             .attributes
-            .retain(|a| !TRANSPORT_ATTRIBUTES.contains(&a.attribute.as_str()));
+            .retain(|a| !NOT_CROSSING.contains(&a.attribute.as_str()));
         if let Some(d) = direction {
             media
                 .attributes
@@ -384,6 +397,39 @@ mod tests {
         }
         assert!(out.contains("m=video 0 RTP/AVP 99"), "{out}");
         assert!(out.contains("m=image 0 udptl t38"), "{out}");
+    }
+
+    #[test]
+    fn the_other_partys_stream_identity_does_not_cross() {
+        // What linphone and baresip put in their SDP: their own SSRC and CNAME, a label, reduced
+        // RTCP, bundling. hookflash sends with its own SSRC: none of these may reach the other
+        // party as if they were ours.
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                   a=group:BUNDLE as\r\na=msid-semantic: WMS\r\n\
+                   m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+                   a=mid:as\r\na=label:1\r\na=rtcp-rsize\r\na=ssrc:3021651497 cname:a@b\r\n\
+                   a=ssrc:3021651497 msid:x y\r\na=ssrc-group:FID 1 2\r\na=msid:x y\r\n\
+                   a=rtcp-fb:* nack\r\n";
+        let out = String::from_utf8(
+            anchor(sdp.as_bytes(), local(), &mut LocalOrigin::new(1), None).unwrap(),
+        )
+        .unwrap();
+        for gone in [
+            "a=ssrc",
+            "cname",
+            "a=msid",
+            "a=label",
+            "a=rtcp-rsize",
+            "a=mid",
+            "a=group",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(
+            out.contains("a=rtcp-fb:* nack"),
+            "codec feedback is end to end: {out}"
+        );
+        assert!(out.contains("a=rtpmap:101 telephone-event/8000"), "{out}");
     }
 
     #[test]
