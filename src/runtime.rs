@@ -5,7 +5,7 @@
 //! (`ArcSwap`), so work in progress keeps the `Arc<Config>` it started with. A broken file is
 //! logged with `file:line:col` and the running config stays. Every outcome is logged and counted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,23 +15,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::api::ApiServer;
+use crate::config::live::LiveConfig;
 use crate::config::{self, Config};
 use crate::diagnostics::{Report, Severity};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::sip::server::{ConfigSource, SipServer};
-
-/// State shared by every part of the running daemon.
-pub struct Shared {
-    pub config_path: PathBuf,
-    /// The config in force; readers `load()` it, reload `store()`s a new one.
-    pub config: ArcSwap<Config>,
-    /// 1 for the config loaded at start, +1 per successful reload.
-    pub generation: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    pub started: std::time::Instant,
-}
 
 /// Sets up `tracing` to stderr: text for people or JSON lines. `RUST_LOG` filters (default
 /// `info,rsipstack=warn`).
@@ -100,7 +89,7 @@ pub fn run(config_path: &Path) -> i32 {
         );
         return 1;
     };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(LiveConfig {
         config_path: config_path.to_path_buf(),
         config: ArcSwap::from_pointee(config),
         generation: AtomicU64::new(1),
@@ -111,7 +100,7 @@ pub fn run(config_path: &Path) -> i32 {
     runtime.block_on(serve(shared, signals))
 }
 
-async fn serve(shared: Arc<Shared>, mut signals: Signals) -> i32 {
+async fn serve(shared: Arc<LiveConfig>, mut signals: Signals) -> i32 {
     let config_source: ConfigSource = {
         let shared = Arc::clone(&shared);
         Arc::new(move || shared.config.load_full())
@@ -192,7 +181,7 @@ async fn stop_api(api: Option<ApiServer>) {
 
 /// SIGTERM: refuse new calls, let the calls in progress end (or the drain timeout pass). A second
 /// SIGTERM or a SIGINT ends the wait at once.
-async fn drain(sip: &SipServer, shared: &Arc<Shared>, signals: &mut Signals) {
+async fn drain(sip: &SipServer, shared: &Arc<LiveConfig>, signals: &mut Signals) {
     sip.start_draining();
     let calls = sip.calls();
     if calls.is_empty() {
@@ -217,7 +206,7 @@ async fn drain(sip: &SipServer, shared: &Arc<Shared>, signals: &mut Signals) {
 }
 
 /// Re-reads config and metaflows; swaps them in only if they are valid.
-pub async fn reload(shared: &Arc<Shared>) {
+pub async fn reload(shared: &Arc<LiveConfig>) {
     let path = shared.config_path.clone();
     info!("SIGHUP: reloading {}", path.display());
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;

@@ -2,7 +2,7 @@
 //! anchor writes must describe as our address.
 #![no_main]
 
-use hookflash::sip::sdp::{LocalOrigin, anchor, describe};
+use hookflash::sdp::{LocalOrigin, anchor, describe};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

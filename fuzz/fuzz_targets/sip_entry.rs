@@ -13,7 +13,7 @@ use hookflash::sip::message::Request;
 use hookflash::sip::register::{RegisterContext, handle_register};
 use hookflash::sip::registrar::Registrar;
 use hookflash::sip::route::{InviteContext, route_invite};
-use hookflash::sip::sdp::{LocalOrigin, anchor, describe};
+use hookflash::sdp::{LocalOrigin, anchor, describe};
 use libfuzzer_sys::fuzz_target;
 
 fn example() -> &'static Config {

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::auth::{Caller, PathParams};
 use super::voipbin::{hears_json, refused};
 use super::{ApiError, AppState, TransferAsk, transfer_data};
-use crate::sip::call_request::CallRequest;
-use crate::sip::calls::{CallInfo, LegInfo, LegStatus};
+use crate::call::registry::{CallInfo, LegInfo, LegStatus};
+use crate::call::request::CallRequest;
 
 /// Kazoo's success envelope.
 fn envelope(status: StatusCode, data: Value) -> Response {

@@ -39,15 +39,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::call::LegId;
+use crate::call::registry::Calls;
+use crate::call::request::{Accepted, CallRequest, Refusal, Request as CallRequestMsg};
 use crate::config::Config;
+use crate::config::live::LiveConfig;
 use crate::events::EventBus;
 use crate::keys::{Key, parse_keys};
 use crate::media::relay::MediaRelay;
 use crate::metrics::Metrics;
 use crate::modules::transfer::{DEFAULT_TIMEOUT_MS, OnFail, TransferData, TransferType};
-use crate::runtime::Shared;
-use crate::sip::call_request::{Accepted, CallRequest, Refusal, Request as CallRequestMsg};
-use crate::sip::calls::Calls;
 
 pub use auth::RateLimiter;
 pub use error::ApiError;
@@ -60,7 +60,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// What every handler reaches.
 pub struct Api {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<LiveConfig>,
     pub calls: Arc<Calls>,
     pub relay: Arc<MediaRelay>,
     pub events: Arc<EventBus>,
@@ -88,7 +88,7 @@ impl ApiServer {
     /// transfer followers.
     pub async fn start(
         listen: SocketAddr,
-        shared: Arc<Shared>,
+        shared: Arc<LiveConfig>,
         calls: Arc<Calls>,
         relay: Arc<MediaRelay>,
         events: Arc<EventBus>,

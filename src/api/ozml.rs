@@ -30,9 +30,9 @@ use super::auth::{Caller, PathParams};
 use super::sse::concerns;
 use super::{Api, ApiError, AppState, TransferAsk, transfer_data};
 use crate::call::LegId;
+use crate::call::request::CallRequest;
 use crate::http_url::Url;
 use crate::modules::play::{PlayData, PlayLeg};
-use crate::sip::call_request::CallRequest;
 
 /// Longest `Delay`, and longest wait for a clip or a transfer.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use super::auth::{Caller, PathParams, QueryParams};
 use super::transfers::TransferRecord;
 use super::{Api, ApiError, AppState, TransferAsk, transfer_data};
+use crate::call::registry::{CallInfo, Hears, LegInfo, LegStatus};
+use crate::call::request::{CallRequest, Refusal};
 use crate::events::rfc3339;
-use crate::sip::call_request::{CallRequest, Refusal};
-use crate::sip::calls::{CallInfo, Hears, LegInfo, LegStatus};
 
 const DEFAULT_PAGE: usize = 10;
 const MAX_PAGE: usize = 100;

@@ -6,6 +6,7 @@
 //! replace a working config on reload.
 
 pub mod directory;
+pub mod live;
 pub mod merge;
 pub mod metaflow;
 pub mod settings;

@@ -46,18 +46,18 @@ use crate::media::library::MediaLibrary;
 use crate::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
 use crate::random::random_u64;
 
-use super::call_request::RequestReceiver;
-use super::calls::{CallGuard, CallInfo, Calls, Hears, LegInfo, LegStatus};
 use super::info_dtmf::{InfoError, key_of};
 use super::message::{uri_of, user_and_host};
-use super::sdp::{self, AudioSdp, Direction, LocalOrigin};
+use crate::call::registry::{CallGuard, CallInfo, Calls, Hears, LegInfo, LegStatus};
+use crate::call::request::RequestReceiver;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::sdp::{self, AudioSdp, Direction, LocalOrigin};
 
 /// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
 pub struct CallPlan {
     /// The call's place under `sip.max_calls`, given back when the call (this plan) ends.
-    pub admission: super::calls::Admission,
+    pub admission: crate::call::registry::Admission,
     pub call_id: String,
     /// For logs: who called whom.
     pub caller_name: String,

@@ -19,7 +19,7 @@ use crate::media::relay::{Hearing, LegId as Leg};
 use crate::random::random_u64;
 
 use super::call::{Call, CallEnv, listener, party_media};
-use super::sdp::{self, LocalOrigin};
+use crate::sdp::{self, LocalOrigin};
 
 /// The directory as the control sees it (is a transfer target an extension?).
 pub(super) struct Extensions<'a>(pub(super) &'a CallEnv);

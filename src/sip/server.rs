@@ -29,7 +29,6 @@ use crate::media::relay::MediaRelay;
 use crate::random::random_u64;
 
 use super::call::{CallEnv, CallPlan, Router, run_call};
-use super::calls::Calls;
 use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
@@ -37,6 +36,7 @@ use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::route::{InviteContext, route_dialled, route_invite};
 use super::udp::RepairingUdpSocket;
+use crate::call::registry::Calls;
 
 /// Where handlers find the config in force (it changes on reload).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::call_request::RequestSender;
+use super::request::RequestSender;
 use crate::call::LegId;
 
 /// What the registry knows of a call.
