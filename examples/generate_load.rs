@@ -20,10 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hookflash::leg::LegId;
 use hookflash::media::batch::{BATCH, Batch};
 use hookflash::media::clip::Clip;
 use hookflash::media::g711::Law;
-use hookflash::media::relay::{Hearing, LegId, MediaRelay, PartyMedia};
+use hookflash::media::leg::{Hearing, PartyMedia};
+use hookflash::media::relay::MediaRelay;
 
 const POOL: usize = 8;
 

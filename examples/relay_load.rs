@@ -42,9 +42,12 @@ use std::time::{Duration, Instant};
 
 use hookflash::engine::collector::{Collector, Event};
 use hookflash::engine::listen::who_hears;
+use hookflash::leg::LegId as Leg;
 use hookflash::media::batch::{BATCH, Batch};
+use hookflash::media::call::MediaEvent;
 use hookflash::media::inband::InbandPolicy;
-use hookflash::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
+use hookflash::media::leg::PartyMedia;
+use hookflash::media::relay::{CallMedia, MediaRelay};
 use hookflash::media::rfc4733::EventWriter;
 
 struct Args {

@@ -5,9 +5,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use hookflash::leg::LegId;
+use hookflash::media::call::MediaEvent;
 use hookflash::media::clip::Clip;
 use hookflash::media::g711::Law;
-use hookflash::media::relay::{Hearing, LegId, MediaEvent, MediaRelay, PartyMedia};
+use hookflash::media::leg::{Hearing, PartyMedia};
+use hookflash::media::relay::MediaRelay;
 use hookflash::media::tone::Plays;
 
 fn party(law: Law) -> (UdpSocket, PartyMedia) {

@@ -27,13 +27,7 @@ struct Leg {
     hears: Source,
 }
 
-/// Where a leg's keys go; see [`CallControl::key_route`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyRoute {
-    Collector,
-    Control,
-    Both,
-}
+pub use crate::media::call::KeyRoute;
 
 /// What a module says after each input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -125,6 +125,15 @@ pub struct Collector {
     deadline: Option<Millis>,
 }
 
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("metaflow", &self.flow.name)
+            .field("armed", &self.armed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Collector {
     pub fn new(flow: Arc<Metaflow>, side: Side) -> Collector {
         let state = flow.matcher.start();

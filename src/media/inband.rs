@@ -15,8 +15,11 @@
 //! tone of 20 ms or less is never a key, one of 40 ms always is, and a pause of 40 ms between two
 //! presses of the same key is always seen (Q.24's figures).
 //!
-//! Sans-IO: G.711 payloads in, keys out, plus [`InbandDetector::tone`] — whether a key's tone
-//! sounds in what was just heard — which the relay uses to keep held keys from the other party.
+//! Sans-IO: G.711 payloads in, keys out, plus [`InbandDetector::sounding`] — whether a key's tone
+//! sounded in the payload just heard — which the media call uses to keep held keys from the
+//! other party. A tone can start anywhere in a payload, so `sounding` also judges the last
+//! [`BLOCK`] samples heard as one window, whatever the block grid: a tone that started in one
+//! payload is certain to be sounding by the end of the next one (see `media::call`'s look-ahead).
 
 use super::g711::Law;
 use crate::keys::Key;
@@ -152,13 +155,17 @@ fn block_power(dbm0: f32) -> f32 {
 /// Hears the keys in one party's audio.
 #[derive(Clone, Debug)]
 pub struct InbandDetector {
-    /// The block being filled, as linear samples.
-    block: [f32; PADDED],
+    /// Two blocks of linear samples: the one being filled (`current`) and the last one finished,
+    /// which together hold the last [`BLOCK`] samples heard.
+    blocks: [[f32; PADDED]; 2],
+    current: usize,
     filled: usize,
     /// What the last finished block hit.
     last_hit: Option<Key>,
     /// The key held down, after two agreeing blocks.
     down: Option<Key>,
+    /// The key whose tone sounded in the last payload heard.
+    sounding: Option<Key>,
 }
 
 impl Default for InbandDetector {
@@ -170,45 +177,59 @@ impl Default for InbandDetector {
 impl InbandDetector {
     pub fn new() -> InbandDetector {
         InbandDetector {
-            block: [0.0; PADDED],
+            blocks: [[0.0; PADDED]; 2],
+            current: 0,
             filled: 0,
             last_hit: None,
             down: None,
+            sounding: None,
         }
     }
 
     /// Hears one G.711 payload; `on_key` gets each key that went down in it, in order.
     pub fn on_payload(&mut self, law: Law, mut payload: &[u8], mut on_key: impl FnMut(Key)) {
+        self.sounding = self.down;
         while !payload.is_empty() {
             let n = (BLOCK - self.filled).min(payload.len());
             let (now, rest) = payload.split_at(n);
-            for (x, &code) in self.block[self.filled..].iter_mut().zip(now) {
+            let block = &mut self.blocks[self.current];
+            for (x, &code) in block[self.filled..].iter_mut().zip(now) {
                 *x = law.decode(code) as f32;
             }
             self.filled += n;
             self.block_filled(&mut on_key);
             payload = rest;
         }
+        self.judge_window();
     }
 
     /// Hears linear samples (tests, tools).
     pub fn on_samples(&mut self, mut samples: &[i16], mut on_key: impl FnMut(Key)) {
+        self.sounding = self.down;
         while !samples.is_empty() {
             let n = (BLOCK - self.filled).min(samples.len());
             let (now, rest) = samples.split_at(n);
-            for (x, &s) in self.block[self.filled..].iter_mut().zip(now) {
+            let block = &mut self.blocks[self.current];
+            for (x, &s) in block[self.filled..].iter_mut().zip(now) {
                 *x = s as f32;
             }
             self.filled += n;
             self.block_filled(&mut on_key);
             samples = rest;
         }
+        self.judge_window();
     }
 
-    /// Whether a key's tone may be sounding now: a key is down, or the last block hit one. The
-    /// relay keeps such audio from the other party while the key is one it must not hear.
-    pub fn tone(&self) -> Option<Key> {
-        self.down.or(self.last_hit)
+    /// The key whose tone sounded in the last payload heard: a key down at its start or end, a
+    /// block of it that hit a key, or its last [`BLOCK`] samples taken as one window. The media
+    /// call keeps such audio from the other party while the key is one it must not hear.
+    pub fn sounding(&self) -> Option<Key> {
+        self.sounding
+    }
+
+    /// The key held down now, if any.
+    pub fn down(&self) -> Option<Key> {
+        self.down
     }
 
     /// Forgets everything heard (the party's stream was replaced).
@@ -222,7 +243,9 @@ impl InbandDetector {
             return;
         }
         self.filled = 0;
-        let hit = self.block_hit();
+        let hit = hit_of(&self.blocks[self.current]);
+        // The finished block becomes the previous one; the other is filled next.
+        self.current ^= 1;
         if hit == self.last_hit && hit != self.down {
             self.down = hit;
             if let Some(key) = hit {
@@ -230,35 +253,51 @@ impl InbandDetector {
             }
         }
         self.last_hit = hit;
+        self.sounding = self.sounding.or(hit).or(self.down);
     }
 
-    /// The key the finished block carries, if any.
-    fn block_hit(&self) -> Option<Key> {
-        let energy = dot(&self.block, &self.block);
-        let min_power = *MIN_POWER;
-        // Too quiet to hold two tones loud enough (silence, most pauses in speech): done.
-        if energy < 2.0 * MIN_TONE_SHARE * min_power {
-            return None;
+    /// A payload that ended inside a block: its last [`BLOCK`] samples (the end of the previous
+    /// block and the start of this one), judged as one block, may hold a tone that the block grid
+    /// has not caught yet.
+    fn judge_window(&mut self) {
+        if self.sounding.is_some() || self.filled == 0 {
+            return;
         }
-        let basis = &*BASIS;
-        let mut power = [0.0f32; 8];
-        for (i, p) in power.iter_mut().enumerate() {
-            let re = dot(&self.block, &basis.cos[i]);
-            let im = dot(&self.block, &basis.sin[i]);
-            // |X(f)|², scaled so a sine's power equals its share of the block's energy.
-            *p = (re * re + im * im) * 2.0 / BLOCK as f32;
-        }
-        let (rows, cols) = power.split_at(4);
-        let row = strongest(rows)?;
-        let col = strongest(cols)?;
-        let (r, c) = (rows[row], cols[col]);
-        let pair = r >= min_power
-            && c >= min_power
-            && c <= r * REVERSE_TWIST
-            && r <= c * NORMAL_TWIST
-            && r + c >= MIN_TONE_SHARE * energy;
-        pair.then_some(KEYPAD[row][col])
+        let (current, previous) = (&self.blocks[self.current], &self.blocks[self.current ^ 1]);
+        let mut window = [0.0f32; PADDED];
+        let older = BLOCK - self.filled;
+        window[..older].copy_from_slice(&previous[self.filled..BLOCK]);
+        window[older..BLOCK].copy_from_slice(&current[..self.filled]);
+        self.sounding = hit_of(&window);
     }
+}
+
+/// The key a block of samples carries, if any.
+fn hit_of(block: &[f32; PADDED]) -> Option<Key> {
+    let energy = dot(block, block);
+    let min_power = *MIN_POWER;
+    // Too quiet to hold two tones loud enough (silence, most pauses in speech): done.
+    if energy < 2.0 * MIN_TONE_SHARE * min_power {
+        return None;
+    }
+    let basis = &*BASIS;
+    let mut power = [0.0f32; 8];
+    for (i, p) in power.iter_mut().enumerate() {
+        let re = dot(block, &basis.cos[i]);
+        let im = dot(block, &basis.sin[i]);
+        // |X(f)|², scaled so a sine's power equals its share of the block's energy.
+        *p = (re * re + im * im) * 2.0 / BLOCK as f32;
+    }
+    let (rows, cols) = power.split_at(4);
+    let row = strongest(rows)?;
+    let col = strongest(cols)?;
+    let (r, c) = (rows[row], cols[col]);
+    let pair = r >= min_power
+        && c >= min_power
+        && c <= r * REVERSE_TWIST
+        && r <= c * NORMAL_TWIST
+        && r + c >= MIN_TONE_SHARE * energy;
+    pair.then_some(KEYPAD[row][col])
 }
 
 /// [`MIN_TONE_DBM0`] as a block power.
@@ -567,18 +606,44 @@ mod tests {
     }
 
     #[test]
-    fn tone_says_what_is_sounding() {
+    fn sounding_says_what_sounded_in_the_last_payload() {
         let mut d = InbandDetector::new();
-        assert_eq!(d.tone(), None);
+        assert_eq!(d.sounding(), None);
         d.on_samples(&key_tone('#', 30, -10.0, 0.0, 0)[..BLOCK + 10], |_| {});
-        assert_eq!(d.tone(), Some(Key::Hash), "one block hit: may be a key");
+        assert_eq!(d.sounding(), Some(Key::Hash), "one block hit: may be a key");
         d.on_samples(&key_tone('#', 100, -10.0, 0.0, 0), |_| {});
-        assert_eq!(d.tone(), Some(Key::Hash));
+        assert_eq!(d.sounding(), Some(Key::Hash));
+        assert_eq!(d.down(), Some(Key::Hash));
         d.on_samples(&vec![0; 3 * BLOCK], |_| {});
-        assert_eq!(d.tone(), None);
+        assert_eq!(
+            d.sounding(),
+            Some(Key::Hash),
+            "still down as the payload began"
+        );
+        assert_eq!(d.down(), None);
+        d.on_samples(&[0; 160], |_| {});
+        assert_eq!(d.sounding(), None);
         d.on_samples(&key_tone('#', 30, -10.0, 0.0, 0)[..BLOCK + 10], |_| {});
         d.reset();
-        assert_eq!(d.tone(), None);
+        assert_eq!(d.sounding(), None);
+    }
+
+    #[test]
+    fn a_tone_that_began_in_the_payload_before_sounds_in_this_one_wherever_the_grid_falls() {
+        // The tone starts `offset` samples into a 160-sample payload; by the end of the next
+        // payload it must be sounding, however the blocks fall.
+        for lead in 0..BLOCK {
+            for offset in 0..160 {
+                let mut d = InbandDetector::new();
+                d.on_samples(&vec![0; lead], |_| {});
+                let mut first = vec![0i16; offset];
+                let tone = key_tone('*', 100, -10.0, 0.0, 0);
+                first.extend_from_slice(&tone[..160 - offset]);
+                d.on_samples(&first, |_| {});
+                d.on_samples(&tone[160 - offset..320 - offset], |_| {});
+                assert_eq!(d.sounding(), Some(Key::Star), "lead {lead} offset {offset}");
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! Media: the relay (the hot path: `relay`, `batch`, `latch`, `ports`, `stream`, `rfc4733`),
-//! what hookflash plays (`g711`, `tone`, `wav`, `clip`, `library`), recording (`recorder`), and
-//! the parsed forms of media values that config validation produces (`tgml`, [`MediaRef`]).
+//! Media, the data plane: one call's media as a sans-IO core (`call`, with `leg`, `keys_out`,
+//! `lookahead`, and the building blocks `latch`, `stream`, `rfc4733`, `inband`), the relay that
+//! runs it on threads and sockets (`relay`, `batch`, `ports`), what hookflash plays (`g711`,
+//! `tone`, `wav`, `clip`, `library`), recording (`recorder`), and the parsed forms of media values
+//! that config validation produces (`tgml`, [`MediaRef`]). Nothing here imports the control plane
+//! (`call`, `modules`): legs, keys and time are the vocabulary below both.
 
 pub mod batch;
+pub mod call;
 pub mod clip;
 pub mod g711;
 pub mod inband;
+pub mod keys_out;
 pub mod latch;
+pub mod leg;
 pub mod library;
+pub mod lookahead;
 pub mod ports;
 pub mod recorder;
 pub mod relay;

@@ -41,9 +41,12 @@ use crate::call::{CallControl, KeyRoute};
 use crate::engine::collector::{Collector, Event};
 use crate::engine::listen::who_hears;
 use crate::engine::metaflow::Metaflow;
+use crate::leg::LegId as Leg;
+use crate::media::call::MediaEvent;
 use crate::media::g711::Law;
+use crate::media::leg::PartyMedia;
 use crate::media::library::MediaLibrary;
-use crate::media::relay::{CallMedia, LegId as Leg, MediaEvent, MediaRelay, PartyMedia};
+use crate::media::relay::{CallMedia, MediaRelay};
 use crate::random::random_u64;
 
 use super::info_dtmf::{InfoError, key_of};
@@ -879,6 +882,7 @@ impl Call {
                 key,
                 source,
                 at,
+                ..
             } => {
                 debug!(call = %self.id, leg = %leg, source = source.as_str(), at, "key {key}");
                 self.env.metrics.key(source.as_str());

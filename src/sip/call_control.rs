@@ -13,9 +13,10 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::call::{CallEvent, Command, Directory, Input, Source, Target};
+use crate::leg::LegId as Leg;
+use crate::media::leg::Hearing;
 use crate::media::library::Media;
 use crate::media::recorder::Recording;
-use crate::media::relay::{Hearing, LegId as Leg};
 use crate::random::random_u64;
 
 use super::call::{Call, CallEnv, listener, party_media};
