@@ -170,6 +170,9 @@ pub struct MediaCall {
     /// Scratch for the collectors' events.
     engine_events: Vec<Event>,
     pub counters: Counters,
+    /// The earliest timer of the legs, when known: relaying plain audio moves no timer, so the
+    /// deadline is worked out again only after something that may have.
+    deadline: Option<Option<Micros>>,
 }
 
 /// The legs hearing one leg: one almost always, a few at most; kept off the heap.
@@ -211,6 +214,7 @@ impl MediaCall {
             events: VecDeque::new(),
             engine_events: Vec::new(),
             counters: Counters::default(),
+            deadline: None,
         }
     }
 
@@ -220,12 +224,11 @@ impl MediaCall {
     }
 
     /// When [`MediaCall::handle_timeout`] must run next.
-    pub fn poll_timeout(&self) -> Option<Micros> {
-        self.legs
-            .iter()
-            .flatten()
-            .filter_map(|l| l.next_timer())
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Micros> {
+        let legs = &self.legs;
+        *self
+            .deadline
+            .get_or_insert_with(|| legs.iter().flatten().filter_map(|l| l.next_timer()).min())
     }
 
     /// Whether the call has leg `leg`.
@@ -253,6 +256,7 @@ impl MediaCall {
 
     /// Applies a command of the control plane.
     pub fn handle(&mut self, now: Micros, command: MediaCommand, out: &mut dyn Output) {
+        self.deadline = None;
         let ms = now / 1000;
         match command {
             MediaCommand::AddLeg(leg) => {
@@ -383,6 +387,8 @@ impl MediaCall {
         // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
         let is_event = packet.len() >= 12 && Some(packet[1] & 0x7f) == l.party.telephone_event;
         if is_event {
+            // The event's silence timer moves, and a key may move a collector's or write keys.
+            self.deadline = None;
             let pass = self.hear_event(i, packet, ms);
             self.fan_out(i, packet, ms, Kind::Event { pass }, out);
             return;
@@ -397,6 +403,8 @@ impl MediaCall {
         if let Some(law) = law
             && inband.listens(l.party.telephone_event.is_some())
         {
+            // A packet is kept back (its own deadline), and a key may move the collector's.
+            self.deadline = None;
             self.hear_inband(i, law, packet, now, out);
             return;
         }
@@ -406,6 +414,7 @@ impl MediaCall {
     /// The clock reached [`MediaCall::poll_timeout`]: event silences, digit timeouts, packets
     /// kept back, written keys and clip frames that are due.
     pub fn handle_timeout(&mut self, now: Micros, out: &mut dyn Output) {
+        self.deadline = None;
         let ms = now / 1000;
         for i in 0..self.legs.len() {
             let Some(l) = self.legs[i].as_mut() else {
