@@ -1,5 +1,6 @@
-//! The legs of a call, by number: the vocabulary the call's control plane (`call`, `modules`) and
-//! its media plane (`media`) share, so that neither needs the other to name a leg.
+//! The legs of a call, by number, and where each leg's keys go: the vocabulary the call's control
+//! plane (`call`, `modules`) and its media plane (`media`) share, so that neither needs the other
+//! to name a leg.
 
 use serde::Serialize;
 
@@ -27,5 +28,27 @@ impl std::fmt::Display for LegId {
             1 => f.write_str("b"),
             n => write!(f, "leg{n}"),
         }
+    }
+}
+
+/// Where a leg's keys go (the control plane decides, per leg, from the feature running; the media
+/// plane acts on it for every key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyRoute {
+    /// The collector hearing the leg: codes, hold and release.
+    #[default]
+    Collector,
+    /// Only the control plane's running feature (a transferor's keys while its transfer rings:
+    /// `*1` is a takeback, never collected); the packets reach nobody.
+    Control,
+    /// The collector and the running feature (a holder's keys: the unhold key for the hold, the
+    /// rest for codes such as `resume`).
+    Both,
+}
+
+impl KeyRoute {
+    /// Whether the control plane's feature takes keys routed so.
+    pub fn to_control(self) -> bool {
+        matches!(self, KeyRoute::Control | KeyRoute::Both)
     }
 }

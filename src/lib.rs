@@ -7,6 +7,7 @@
 pub mod api;
 pub mod call;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod engine;

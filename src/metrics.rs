@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::events::EventKind;
+
 /// Transfer outcomes counted, by the event that ends (or reshapes) a transfer.
 pub const TRANSFER_OUTCOMES: [&str; 7] = [
     "completed",
@@ -51,6 +53,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> std::sync::Arc<Metrics> {
         std::sync::Arc::new(Metrics::default())
+    }
+
+    /// Counts what a call event says: a fired module, a transfer's outcome.
+    pub fn event(&self, kind: &EventKind) {
+        match kind {
+            EventKind::Fired(fired) => self.action(fired.module),
+            kind => self.transfer_event(kind.name()),
+        }
     }
 
     /// Counts a module event that settles a transfer (`transfer.completed` → `completed`).

@@ -38,16 +38,16 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::call::LegId;
 use crate::call::registry::Calls;
 use crate::call::request::{Accepted, CallRequest, Refusal, Request as CallRequestMsg};
 use crate::config::Config;
 use crate::config::live::LiveConfig;
 use crate::events::EventBus;
-use crate::keys::{Key, parse_keys};
+use crate::keys::parse_keys;
+use crate::leg::LegId;
 use crate::media::relay::MediaRelay;
 use crate::metrics::Metrics;
-use crate::modules::transfer::{DEFAULT_TIMEOUT_MS, OnFail, TransferData, TransferType};
+use crate::modules::transfer::{TransferData, TransferType};
 
 pub use auth::RateLimiter;
 pub use error::ApiError;
@@ -321,8 +321,9 @@ pub struct TransferAsk {
 }
 
 /// The transfer module's data for an API transfer: the config's music and ringback unless the
-/// request names its own, Kazoo's takeback `*1` (honoured, unlike Kazoo), and any target: the
-/// token holder is trusted, and routing still decides what can be reached.
+/// request names its own, Kazoo's takeback `*1` unless it names other keys (honoured, unlike
+/// Kazoo), every other value the module's default ([`TransferData::for_api`]), and any target:
+/// the token holder is trusted, and routing still decides what can be reached.
 pub fn transfer_data(config: &Config, ask: TransferAsk) -> Result<TransferData, ApiError> {
     let media = |field: &str, value: Option<String>, default: &str| -> Result<String, ApiError> {
         match value {
@@ -330,41 +331,22 @@ pub fn transfer_data(config: &Config, ask: TransferAsk) -> Result<TransferData, 
             Some(v) => api_media(field, &v, &config.media.dir).map(|()| v),
         }
     };
-    let keys = |field: &str, text: &str| -> Result<Vec<Key>, ApiError> {
-        parse_keys(text).map_err(|e| ApiError::invalid(field, &e))
-    };
-    let takeback = keys(
-        "takeback_dtmf",
-        ask.takeback_dtmf.as_deref().unwrap_or("*1"),
-    )?;
-    // A sequence that ends another would fire in its place: the default steps aside.
-    let default_unless_clash = |text: &str| -> Vec<Key> {
-        let default = parse_keys(text).unwrap_or_default();
-        if !takeback.is_empty() && (default.ends_with(&takeback) || takeback.ends_with(&default)) {
-            Vec::new()
-        } else {
-            default
-        }
-    };
+    let takeback = ask
+        .takeback_dtmf
+        .as_deref()
+        .map(parse_keys)
+        .transpose()
+        .map_err(|e| ApiError::invalid("takeback_dtmf", &e))?;
     let kind = if ask.blind {
         TransferType::Blind
     } else {
         TransferType::Attended
     };
-    Ok(TransferData {
+    Ok(TransferData::for_api(
         kind,
-        target: Some(dialable(&ask.target)?),
-        complete_dtmf: default_unless_clash("*2"),
-        swap_dtmf: default_unless_clash("*4"),
-        takeback_dtmf: takeback,
-        moh: media("moh", ask.moh, &config.media.music_on_hold)?,
-        ringback: media("ringback", ask.ringback, &config.media.ringback)?,
-        timeout_ms: DEFAULT_TIMEOUT_MS,
-        on_fail: if ask.blind {
-            OnFail::Recall
-        } else {
-            OnFail::Reconnect
-        },
-        allowed_targets: Some(".+".to_string()),
-    })
+        dialable(&ask.target)?,
+        takeback,
+        media("moh", ask.moh, &config.media.music_on_hold)?,
+        media("ringback", ask.ringback, &config.media.ringback)?,
+    ))
 }

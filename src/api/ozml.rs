@@ -29,9 +29,10 @@ use tracing::{info, warn};
 use super::auth::{Caller, PathParams};
 use super::sse::concerns;
 use super::{Api, ApiError, AppState, TransferAsk, transfer_data};
-use crate::call::LegId;
 use crate::call::request::CallRequest;
+use crate::events::EventKind;
 use crate::http_url::Url;
+use crate::leg::LegId;
 use crate::modules::play::{PlayData, PlayLeg};
 
 /// Longest `Delay`, and longest wait for a clip or a transfer.
@@ -373,7 +374,7 @@ fn watch_call_end(api: &Arc<Api>, call: &str, ended: tokio_util::sync::Cancellat
                     e = events.recv() => e,
                 };
                 match event {
-                    Ok(e) if e.name == "call.ended" && e.call == call => break,
+                    Ok(e) if e.event.kind == EventKind::CallEnded && e.call() == call => break,
                     Err(RecvError::Closed) => break,
                     // Events were missed, perhaps the end: look again.
                     Err(RecvError::Lagged(_)) if gone() => break,
@@ -415,7 +416,10 @@ async fn execute(
                     match events.recv().await {
                         Ok(e)
                             if concerns(&e, call)
-                                && (e.name == "play.ended" || e.name == "call.ended") =>
+                                && matches!(
+                                    e.event.kind,
+                                    EventKind::PlayEnded { .. } | EventKind::CallEnded
+                                ) =>
                         {
                             return;
                         }

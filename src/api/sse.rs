@@ -29,10 +29,7 @@ pub struct Filter {
 
 /// Whether `event` is about the call with a leg whose Call-ID is `call`.
 pub fn concerns(event: &BusEvent, call: &str) -> bool {
-    event.call == call
-        || event.value["channels"]
-            .as_object()
-            .is_some_and(|c| c.values().any(|v| v == call))
+    event.event.concerns(call)
 }
 
 pub async fn events(
@@ -97,7 +94,7 @@ impl Listener {
                 Ok(e) => {
                     let wanted = e.account == self.caller.account
                         && self.call.as_ref().is_none_or(|(given, whole)| {
-                            concerns(&e, given) || whole.as_deref() == Some(e.call.as_str())
+                            concerns(&e, given) || whole.as_deref() == Some(e.call())
                         });
                     if wanted {
                         if !self.caller.still_valid(&self.api.config()) {
@@ -105,8 +102,8 @@ impl Listener {
                         }
                         return Some(
                             Event::default()
-                                .event(&e.name)
-                                .id(e.value["seq"].to_string())
+                                .event(e.name())
+                                .id(e.seq.to_string())
                                 .data(&e.json),
                         );
                     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use super::Api;
-use crate::events::{BusEvent, rfc3339};
+use crate::events::{BusEvent, EventKind, rfc3339};
 
 /// Settled transfer records kept for reading.
 const KEPT: usize = 10_000;
@@ -151,11 +151,12 @@ impl Transfers {
     }
 
     fn on_event(&self, event: &BusEvent) {
-        if event.name == "call.ended" {
+        let event = &event.event;
+        if event.kind == EventKind::CallEnded {
             let open = self
                 .lock()
                 .open
-                .get(&event.call)
+                .get(&*event.call)
                 .cloned()
                 .unwrap_or_default();
             if !open.is_empty() {
@@ -163,7 +164,7 @@ impl Transfers {
             }
             return;
         }
-        let Some(id) = event.value["transfer_id"].as_str() else {
+        let Some(id) = event.transfer_id.as_deref() else {
             return;
         };
         let mut inner = self.lock();
@@ -173,32 +174,32 @@ impl Transfers {
         if record.settled {
             return;
         }
-        let status = match event.name.as_str() {
-            "transfer.started" => ("dialing", false),
-            "target.ringing" => ("ringing", false),
-            "target.answered" => ("answered", false),
-            "transfer.partial" => {
+        let (status, settles) = match &event.kind {
+            EventKind::TransferStarted { .. } => ("dialing", false),
+            EventKind::TargetRinging => ("ringing", false),
+            EventKind::TargetAnswered => ("answered", false),
+            EventKind::TransferPartial => {
                 record.partial = true;
                 ("unattended", false)
             }
-            "transfer.recall" => ("recalling", false),
-            "transfer.completed" => ("completed", true),
-            "transfer.taken_back" => ("cancelled", true),
-            "transfer.recalled" => ("recalled", true),
-            "transfer.abandoned" => ("abandoned", true),
-            "transfer.transferee_hung_up" => ("transferee_hung_up", true),
+            EventKind::TransferRecall => ("recalling", false),
+            EventKind::TransferCompleted => ("completed", true),
+            EventKind::TransferTakenBack { .. } => ("cancelled", true),
+            EventKind::TransferRecalled => ("recalled", true),
+            EventKind::TransferAbandoned { .. } => ("abandoned", true),
+            EventKind::TransfereeHungUp => ("transferee_hung_up", true),
             // A failure settles an attended transfer (the parties are back together); after a
             // blind or partial one `on_fail` may still recall, and the call's end settles it at
             // the latest.
-            "transfer.failed" => ("failed", !record.blind && !record.partial),
+            EventKind::TransferFailed { .. } => ("failed", !record.blind && !record.partial),
             _ => return,
         };
-        record.status = status.0;
+        record.status = status;
         record.updated = SystemTime::now();
-        if let Some(reason) = event.value["reason"].as_str() {
+        if let Some(reason) = event.kind.reason() {
             record.reason = Some(reason.to_string());
         }
-        if status.1 {
+        if settles {
             settle(&mut inner, id);
         }
         drop(inner);
@@ -312,23 +313,39 @@ pub fn follow(api: Arc<Api>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventBus;
+    use crate::events::{CallEvent, EventBus};
 
     fn record(id: &str, call: &str, blind: bool) -> TransferRecord {
         TransferRecord::pending(id.into(), "demo", call.into(), blind, call, json!([]))
     }
 
-    /// Publishes `events` (name, transfer id) for call `c1` and feeds them to `t`.
-    fn feed(t: &Transfers, events: &[(&str, Option<&str>)]) {
+    /// Publishes `events` (kind, transfer id) for call `c1` and feeds them to `t`.
+    fn feed(t: &Transfers, events: &[(EventKind, Option<&str>)]) {
         let bus = EventBus::new();
         let mut rx = bus.subscribe();
-        for (name, id) in events {
-            let mut v = json!({"event": name, "call": "c1"});
-            if let Some(id) = id {
-                v["transfer_id"] = json!(id);
-            }
-            bus.publish("demo", v);
+        for (kind, id) in events {
+            let event = CallEvent {
+                call: std::sync::Arc::from("c1"),
+                at: 0,
+                kind: kind.clone(),
+                legs: Vec::new(),
+                transfer_id: id.map(str::to_string),
+            };
+            bus.publish("demo", event);
             t.on_event(&rx.try_recv().unwrap());
+        }
+    }
+
+    fn failed() -> EventKind {
+        EventKind::TransferFailed {
+            reason: "busy",
+            target: None,
+        }
+    }
+
+    fn started() -> EventKind {
+        EventKind::TransferStarted {
+            target: "1003".into(),
         }
     }
 
@@ -340,19 +357,19 @@ mod tests {
             &t,
             &[
                 // A keypad transfer's events and an earlier transfer's: not this one's.
-                ("transfer.failed", None),
-                ("transfer.completed", Some("earlier")),
-                ("transfer.started", Some("x")),
-                ("target.ringing", Some("x")),
-                ("target.answered", Some("x")),
+                (failed(), None),
+                (EventKind::TransferCompleted, Some("earlier")),
+                (started(), Some("x")),
+                (EventKind::TargetRinging, Some("x")),
+                (EventKind::TargetAnswered, Some("x")),
             ],
         );
         let r = t.get("demo", "x").unwrap();
         assert_eq!((r.status, r.settled), ("answered", false));
-        feed(&t, &[("transfer.completed", Some("x"))]);
+        feed(&t, &[(EventKind::TransferCompleted, Some("x"))]);
         assert_eq!(t.get("demo", "x").unwrap().status, "completed");
         // Settled stays settled.
-        feed(&t, &[("transfer.failed", Some("x")), ("call.ended", None)]);
+        feed(&t, &[(failed(), Some("x")), (EventKind::CallEnded, None)]);
         assert_eq!(t.get("demo", "x").unwrap().status, "completed");
         assert!(
             t.get("other", "x").is_none(),
@@ -364,15 +381,9 @@ mod tests {
     fn a_blind_failure_waits_for_the_recall_and_the_call_end_settles_the_rest() {
         let t = Transfers::default();
         t.begin(record("b", "c1", true));
-        feed(
-            &t,
-            &[
-                ("transfer.started", Some("b")),
-                ("transfer.failed", Some("b")),
-            ],
-        );
+        feed(&t, &[(started(), Some("b")), (failed(), Some("b"))]);
         assert!(!t.get("demo", "b").unwrap().settled, "a recall may follow");
-        feed(&t, &[("call.ended", None)]);
+        feed(&t, &[(EventKind::CallEnded, None)]);
         let r = t.get("demo", "b").unwrap();
         assert_eq!((r.status, r.settled), ("failed", true));
 
@@ -381,18 +392,18 @@ mod tests {
         feed(
             &t,
             &[
-                ("transfer.started", Some("p")),
-                ("transfer.partial", Some("p")),
-                ("target.ringing", Some("p")),
-                ("transfer.failed", Some("p")),
+                (started(), Some("p")),
+                (EventKind::TransferPartial, Some("p")),
+                (EventKind::TargetRinging, Some("p")),
+                (failed(), Some("p")),
             ],
         );
         assert!(!t.get("demo", "p").unwrap().settled, "a recall may follow");
         feed(
             &t,
             &[
-                ("transfer.recall", Some("p")),
-                ("transfer.recalled", Some("p")),
+                (EventKind::TransferRecall, Some("p")),
+                (EventKind::TransferRecalled, Some("p")),
             ],
         );
         let r = t.get("demo", "p").unwrap();

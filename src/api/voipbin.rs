@@ -269,7 +269,7 @@ pub async fn start_transfer(
     api.transfers.begin(record);
     let what = CallRequest::Transfer {
         by,
-        data,
+        data: Box::new(data),
         id: id.clone(),
     };
     match api.ask(account, transferer, what).await {

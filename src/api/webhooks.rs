@@ -132,7 +132,7 @@ async fn deliver(api: &Api, url: &str, event: &BusEvent) -> bool {
             warn!(
                 "webhook {}: gave up on event {} after {ATTEMPTS} attempts ({why})",
                 host(url),
-                event.value["seq"]
+                event.seq
             );
             return true;
         }

@@ -13,8 +13,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+use super::core::CallCore;
 use super::request::RequestSender;
-use crate::call::LegId;
+use crate::leg::LegId;
+use crate::modules::context::{LegState, Source};
 
 /// What the registry knows of a call.
 #[derive(Clone, Debug)]
@@ -249,6 +251,53 @@ pub struct CallGuard {
 }
 
 impl CallGuard {
+    /// Brings the call's entry up to date with its core: each leg's Call-ID, status and what it
+    /// hears; legs it placed appear. An ended leg stays ended.
+    pub fn sync(&self, core: &CallCore) {
+        let now = SystemTime::now();
+        self.update(|info| {
+            info.answered = core.answered();
+            for leg in core.legs() {
+                let status = match leg.state {
+                    LegState::Ringing => LegStatus::Ringing,
+                    LegState::Answered => LegStatus::Answered,
+                    LegState::Gone => LegStatus::Ended,
+                };
+                let hears = match (&leg.hears, status) {
+                    (_, LegStatus::Ended) => Hears::Silence,
+                    (Source::Leg(other), _) => Hears::Leg(*other),
+                    (Source::Media { media, .. }, _) => Hears::Media(media.clone()),
+                    (Source::Silence, _) => Hears::Silence,
+                };
+                match info.legs.iter_mut().find(|l| l.leg == leg.id) {
+                    Some(entry) if entry.status != LegStatus::Ended => {
+                        if status == LegStatus::Answered && entry.answered_at.is_none() {
+                            entry.answered_at = Some(now);
+                        }
+                        entry.status = status;
+                        entry.hears = hears;
+                    }
+                    Some(_) => {}
+                    None => info.legs.push(LegInfo {
+                        leg: leg.id,
+                        call_id: leg.call_id.clone(),
+                        // The caller's leg by its SIP user; the others as routed or dialled.
+                        party: if leg.id == LegId::A {
+                            leg.party.user.clone()
+                        } else {
+                            leg.party.name.clone()
+                        },
+                        outgoing: leg.outgoing,
+                        status,
+                        hears,
+                        created_at: now,
+                        answered_at: None,
+                    }),
+                }
+            }
+        });
+    }
+
     /// Changes the call's entry; legs whose Call-ID changed or appeared are indexed again.
     pub fn update(&self, f: impl FnOnce(&mut CallInfo)) {
         let mut r = self.calls.lock();

@@ -18,8 +18,7 @@ use crate::keys::Key;
 use super::matcher::StateId;
 use super::metaflow::{MAX_COLLECTED, Metaflow, Passthrough};
 
-/// Milliseconds on the caller's clock (the daemon's monotonic clock, or a virtual one in tests).
-pub type Millis = u64;
+pub use crate::clock::Millis;
 
 /// Whose keys, relative to the party that owns the metaflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

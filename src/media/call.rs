@@ -42,32 +42,11 @@ use super::recorder::{Frame, MAX_FRAME};
 use super::rfc4733::Heard;
 use super::tone::Plays;
 
-/// Microseconds on the relay's clock (its start is 0).
-pub type Micros = u64;
+pub use crate::clock::Micros;
+pub use crate::leg::KeyRoute;
 
 /// Microseconds between two frames of a clip.
 const FRAME_US: Micros = 20_000;
-
-/// Where a leg's keys go (the control plane decides, per leg, from the feature running).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum KeyRoute {
-    /// The collector hearing the leg: codes, hold and release.
-    #[default]
-    Collector,
-    /// Only the control plane's running feature (a transferor's keys while its transfer rings:
-    /// `*1` is a takeback, never collected); the packets reach nobody.
-    Control,
-    /// The collector and the running feature (a holder's keys: the unhold key for the hold, the
-    /// rest for codes such as `resume`).
-    Both,
-}
-
-impl KeyRoute {
-    /// Whether the control plane's feature takes keys routed so.
-    pub fn to_control(self) -> bool {
-        matches!(self, KeyRoute::Control | KeyRoute::Both)
-    }
-}
 
 /// How a key reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,13 @@
-//! The metaflow modules: what a fired feature code does.
+//! The metaflow modules (the call's features): what a fired feature code does.
 //!
-//! Each module has its own file owning its `data` schema and validation (and, with the call path,
-//! its state machine). Adding a module means one file here and one arm in each `match` below.
+//! One folder per module with data (`transfer/`, `hold/`, `play/`, `record/`): its `data` schema
+//! and validation in `mod.rs`, run when the config loads, and its behaviour on a call in
+//! `run.rs`; `hangup.rs` and `resume.rs` take no data and hold their behaviour alone. A running
+//! module sees the call through [`context::CallContext`]. Two enums dispatch: [`ModuleData`] (a
+//! node's module with its data: parsed here, started by [`ModuleData::start`]) and [`Running`]
+//! (the module that stays on a call). Adding a module touches its folder and one arm of each.
 
+pub mod context;
 pub mod hangup;
 pub mod hold;
 pub mod play;
@@ -14,9 +19,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::clock::Millis;
 use crate::diagnostics::{Pos, Report, did_you_mean};
+use crate::leg::{KeyRoute, LegId};
 use crate::yaml::Node;
 use crate::yaml::fields::{Fields, string};
+
+use context::{CallContext, Happened, Step};
 
 /// Kazoo's module names, as `(alias, name)`.
 pub const MODULE_ALIASES: &[(&str, &str)] = &[("record_call", "record")];
@@ -100,6 +109,57 @@ impl ModuleData {
         }
     }
 
+    /// Runs the module for `presser`, talking with `other` (if anyone); `captures` are the
+    /// pattern's. Modules that act at once (`hangup`, `record`, `resume` with nothing running)
+    /// are done; the others stay on the call.
+    pub fn start(
+        self,
+        ctx: &mut dyn CallContext,
+        presser: LegId,
+        other: Option<LegId>,
+        captures: &[String],
+    ) -> Started {
+        let (running, step) = match self {
+            ModuleData::Transfer(data) => match other {
+                Some(other) => {
+                    let (t, step) = transfer::Transfer::start(ctx, presser, other, data, captures);
+                    (t.map(|t| Running::Transfer(Box::new(t))), step)
+                }
+                None => (None, Step::Done),
+            },
+            ModuleData::Hold(data) => match other {
+                Some(other) => (
+                    Some(Running::Hold(hold::Hold::start(ctx, presser, other, data))),
+                    Step::Continue,
+                ),
+                None => (None, Step::Done),
+            },
+            ModuleData::Play(data) => match play::Play::start(ctx, presser, other, data) {
+                Some(p) => (Some(Running::Play(p)), Step::Continue),
+                None => (None, Step::Done),
+            },
+            ModuleData::Hangup => {
+                hangup::run(ctx, presser);
+                (None, Step::Done)
+            }
+            ModuleData::Resume => {
+                resume::nothing_to_resume(ctx, presser);
+                (None, Step::Done)
+            }
+            ModuleData::Record(data) => {
+                record::run(ctx, presser, &data);
+                (None, Step::Done)
+            }
+        };
+        // A transfer ends the flow (as in Kazoo); the others hand over to their children.
+        let chains = !matches!(running, Some(Running::Transfer(_)));
+        Started {
+            running,
+            step,
+            chains,
+        }
+    }
+
     /// The data as JSON, with every default spelt out (what `hookflash match` prints).
     pub fn data_json(&self) -> serde_json::Value {
         fn json(v: impl Serialize) -> serde_json::Value {
@@ -111,6 +171,80 @@ impl ModuleData {
             ModuleData::Play(d) => json(d),
             ModuleData::Record(d) => json(d),
             ModuleData::Resume | ModuleData::Hangup => serde_json::json!({}),
+        }
+    }
+}
+
+/// What starting a module did.
+pub struct Started {
+    /// The module that stays on the call, if any.
+    pub running: Option<Running>,
+    pub step: Step,
+    /// Whether the node's `children` run when it is done.
+    pub chains: bool,
+}
+
+/// The modules that stay on a call for a while.
+pub enum Running {
+    Transfer(Box<transfer::Transfer>),
+    Hold(hold::Hold),
+    Play(play::Play),
+}
+
+impl Running {
+    /// Something happened on the call.
+    pub fn handle(&mut self, ctx: &mut dyn CallContext, input: &Happened) -> Step {
+        match self {
+            Running::Transfer(t) => t.handle(ctx, input),
+            Running::Hold(h) => h.handle(ctx, input),
+            Running::Play(p) => p.handle(ctx, input),
+        }
+    }
+
+    /// `resume` while the module runs: a transfer is taken back, a hold ends, a clip stops.
+    pub fn resume(&mut self, ctx: &mut dyn CallContext) -> Step {
+        match self {
+            Running::Transfer(t) => t.resume(ctx),
+            Running::Hold(h) => h.resume(ctx),
+            Running::Play(p) => p.stop(ctx),
+        }
+    }
+
+    /// When [`Running::on_timeout`] must run.
+    pub fn deadline(&self) -> Option<Millis> {
+        match self {
+            Running::Transfer(t) => t.deadline(),
+            _ => None,
+        }
+    }
+
+    /// The clock reached [`Running::deadline`].
+    pub fn on_timeout(&mut self, ctx: &mut dyn CallContext) -> Step {
+        match self {
+            Running::Transfer(t) if t.deadline().is_some_and(|d| d <= ctx.now()) => {
+                t.on_timeout(ctx)
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// Where the keys pressed on `leg` go while the module runs: to the leg's collector as
+    /// usual, to the module instead (a transferor's keys while its transfer rings or consults:
+    /// `*1` is a takeback, never collected), or to both (a holder's keys: the unhold key for the
+    /// hold, the rest for codes such as `resume`).
+    pub fn key_route(&self, leg: LegId) -> KeyRoute {
+        match self {
+            Running::Transfer(t) if t.wants_keys(leg) => KeyRoute::Control,
+            Running::Hold(h) if h.wants_keys(leg) => KeyRoute::Both,
+            _ => KeyRoute::Collector,
+        }
+    }
+
+    /// The running transfer, if that is what runs.
+    pub fn transfer(&mut self) -> Option<&mut transfer::Transfer> {
+        match self {
+            Running::Transfer(t) => Some(t),
+            _ => None,
         }
     }
 }

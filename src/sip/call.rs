@@ -1,87 +1,48 @@
-//! One call through the B2BUA: the a-leg (the caller's dialog with us, a server dialog) and the
-//! b-leg (our dialog with the callee, a client dialog), with the media anchored on our ports.
-//!
-//! One task per call owns both legs and reacts to what each side does:
-//! - the callee's 180 → 180 to the caller; its 183 with SDP → 183 with our SDP (early media
-//!   flows through the anchor); its 2xx → 200 with our SDP; a failure → the same status to the
-//!   caller (except a challenge meant for us: 401/407 → 503);
-//! - the caller's CANCEL → CANCEL to the callee (a 2xx racing it is ended with BYE by the stack);
-//!   a BYE from either side → BYE to the other;
-//! - a re-INVITE or UPDATE from either side is answered here, from the anchor: the other party
-//!   is not disturbed; a hold (`sendonly`/`inactive`/`c=0.0.0.0`) stops media toward the holder
-//!   and is answered `recvonly`/`inactive`; an offerless re-INVITE gets our offer and its answer is
-//!   read from the ACK;
-//! - INFO with a key (`application/dtmf-relay`, `application/dtmf`) feeds the same collector as
-//!   RFC 4733 keys.
-//!
-//! Keys, fired actions and no-matches come back from the media relay and are logged as call
-//! events (JSON, target `hookflash::event`). Once the call is answered, a fired code runs its
-//! module through the call's control plane (`crate::call`); carrying out what it says — legs
-//! originated and hung up, what each leg hears — is `call_control.rs`.
+//! One call's SIP shell: a translator between rsipstack and the call core (`crate::call`). The
+//! core decides everything about the call; this task only turns rsipstack's dialog events and
+//! INVITE outcomes into core inputs, the core's commands into SIP (answers to the caller,
+//! INVITEs, in-dialog answers, hang-ups) and into commands for the call's media, and publishes
+//! the core's events. Whatever fails while carrying out a command comes back to the core as an
+//! input on its next turn. One task per call; it ends when the core says the call is over.
 
-use std::ops::ControlFlow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::dialog::dialog::{
-    DialogState, DialogStateSender, TerminatedReason, TransactionHandle,
-};
+use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCode, StatusCodeKind};
 use rsipstack::transaction::transaction::Transaction;
-use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::dialog_events::{DialogEvents, Inbox, InboxHandle};
-use crate::call::{CallControl, KeyRoute};
-use crate::engine::collector::{Collector, Event};
-use crate::engine::listen::who_hears;
-use crate::engine::metaflow::Metaflow;
-use crate::leg::LegId as Leg;
-use crate::media::call::MediaEvent;
-use crate::media::g711::Law;
-use crate::media::leg::PartyMedia;
-use crate::media::library::MediaLibrary;
-use crate::media::relay::{CallMedia, MediaRelay};
-use crate::random::random_u64;
-
 use super::info_dtmf::{InfoError, key_of};
-use super::message::{uri_of, user_and_host};
-use crate::call::registry::{CallGuard, CallInfo, Calls, Hears, LegInfo, LegStatus};
-use crate::call::request::RequestReceiver;
+use crate::call::registry::{CallGuard, CallInfo, Calls};
+use crate::call::request::{Request, RequestReceiver};
+use crate::call::{CallCore, CallSetup, Command, Input, Invite, RequestId, Surroundings};
+use crate::engine::metaflow::Metaflow;
 use crate::events::EventBus;
+use crate::leg::LegId;
+use crate::media::call::MediaEvent;
+use crate::media::leg::Hearing;
+use crate::media::library::{Media, MediaLibrary};
+use crate::media::recorder::Recording;
+use crate::media::relay::{CallMedia, MediaRelay};
 use crate::metrics::Metrics;
-use crate::sdp::{self, AudioSdp, Direction, LocalOrigin};
+use crate::modules::context::Source;
 
-/// What the dispatcher decided about a new call, owned (the config may be reloaded meanwhile).
+/// What the dispatcher decided about a new call.
 pub struct CallPlan {
     /// The call's place under `sip.max_calls`, given back when the call (this plan) ends.
     pub admission: crate::call::registry::Admission,
-    pub call_id: String,
-    /// For logs: who called whom.
-    pub caller_name: String,
-    pub callee_name: String,
-    pub caller_flow: Option<Arc<Metaflow>>,
-    pub callee_flow: Option<Arc<Metaflow>>,
-    /// The b-leg's Request-URI.
-    pub target: String,
-    pub max_forwards: u32,
-    /// Caller ID for the b-leg's From.
-    pub from_user: String,
-    pub from_display: Option<String>,
-    /// The account domain legs this call originates are routed in.
-    pub domain: String,
-    /// The account the call belongs to (whose API token sees it, whose webhooks hear it).
-    pub account: String,
-    /// Whose audio is listened to for in-band keys (`rtp.inband_dtmf` when the call began).
-    pub inband_dtmf: crate::media::inband::InbandPolicy,
+    pub setup: CallSetup,
 }
 
-/// Where the legs a call originates itself go (a transfer's target, a recall).
+/// Where the legs a call places go (a transfer's target, a recall), from the running config and
+/// the registrar.
 pub trait Router: Send + Sync {
     /// The Request-URI for `dialled` in the account of `domain`, or the final status and reason
     /// it cannot be called.
@@ -95,7 +56,7 @@ pub trait Router: Send + Sync {
 
 /// What every call shares.
 pub struct CallEnv {
-    /// Routes the legs calls originate.
+    /// Routes the legs calls place.
     pub router: Arc<dyn Router>,
     /// Music on hold, ringback, prompts.
     pub library: Arc<MediaLibrary>,
@@ -104,10 +65,10 @@ pub struct CallEnv {
     pub dialog_events: Arc<DialogEvents>,
     pub relay: Arc<MediaRelay>,
     pub calls: Arc<Calls>,
-    /// Call events for the API's listeners.
+    /// Call events for the API's listeners and the event log.
     pub events: Arc<EventBus>,
     pub metrics: Arc<Metrics>,
-    /// Our host for From/Contact of b-legs.
+    /// Our host for From/Contact of the legs calls place.
     pub advertised: String,
     /// Our Contact URI, per transport of the leg.
     pub contact_udp: Option<String>,
@@ -116,41 +77,28 @@ pub struct CallEnv {
 
 /// How long a call's end waits for its last hang-ups' transactions.
 const HANGUP_WAIT: Duration = Duration::from_secs(10);
-
-/// How long a b-leg may ring before the call fails (RFC 3261 Timer C is 3 minutes).
-const RING_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a call's end waits for INVITEs still under way (one being cancelled: a 2xx that
+/// races the CANCEL is ACKed and ended with BYE by the stack while its transaction lives).
+const INVITE_WAIT: Duration = Duration::from_secs(40);
 
 /// Runs a call from its INVITE to its end. The transaction's first reply is ours to send.
 ///
 /// The transaction comes boxed: what an async function takes stays in its future for the whole
 /// call, and a call's memory is mostly its task.
 pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv>) {
-    let call_id = plan.call_id.clone();
-    let offer = tx.original.body.clone();
-    // An INVITE without SDP (a late offer): the callee gets hookflash's own offer, the caller
-    // gets the callee's answer as an offer in our 200, and answers in its ACK.
-    let late_offer = offer.iter().all(u8::is_ascii_whitespace);
-    let a_sdp = match sdp::describe(&offer) {
-        _ if late_offer => None,
-        Ok(s) => Some(s),
-        Err(e) => {
-            info!(call = %call_id, "refused: the INVITE's SDP is unusable ({e})");
+    let CallPlan { admission, setup } = plan;
+    let call_id = setup.call_id.clone();
+    let inband = setup.inband;
+    let (caller, callee) = (setup.caller.name.clone(), setup.callee.name.clone());
+    let account = setup.account.clone();
+    let core = match CallCore::new(setup) {
+        Ok(core) => Box::new(core),
+        Err(why) => {
+            info!(call = %call_id, "refused: the INVITE's SDP is unusable ({why})");
+            let warning = Header::Warning(format!("399 hookflash \"{why}\"").into());
             let _ = tx
-                .reply_with(
-                    StatusCode::NotAcceptableHere,
-                    vec![Header::Warning(format!("399 hookflash \"{e}\"").into())],
-                    None,
-                )
+                .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
                 .await;
-            return;
-        }
-    };
-    let (media_tx, mut media_rx) = unbounded_channel();
-    let media = match env.relay.open_call(media_tx, plan.inband_dtmf) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(call = %call_id, "refused: {e}");
-            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
             return;
         }
     };
@@ -164,53 +112,39 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         env.contact_udp.as_ref().or(env.contact_tcp.as_ref())
     }
     .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
-    // Both legs' dialog events, told apart by Call-ID; the b-leg's is ours to choose, so the
-    // inbox exists before its first event.
-    let b_call_id = format!("{:016x}{:016x}@hookflash", random_u64(), random_u64());
-    let Some(mut states) = env.dialog_events.register(&[&call_id, &b_call_id]) else {
+    // The call's dialog events, told apart by Call-ID; the legs it places join when they are
+    // placed (their Call-IDs are ours to choose, so each joins before its first event).
+    let Some(mut states) = env.dialog_events.register(&[&call_id]) else {
         // Another call (or one of our own legs) has this Call-ID: a loop, or a peer reusing it.
         info!(call = %call_id, "refused: the Call-ID is in use by another call");
         let _ = tx.reply(StatusCode::LoopDetected).await;
         return;
     };
-    let state_tx = env.dialog_events.sender();
-    let a =
-        match env
-            .dialogs
-            .get_or_create_server_invite(&tx, state_tx.clone(), None, contact.clone())
-        {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(call = %call_id, "cannot create the a-leg dialog: {e}");
-                let _ = tx.reply(StatusCode::ServerInternalError).await;
-                return;
-            }
-        };
+    let a = match env.dialogs.get_or_create_server_invite(
+        &tx,
+        env.dialog_events.sender(),
+        None,
+        contact.clone(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(call = %call_id, "cannot create the a-leg dialog: {e}");
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
     let (requests_tx, mut requests) = futures_channel::mpsc::unbounded();
     let now = std::time::SystemTime::now();
-    let leg_info = |leg: Leg, call_id: &str, party: &str| LegInfo {
-        leg,
-        call_id: call_id.to_string(),
-        party: party.to_string(),
-        outgoing: leg != Leg::A,
-        status: LegStatus::Ringing,
-        hears: Hears::Leg(other(leg)),
-        created_at: now,
-        answered_at: None,
-    };
     let entry = env.calls.enter(
         CallInfo {
             id: call_id.clone(),
-            account: plan.account.clone(),
-            caller: plan.caller_name.clone(),
-            callee: plan.callee_name.clone(),
+            account,
+            caller,
+            callee,
             started: std::time::Instant::now(),
             started_at: now,
             answered: false,
-            legs: vec![
-                leg_info(Leg::A, &call_id, &plan.from_user),
-                leg_info(Leg::B, &b_call_id, &plan.callee_name),
-            ],
+            legs: Vec::new(),
         },
         requests_tx,
     );
@@ -225,104 +159,58 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
             }
         });
     }
-    let a_party = a_sdp.as_ref().map(party_media).unwrap_or_default();
-    media.set_party(Leg::A, a_party);
-    media.set_listener(Leg::A, listener(&plan.caller_flow, &plan.callee_flow));
-    media.set_listener(Leg::B, listener(&plan.callee_flow, &plan.caller_flow));
-
-    let (originated_tx, mut originated_rx) = futures_channel::mpsc::unbounded();
-    let callee_user = user_and_host(uri_of(&plan.target))
-        .map(|(u, _)| u.to_string())
-        .unwrap_or_default();
-    let mut call = Call {
-        id: call_id.clone(),
-        b_call_id: b_call_id.clone(),
-        a: a.clone(),
-        b: None,
-        extra: Vec::new(),
-        media,
-        origins: vec![
-            LocalOrigin::new(random_u64() >> 2),
-            LocalOrigin::new(random_u64() >> 2),
-        ],
-        sdp: vec![offer.clone(), Vec::new()],
-        answered: false,
-        offer_in_ack: vec![late_offer, false],
-        a_party,
-        control: None,
-        key_routes: Vec::new(),
+    let (media_tx, mut media_rx) = unbounded_channel();
+    let (invites_tx, mut invites) = futures_channel::mpsc::unbounded();
+    let mut shell = Shell {
+        media: env.relay.new_call(media_tx, inband),
+        core,
+        dialogs: vec![Some(a)],
+        transactions: HashMap::new(),
+        next_request: 0,
         hangups: tokio::task::JoinSet::new(),
-        identities: vec![
-            (plan.from_user.clone(), plan.from_display.clone()),
-            (callee_user, None),
-        ],
-        domain: plan.domain.clone(),
-        account: plan.account.clone(),
-        entry,
-        api_transfer: None,
-        last_placed: None,
-        flows: vec![plan.caller_flow.clone(), plan.callee_flow.clone()],
-        listening_to: vec![Some(Leg::B), Some(Leg::A)],
-        b_target: plan.target.clone(),
-        contact: contact.clone(),
+        invites: invites_tx,
+        outstanding: 0,
         inbox: states.handle(),
-        originated: originated_tx,
+        entry,
+        contact,
+        pending: Vec::new(),
         env: Arc::clone(&env),
     };
-    let (b, b_result) = match start_b_leg(
-        &plan,
-        &env,
-        contact,
-        (&offer, b_call_id),
-        state_tx,
-        &mut call,
-    ) {
-        Ok(started) => started,
-        Err((status, why)) => {
-            warn!(call = %call_id, "cannot call `{}`: {why}", plan.target);
-            // Only an SDP problem is the caller's to know about.
-            let reason = (status == StatusCode::NotAcceptableHere).then_some(why);
-            let _ = a.reject(Some(status), reason);
-            env.dialogs.remove_dialog(&a.id());
-            return;
+    let now = env.relay.now();
+    {
+        let Shell {
+            core, media, env, ..
+        } = &mut shell;
+        core.start(now, &mut Around { env, media });
+    }
+    shell.carry_out().await;
+    shell
+        .run(&mut states, &mut media_rx, &mut invites, &mut requests)
+        .await;
+    // Requests from now on find no call.
+    requests.close();
+    // INVITEs still under way finish before their dialogs leave the layer.
+    let _ = tokio::time::timeout(INVITE_WAIT, async {
+        while shell.outstanding > 0 && invites.recv().await.is_ok() {
+            shell.outstanding -= 1;
         }
-    };
-    info!(
-        call = %call_id,
-        "call from {} to {} → {}",
-        plan.caller_name, plan.callee_name, plan.target
-    );
-    call.b = Some(b);
-    call.publish(json!({
-        "event": "call.started",
-        "caller": plan.caller_name,
-        "callee": plan.callee_name,
-        "legs": {"caller": "a", "callee": "b"},
-    }));
-    call.run(
-        &mut states,
-        b_result,
-        &mut media_rx,
-        &mut originated_rx,
-        &mut requests,
-    )
+    })
     .await;
-    call.publish(json!({"event": "call.ended"}));
     // The last BYEs go out before the call leaves the registry (a SIGTERM drain waits for
     // that); a phone that has vanished is not waited for past HANGUP_WAIT.
-    let hangups = &mut call.hangups;
+    let hangups = &mut shell.hangups;
     let _ = tokio::time::timeout(HANGUP_WAIT, async {
         while hangups.join_next().await.is_some() {}
     })
     .await;
-    call.hangups.detach_all();
+    shell.hangups.detach_all();
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
-    env.dialogs.remove_dialog(&call.a.id());
-    for d in call.b.iter().chain(call.extra.iter().flatten()) {
+    for d in shell.dialogs.iter().flatten() {
         env.dialogs.remove_dialog(&d.id());
     }
     // The call's ports and its registry entry go first, so the line tells what is left.
-    drop(call);
+    drop(shell);
+    drop(admission);
     info!(
         call = %call_id,
         calls_left = env.calls.len(),
@@ -331,401 +219,173 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     );
 }
 
-/// Sends the b-leg INVITE (with Call-ID `call_id`): the caller's SDP anchored on our b-side
-/// port.
-fn start_b_leg(
-    plan: &CallPlan,
-    env: &CallEnv,
-    contact: Option<rsipstack::sip::Uri>,
-    (offer, call_id): (&[u8], String),
-    states: DialogStateSender,
-    call: &mut Call,
-) -> Result<(InviteDialog, JoinHandle<InviteAsyncResult>), (StatusCode, String)> {
-    // A late offer: the callee gets hookflash's own.
-    let offer = if offer.iter().all(u8::is_ascii_whitespace) {
-        sdp::OWN_OFFER.as_bytes()
-    } else {
-        offer
-    };
-    let b_offer = sdp::anchor(
-        offer,
-        port(&call.media, Leg::B),
-        &mut call.origins[Leg::B.index()],
-        None,
-    )
-    .map_err(|e| (StatusCode::NotAcceptableHere, e.to_string()))?;
-    let option = InviteOption {
-        call_id: Some(call_id),
-        ..invite_option(plan, env, contact, b_offer)
-            .map_err(|e| (StatusCode::ServerInternalError, e))?
-    };
-    env.dialogs
-        .do_invite_async(option, states)
-        .map_err(|e| (StatusCode::ServiceUnavailable, e.to_string()))
-}
+/// An INVITE's outcome, sent back to the call by the task that waits for it.
+type InviteOutcome = (LegId, Result<InviteAsyncResult, tokio::task::JoinError>);
 
-fn invite_option(
-    plan: &CallPlan,
-    env: &CallEnv,
-    contact: Option<rsipstack::sip::Uri>,
-    offer: Vec<u8>,
-) -> Result<InviteOption, String> {
-    let callee = rsipstack::sip::Uri::try_from(plan.target.as_str()).map_err(|e| e.to_string())?;
-    let caller =
-        rsipstack::sip::Uri::try_from(format!("sip:{}@{}", plan.from_user, env.advertised))
-            .map_err(|e| e.to_string())?;
-    Ok(InviteOption {
-        caller_display_name: plan.from_display.clone(),
-        caller,
-        callee,
-        offer: Some(offer),
-        contact: contact.ok_or("no contact address")?,
-        headers: Some(vec![Header::MaxForwards(plan.max_forwards.into())]),
-        ..Default::default()
-    })
-}
-
-/// The collector that hears the keys of the party whose metaflow is `presser` (the other party's
-/// is `other`).
-pub(super) fn listener(
-    presser: &Option<Arc<Metaflow>>,
-    other: &Option<Arc<Metaflow>>,
-) -> Option<Collector> {
-    who_hears(presser.as_ref(), other.as_ref()).map(|(flow, side)| Collector::new(flow, side))
-}
-
-pub(super) fn party_media(sdp: &AudioSdp) -> PartyMedia {
-    PartyMedia {
-        rtp: sdp.rtp,
-        rtcp: sdp.rtcp,
-        telephone_event: sdp.telephone_event,
-        receives: sdp.rtp.is_some()
-            && matches!(sdp.direction, Direction::SendRecv | Direction::RecvOnly),
-        g711: sdp.primary_codec().and_then(|c| {
-            let law = match c.name.to_ascii_uppercase().as_str() {
-                "PCMU" => Law::Ulaw,
-                "PCMA" => Law::Alaw,
-                _ => return None,
-            };
-            (c.clock_rate == 8000).then_some((c.payload_type, law))
-        }),
-    }
-}
-
-/// `law` (payload type and G.711 law) if `offer` still lists it.
-fn still_offered(law: Option<(u8, Law)>, offer: &AudioSdp) -> Option<(u8, Law)> {
-    let (pt, law) = law?;
-    let name = match law {
-        Law::Ulaw => "PCMU",
-        Law::Alaw => "PCMA",
-    };
-    offer
-        .codecs
-        .iter()
-        .any(|c| c.payload_type == pt && c.clock_rate == 8000 && c.name.eq_ignore_ascii_case(name))
-        .then_some((pt, law))
-}
-
-/// Our port for `leg` (the a- and b-leg ports exist from the call's start).
-fn port(media: &CallMedia, leg: Leg) -> std::net::SocketAddr {
-    media
-        .local(leg)
-        .expect("a call has ports for its a-leg and b-leg")
-}
-
-/// The other of a two-party call's legs.
-fn other(leg: Leg) -> Leg {
-    if leg == Leg::A { Leg::B } else { Leg::A }
-}
-
-/// Sleeps until `deadline` (the relay's clock, ms).
-async fn control_timer(deadline: Option<(u64, u64)>) {
-    if let Some((deadline, now)) = deadline {
-        tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))).await;
-    }
-}
-
-fn sdp_headers() -> Option<Vec<Header>> {
-    Some(vec![Header::ContentType("application/sdp".into())])
-}
-
-pub(super) struct Call {
-    pub(super) id: String,
-    b_call_id: String,
-    pub(super) a: InviteDialog,
-    pub(super) b: Option<InviteDialog>,
-    /// Legs the call originated (leg 2 on), with their Call-IDs; `None` until set up.
-    pub(super) extra: Vec<Option<InviteDialog>>,
-    pub(super) media: CallMedia,
-    /// Our SDP origin toward each party, by leg.
-    pub(super) origins: Vec<LocalOrigin>,
-    /// The latest SDP each party sent us, by leg.
-    pub(super) sdp: Vec<Vec<u8>>,
-    pub(super) answered: bool,
-    /// We sent an offer in a 200 to an offerless re-INVITE: the answer comes in the ACK.
-    pub(super) offer_in_ack: Vec<bool>,
-    /// What the relay was last told of the caller's media.
-    pub(super) a_party: PartyMedia,
-    /// The modules running on the call, once it is answered.
-    pub(super) control: Option<CallControl>,
-    /// Where each leg's keys go, as last told to the relay.
-    pub(super) key_routes: Vec<KeyRoute>,
-    /// Who is on each leg (user, display name): the caller, the callee, then the numbers the
-    /// call dialled; the caller ID of legs placed on a party's behalf, and what a recall dials.
-    pub(super) identities: Vec<(String, Option<String>)>,
+struct Shell {
+    core: Box<CallCore>,
+    media: CallMedia,
+    /// Each leg's dialog, by [`LegId`].
+    dialogs: Vec<Option<InviteDialog>>,
+    /// In-dialog requests the core has not answered yet.
+    transactions: HashMap<RequestId, TransactionHandle>,
+    next_request: RequestId,
     /// Hang-ups (BYE, CANCEL) under way; the call waits for them before it ends.
-    pub(super) hangups: tokio::task::JoinSet<()>,
-    /// The caller's SIP domain: the account whose directory routes originated legs.
-    pub(super) domain: String,
-    pub(super) account: String,
+    hangups: tokio::task::JoinSet<()>,
+    /// Where the INVITEs' outcomes go (a `futures` channel: it allocates per message, not 32
+    /// slots up front as tokio's).
+    invites: futures_channel::mpsc::UnboundedSender<InviteOutcome>,
+    /// INVITEs sent whose outcome has not come back.
+    outstanding: usize,
+    /// Adds the legs' Call-IDs to the call's dialog events.
+    inbox: InboxHandle,
     /// The call's place in the registry (what the API sees).
-    pub(super) entry: CallGuard,
-    /// The id of the API transfer running on the call (its events carry it as `transfer_id`).
-    pub(super) api_transfer: Option<String>,
-    /// The Call-ID of the leg placed last (what an API request learns of the leg it placed).
-    pub(super) last_placed: Option<String>,
-    /// Each leg's party's metaflow (the caller's, the callee's, then the legs the call placed).
-    pub(super) flows: Vec<Option<Arc<Metaflow>>>,
-    /// Whose party each leg's listener was chosen with (the peer of `listen_on: peer`).
-    pub(super) listening_to: Vec<Option<Leg>>,
-    /// The b-leg's Request-URI (to call the callee again).
-    pub(super) b_target: String,
-    pub(super) contact: Option<rsipstack::sip::Uri>,
-    /// Adds originated legs' Call-IDs to the call's dialog events.
-    pub(super) inbox: InboxHandle,
-    /// Where originated legs' INVITE outcomes go (a `futures` channel: it allocates per
-    /// message, not 32 slots up front as tokio's, and most calls originate nothing).
-    pub(super) originated: futures_channel::mpsc::UnboundedSender<Originated>,
-    pub(super) env: Arc<CallEnv>,
+    entry: CallGuard,
+    contact: Option<rsipstack::sip::Uri>,
+    /// Inputs from commands that could not be carried out: the core's next turn.
+    pending: Vec<Input>,
+    env: Arc<CallEnv>,
 }
 
-/// An originated leg's INVITE outcome, sent back to the call.
-pub(super) type Originated = (Leg, Result<InviteAsyncResult, tokio::task::JoinError>);
+/// The core's surroundings: routing, the directory, ports, the clock.
+struct Around<'a> {
+    env: &'a CallEnv,
+    media: &'a mut CallMedia,
+}
 
-impl Call {
-    pub(super) fn dialog(&self, leg: Leg) -> Option<&InviteDialog> {
-        match leg.index() {
-            0 => Some(&self.a),
-            1 => self.b.as_ref(),
-            n => self.extra.get(n - 2).and_then(|d| d.as_ref()),
-        }
+impl Surroundings for Around<'_> {
+    fn route(&self, domain: &str, dialled: &str) -> Result<String, (u16, String)> {
+        self.env.router.route(domain, dialled)
     }
 
-    /// Tells the relay about a party's media (remembering the caller's).
-    fn set_party(&mut self, leg: Leg, party: PartyMedia) {
-        if leg == Leg::A {
-            self.a_party = party;
-        }
-        self.media.set_party(leg, party);
+    fn is_extension(&self, dialled: &str) -> bool {
+        self.env.router.is_extension(dialled)
     }
 
-    /// Which leg a dialog event is about, by its Call-ID.
-    fn leg_of(&self, call_id: &str) -> Option<Leg> {
-        if call_id == self.id {
-            return Some(Leg::A);
-        }
-        if call_id == self.b_call_id {
-            return Some(Leg::B);
-        }
-        self.extra
-            .iter()
-            .position(|d| d.as_ref().is_some_and(|d| d.id().call_id == call_id))
-            .map(|i| Leg(i as u16 + 2))
+    fn flow_of(&self, domain: &str, dialled: &str) -> Option<Arc<Metaflow>> {
+        self.env.router.flow_of(domain, dialled)
+    }
+
+    fn open_leg(&mut self, leg: LegId) -> Result<std::net::SocketAddr, String> {
+        self.media.add_leg(leg)
+    }
+
+    fn utc_stamp(&self) -> String {
+        utc_stamp()
+    }
+}
+
+impl Shell {
+    fn now(&self) -> u64 {
+        self.env.relay.now()
+    }
+
+    /// Hands the core one input, then carries out what it says.
+    async fn input(&mut self, input: Input) {
+        let now = self.now();
+        let Shell {
+            core, media, env, ..
+        } = self;
+        core.handle(now, input, &mut Around { env, media });
+        self.carry_out().await;
     }
 
     async fn run(
         &mut self,
         states: &mut Inbox,
-        b_result: JoinHandle<InviteAsyncResult>,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
-        originated: &mut futures_channel::mpsc::UnboundedReceiver<Originated>,
+        invites: &mut futures_channel::mpsc::UnboundedReceiver<InviteOutcome>,
         requests: &mut RequestReceiver,
     ) {
-        let mut b_result = Some(b_result);
-        let ring_timeout = tokio::time::sleep(RING_TIMEOUT);
-        tokio::pin!(ring_timeout);
         loop {
-            let deadline = self.control_deadline();
-            let end = tokio::select! {
-                Some(state) = states.recv() => {
-                    // Each leg has a Call-ID of its own; the a-leg's names the call.
-                    match self.leg_of(&state.id().call_id) {
-                        // Boxed, like `on_b_result`: their futures are large and short-lived,
-                        // and inline they would be part of every call's task while it waits.
-                        Some(leg) => Box::pin(self.on_state(leg, state)).await,
-                        None => ControlFlow::Continue(()),
-                    }
+            while !self.pending.is_empty() {
+                for input in std::mem::take(&mut self.pending) {
+                    Box::pin(self.input(input)).await;
                 }
-                Ok((leg, result)) = originated.recv() => {
-                    Box::pin(self.on_originated(leg, result)).await
-                }
-                Ok(request) = requests.recv() => Box::pin(self.on_request(request)).await,
-                _ = control_timer(deadline), if deadline.is_some() => {
-                    Box::pin(self.on_control_timer()).await
-                }
-                result = async { b_result.as_mut().unwrap().await }, if b_result.is_some() => {
-                    b_result = None;
-                    Box::pin(self.on_b_result(result)).await
-                }
-                Some(event) = media_rx.recv() => Box::pin(self.on_media(event)).await,
-                _ = &mut ring_timeout, if !self.answered => {
-                    info!(call = %self.id, "no answer in {} s", RING_TIMEOUT.as_secs());
-                    if let Some(b) = &self.b {
-                        let _ = b.cancel().await;
-                    }
-                    let _ = self.a.reject(Some(StatusCode::RequestTimeout), None);
-                    ControlFlow::Break(())
-                }
-                else => ControlFlow::Break(()),
-            };
-            if end.is_break() {
-                // Requests from now on find no call.
-                requests.close();
-                // A b-leg still being set up is cancelled; let its transaction finish so a 2xx
-                // racing the CANCEL is ACKed and ended with BYE.
-                if let Some(result) = b_result.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(40), result).await;
-                }
+            }
+            if self.core.is_over() {
                 return;
             }
-        }
-    }
-
-    async fn on_b_result(
-        &mut self,
-        result: Result<InviteAsyncResult, tokio::task::JoinError>,
-    ) -> ControlFlow<()> {
-        let response = match result {
-            Ok(Ok((_, Some(resp)))) => resp,
-            Ok(Ok((_, None))) => {
-                let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
-                return ControlFlow::Break(());
-            }
-            Ok(Err(e)) => {
-                info!(call = %self.id, "b-leg failed: {e}");
-                let status = match e {
-                    rsipstack::Error::TransactionError(..) => StatusCode::RequestTimeout,
-                    _ => StatusCode::ServiceUnavailable,
-                };
-                let _ = self.a.reject(Some(status), None);
-                return ControlFlow::Break(());
-            }
-            Err(e) => {
-                warn!(call = %self.id, "b-leg task failed: {e}");
-                let _ = self.a.reject(Some(StatusCode::ServerInternalError), None);
-                return ControlFlow::Break(());
-            }
-        };
-        let status = response.status_code.code();
-        if response.status_code.kind() != StatusCodeKind::Successful {
-            let mapped = match status {
-                401 | 407 => 503,
-                s => s,
-            };
-            info!(call = %self.id, "callee answered {status}; caller gets {mapped}");
-            let _ = self.a.reject(Some(StatusCode::from(mapped)), None);
-            return ControlFlow::Break(());
-        }
-        if self.a.state().is_terminated() {
-            // The caller gave up at the same moment: end the b-leg too.
-            if let Some(b) = &self.b {
-                let _ = b.bye().await;
-            }
-            return ControlFlow::Break(());
-        }
-        match self.answer_from(Leg::B, &response.body) {
-            Ok(answer) => {
-                if let Err(e) = self.a.accept(sdp_headers(), Some(answer)) {
-                    info!(call = %self.id, "could not answer the caller: {e}");
-                    if let Some(b) = &self.b {
-                        let _ = b.bye().await;
-                    }
-                    return ControlFlow::Break(());
-                }
-                self.answered = true;
-                self.control = Some(CallControl::new());
-                info!(call = %self.id, "answered");
-                self.sync_registry();
-                self.publish(json!({"event": "call.answered"}));
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                info!(call = %self.id, "the callee's answer is unusable ({e}); ending");
-                if let Some(b) = &self.b {
-                    let _ = b.bye().await;
-                }
-                let _ = self.a.reject(Some(StatusCode::NotAcceptableHere), None);
-                ControlFlow::Break(())
-            }
-        }
-    }
-
-    /// The party on `from` sent an SDP answer (or early answer): remember it, update its media,
-    /// and return the same answer anchored for the other party.
-    fn answer_from(&mut self, from: Leg, body: &[u8]) -> Result<Vec<u8>, sdp::SdpError> {
-        let desc = sdp::describe(body)?;
-        let to = other(from);
-        let anchored = sdp::anchor(
-            body,
-            port(&self.media, to),
-            &mut self.origins[to.index()],
-            None,
-        )?;
-        self.sdp[from.index()] = body.to_vec();
-        let party = party_media(&desc);
-        self.media.set_party(from, party);
-        // The callee's answer says which G.711 law the call uses; the caller offered several and
-        // gets that one from us too (generated audio, and a transferred party's, transcoded).
-        if from == Leg::B && party.g711.is_some() && party.g711 != self.a_party.g711 {
-            self.a_party.g711 = party.g711;
-            self.media.set_party(Leg::A, self.a_party);
-        }
-        Ok(anchored)
-    }
-
-    async fn on_state(&mut self, leg: Leg, state: DialogState) -> ControlFlow<()> {
-        match state {
-            DialogState::Early(_, resp) if leg == Leg::B => {
-                // With a late offer, SDP in an unreliable 183 would be an offer the caller
-                // cannot answer: it gets a plain 180 (RFC 3261 §13.2.1).
-                if resp.body.is_empty() || (self.offer_in_ack[0] && !self.answered) {
-                    let _ = self.a.ringing(None, None);
-                } else {
-                    match self.answer_from(Leg::B, &resp.body) {
-                        Ok(early) => {
-                            let _ = self.a.ringing(sdp_headers(), Some(early));
-                        }
-                        Err(e) => {
-                            debug!(call = %self.id, "ignoring the callee's early SDP: {e}");
-                            let _ = self.a.ringing(None, None);
-                        }
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                Some(state) = states.recv() => {
+                    // Each leg has a Call-ID of its own; the a-leg's names the call.
+                    if let Some(leg) = self.core.leg_of(&state.id().call_id) {
+                        // Boxed: its future is large and short-lived, and inline it would be
+                        // part of every call's task while it waits.
+                        Box::pin(self.on_dialog(leg, state)).await;
                     }
                 }
-                ControlFlow::Continue(())
+                Ok((leg, outcome)) = invites.recv() => {
+                    self.outstanding -= 1;
+                    let input = invite_outcome(leg, outcome);
+                    Box::pin(self.input(input)).await;
+                }
+                Ok(request) = requests.recv() => Box::pin(self.on_request(request)).await,
+                _ = sleep_until(deadline, self.now()), if deadline.is_some() => {
+                    let now = self.now();
+                    let Shell { core, media, env, .. } = self;
+                    core.handle_timeout(now, &mut Around { env, media });
+                    Box::pin(self.carry_out()).await;
+                }
+                Some(event) = media_rx.recv() => {
+                    if let MediaEvent::Key { leg, key, source, at, .. } = &event {
+                        debug!(call = %self.core.id(), leg = %leg, source = source.as_str(), at, "key {key}");
+                        self.env.metrics.key(source.as_str());
+                    }
+                    Box::pin(self.input(Input::Media(event))).await;
+                }
+                else => return,
             }
-            DialogState::Early(_, resp) if leg.index() >= 2 => {
-                self.on_originated_ringing(leg, &resp.body).await
+        }
+    }
+
+    /// An API request, carried out by the core between two inputs.
+    async fn on_request(&mut self, request: Request) {
+        let Request { what, reply } = request;
+        if reply.is_closed() {
+            // The API stopped waiting (it answered 404): doing it now would surprise everyone.
+            info!(call = %self.core.id(), "API request dropped, its caller gave up: {}", what.describe());
+            return;
+        }
+        let now = self.now();
+        let Shell {
+            core, media, env, ..
+        } = self;
+        let outcome = core.request(now, what, &mut Around { env, media });
+        let _ = reply.send(outcome);
+        self.carry_out().await;
+    }
+
+    /// A dialog event of `leg`, as a core input (or answered here when it is plain SIP: OPTIONS,
+    /// the methods hookflash does not take in a call).
+    async fn on_dialog(&mut self, leg: LegId, state: DialogState) {
+        let input = match state {
+            DialogState::Early(_, resp) if leg != LegId::A => Input::Progress {
+                leg,
+                sdp: resp.body,
+            },
+            DialogState::Terminated(_, reason) => {
+                info!(call = %self.core.id(), leg = %leg, "leg ended: {reason:?}");
+                Input::HungUp { leg }
             }
-            DialogState::Terminated(_, reason) => self.on_terminated(leg, reason).await,
             DialogState::Updated(_, req, handle) => {
-                self.on_offer(leg, &req.body, handle).await;
-                ControlFlow::Continue(())
-            }
-            DialogState::Confirmed(..) if self.offer_in_ack[leg.index()] => {
-                self.offer_in_ack[leg.index()] = false;
-                let ack = self.dialog(leg).and_then(|d| d.last_remote_ack());
-                match ack.map(|ack| (sdp::describe(&ack.body), ack.body.clone())) {
-                    Some((Ok(desc), body)) => {
-                        info!(call = %self.id, leg = %leg, "the party's answer came in its ACK");
-                        self.sdp[leg.index()] = body;
-                        self.set_party(leg, party_media(&desc));
-                    }
-                    Some((Err(e), _)) => {
-                        info!(call = %self.id, leg = %leg, "no usable answer in the ACK ({e}): no media to this party");
-                    }
-                    None => {}
+                let request = self.next_request;
+                self.next_request += 1;
+                self.transactions.insert(request, handle);
+                Input::Reoffer {
+                    leg,
+                    request,
+                    sdp: req.body,
                 }
-                ControlFlow::Continue(())
+            }
+            DialogState::Confirmed(..) if self.core.expects_ack_answer(leg) => {
+                // The answer is in the party's ACK (`last_remote_ack`), not in this event, which
+                // carries our own body.
+                match self.dialog(leg).and_then(|d| d.last_remote_ack()) {
+                    Some(ack) => Input::AckAnswer { leg, sdp: ack.body },
+                    None => return,
+                }
             }
             DialogState::Info(_, req, handle) => {
                 let content_type = req
@@ -736,262 +396,272 @@ impl Call {
                 match key_of(content_type.as_deref(), &req.body) {
                     Ok(key) => {
                         let _ = handle.reply(StatusCode::OK).await;
-                        self.media.key(leg, key);
+                        Input::InfoKey { leg, key }
                     }
                     Err(InfoError::NotDtmf) => {
                         let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                        return;
                     }
                     Err(InfoError::BadBody(why)) => {
-                        debug!(call = %self.id, "INFO without a key: {why}");
+                        debug!(call = %self.core.id(), "INFO without a key: {why}");
                         let _ = handle.reply(StatusCode::BadRequest).await;
+                        return;
                     }
                 }
-                ControlFlow::Continue(())
             }
             DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
-                ControlFlow::Continue(())
+                return;
             }
             DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;
-                ControlFlow::Continue(())
-            }
-            _ => ControlFlow::Continue(()),
-        }
-    }
-
-    async fn on_terminated(&mut self, leg: Leg, reason: TerminatedReason) -> ControlFlow<()> {
-        info!(call = %self.id, leg = %leg, "leg ended: {reason:?}");
-        if let Some(control) = &self.control {
-            if leg.index() >= 2 && !control.answered(leg) {
-                // An originated leg's failure before its answer comes through its INVITE's
-                // result, with the status.
-                return ControlFlow::Continue(());
-            }
-            return self.control_input(crate::call::Input::HungUp { leg }).await;
-        }
-        match leg {
-            Leg::A => {
-                if let Some(b) = &self.b {
-                    if self.answered {
-                        let _ = b.bye().await;
-                    } else {
-                        let _ = b.cancel().await;
-                    }
-                }
-                ControlFlow::Break(())
-            }
-            _ => {
-                if self.answered {
-                    let _ = self.a.bye().await;
-                    ControlFlow::Break(())
-                } else {
-                    // A failure before the answer comes through the INVITE's result.
-                    ControlFlow::Continue(())
-                }
-            }
-        }
-    }
-
-    /// A re-INVITE or UPDATE from the party on `leg`, answered from the anchor.
-    async fn on_offer(&mut self, leg: Leg, body: &[u8], handle: TransactionHandle) {
-        if self.media.local(leg).is_none() {
-            // A leg we are hanging up (its ports are already free): the dialog is over for us.
-            let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
-            return;
-        }
-        let i = leg.index();
-        let other = self.peer(leg).index();
-        if body.is_empty() {
-            // Offerless re-INVITE (or an UPDATE without SDP): offer what the other party has.
-            if self.sdp[other].is_empty() {
-                let _ = handle.reply(StatusCode::OK).await;
                 return;
             }
-            match sdp::anchor(
-                &self.sdp[other],
-                port(&self.media, leg),
-                &mut self.origins[i],
-                Some(Direction::SendRecv),
-            ) {
-                Ok(offer) => {
-                    self.offer_in_ack[i] = true;
-                    let _ = handle
-                        .respond(StatusCode::OK, sdp_headers(), Some(offer))
-                        .await;
-                }
-                Err(_) => {
-                    let _ = handle.reply(StatusCode::ServerInternalError).await;
-                }
-            }
-            return;
+            _ => return,
+        };
+        self.input(input).await;
+    }
+
+    fn dialog(&self, leg: LegId) -> Option<&InviteDialog> {
+        self.dialogs.get(leg.index()).and_then(Option::as_ref)
+    }
+
+    /// Keeps the registry current, carries out the core's commands, publishes its events.
+    async fn carry_out(&mut self) {
+        if self.core.take_changed() {
+            // First: a placed leg's Call-ID is indexed before its INVITE goes out, so a routing
+            // loop back to us is recognised.
+            self.entry.sync(&self.core);
         }
-        let desc = match sdp::describe(body) {
-            Ok(d) => d,
-            Err(e) => {
-                debug!(call = %self.id, "re-INVITE with unusable SDP: {e}");
-                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
-                return;
-            }
-        };
-        let base = if self.sdp[other].is_empty() {
-            body.to_vec()
-        } else {
-            self.sdp[other].clone()
-        };
-        match sdp::anchor(
-            &base,
-            port(&self.media, leg),
-            &mut self.origins[i],
-            Some(desc.direction.answer()),
-        ) {
-            Ok(answer) => {
-                self.sdp[i] = body.to_vec();
-                let mut party = party_media(&desc);
-                if leg == Leg::A {
-                    // Our answer carries the callee's codecs: the caller goes on with the law
-                    // the call negotiated if it offers it again, whatever its first choice.
-                    party.g711 = still_offered(self.a_party.g711, &desc).or(party.g711);
-                }
-                self.set_party(leg, party);
-                info!(
-                    call = %self.id,
-                    leg = %leg,
-                    hold = desc.direction.is_hold() || desc.rtp.is_none(),
-                    "re-offer answered from the anchor"
-                );
-                let _ = handle
-                    .respond(StatusCode::OK, sdp_headers(), Some(answer))
-                    .await;
-            }
-            Err(e) => {
-                debug!(call = %self.id, "cannot answer a re-offer: {e}");
-                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
-            }
+        while let Some(command) = self.core.poll_command() {
+            self.execute(command).await;
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.env.metrics.event(&event.kind);
+            self.env.events.publish(self.core.account(), event);
         }
     }
 
-    async fn on_media(&mut self, event: MediaEvent) -> ControlFlow<()> {
-        use crate::call::Input;
-        match event {
-            MediaEvent::Key {
-                leg,
-                key,
-                source,
-                at,
-                ..
+    async fn execute(&mut self, command: Command) {
+        let a = self.dialogs[0].as_ref();
+        match command {
+            Command::Ringing { sdp } => {
+                if let Some(a) = a {
+                    let headers = sdp.as_ref().and_then(|_| sdp_headers());
+                    let _ = a.ringing(headers, sdp);
+                }
+            }
+            Command::Accept { sdp } => {
+                if let Some(a) = a
+                    && let Err(e) = a.accept(sdp_headers(), Some(sdp))
+                {
+                    info!(call = %self.core.id(), "could not answer the caller: {e}");
+                    self.pending.push(Input::HungUp { leg: LegId::A });
+                }
+            }
+            Command::Reject { status, reason } => {
+                if let Some(a) = a {
+                    let _ = a.reject(Some(StatusCode::from(status)), reason);
+                }
+            }
+            Command::Invite(invite) => {
+                let leg = invite.leg;
+                if let Err((status, why)) = self.invite(*invite) {
+                    info!(call = %self.core.id(), leg = %leg, "cannot send the INVITE: {why}");
+                    self.pending.push(Input::Refused { leg, status });
+                }
+            }
+            Command::Respond {
+                request,
+                status,
+                sdp,
             } => {
-                debug!(call = %self.id, leg = %leg, source = source.as_str(), at, "key {key}");
-                self.env.metrics.key(source.as_str());
-                let route = self.control.as_ref().map(|c| c.key_route(leg));
-                if matches!(route, Some(KeyRoute::Control | KeyRoute::Both)) {
-                    return self.control_input(Input::Key { leg, key }).await;
+                if let Some(handle) = self.transactions.remove(&request) {
+                    let status = StatusCode::from(status);
+                    let _ = match sdp {
+                        Some(sdp) => handle.respond(status, sdp_headers(), Some(sdp)).await,
+                        None => handle.reply(status).await,
+                    };
                 }
-                ControlFlow::Continue(())
             }
-            MediaEvent::Engine { presser, event } => {
-                let action = match &*event {
-                    Event::Fired(action) if self.control.is_some() => Some(Input::Action {
-                        presser,
-                        node: Box::new(action.node().clone()),
-                        captures: action.captures.clone(),
-                    }),
-                    _ => None,
+            Command::Hangup { leg } => self.hang_up(leg),
+            Command::Hear { leg, source } => self.hear(leg, source),
+            Command::Media(command) => self.media.command(command),
+            Command::Record(to) => {
+                let Some(to) = to else {
+                    return self.media.record(None);
                 };
-                self.log_engine_event(presser, *event);
-                match action {
-                    Some(input) => self.control_input(input).await,
-                    None => ControlFlow::Continue(()),
+                match Recording::start(to.path.clone(), to.time_limit_ms) {
+                    Ok(recording) => {
+                        info!(call = %self.core.id(), "recording to {}", to.path.display());
+                        self.media.record(Some(recording));
+                    }
+                    Err(e) => warn!(call = %self.core.id(), "cannot record: {e}"),
                 }
-            }
-            MediaEvent::MediaEnded { leg } => {
-                debug!(call = %self.id, leg = %leg, "clip ended");
-                self.control_input(Input::MediaEnded { leg }).await
             }
         }
     }
 
-    /// Call events, one JSON object per line (the same fields as `hookflash match`, plus the
-    /// call and the leg whose keys they were).
-    fn log_engine_event(&self, presser: Leg, event: Event) {
-        let lines: Vec<serde_json::Value> = match event {
-            Event::Fired(action) => {
-                let entry = &action.flow.entries[action.entry];
-                entry
-                    .node
-                    .chain()
-                    .map(|node| {
-                        json!({
-                            "call": self.id,
-                            "event": "fired",
-                            "leg": presser.to_string(),
-                            "module": node.module.name(),
-                            "collected": action.collected,
-                            "captures": action.captures,
-                            "data": node.module.data_json(),
-                            "dtmf_leg": action.dtmf_leg.as_str(),
-                            "metaflow": action.flow.name,
-                            "entry": entry.text,
-                        })
-                    })
-                    .collect()
-            }
-            Event::NoMatch { collected, .. } => vec![json!({
-                "call": self.id,
-                "event": "no_match",
-                "leg": presser.to_string(),
-                "collected": collected,
-            })],
-            Event::Released { keys, .. } => vec![json!({
-                "call": self.id,
-                "event": "released",
-                "leg": presser.to_string(),
-                "keys": keys,
-            })],
+    /// Sends `invite`; an error is the status the core learns for its leg.
+    fn invite(&mut self, invite: Invite) -> Result<(), (u16, String)> {
+        let Invite {
+            leg,
+            call_id,
+            uri,
+            from_user,
+            from_display,
+            sdp,
+            max_forwards,
+        } = invite;
+        let callee =
+            rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
+        let caller =
+            rsipstack::sip::Uri::try_from(format!("sip:{from_user}@{}", self.env.advertised))
+                .map_err(|e| (500, e.to_string()))?;
+        let contact = self
+            .contact
+            .clone()
+            .ok_or((500, "no contact address".to_string()))?;
+        if !self.inbox.add(&call_id) {
+            return Err((500, "a fresh Call-ID is already in use".to_string()));
+        }
+        let option = InviteOption {
+            caller_display_name: from_display,
+            caller,
+            callee,
+            offer: Some(sdp),
+            contact,
+            call_id: Some(call_id),
+            headers: Some(vec![Header::MaxForwards(max_forwards.into())]),
+            ..Default::default()
         };
-        for line in lines {
-            info!(target: "hookflash::event", "{line}");
-            if line["event"] == "fired"
-                && let Some(module) = line["module"].as_str()
-            {
-                self.env.metrics.action(module);
+        let (dialog, result) = self
+            .env
+            .dialogs
+            .do_invite_async(option, self.env.dialog_events.sender())
+            .map_err(|e| (503, e.to_string()))?;
+        if self.dialogs.len() <= leg.index() {
+            self.dialogs.resize(leg.index() + 1, None);
+        }
+        self.dialogs[leg.index()] = Some(dialog);
+        self.outstanding += 1;
+        let tx = self.invites.clone();
+        tokio::spawn(async move {
+            let _ = tx.unbounded_send((leg, result.await));
+        });
+        Ok(())
+    }
+
+    /// Sends `leg`'s BYE (or CANCEL while it rings) in the background: its transaction may take
+    /// up to 32 s when the phone has vanished, and the call (and an API request waiting on it)
+    /// goes on meanwhile; the call waits for these before it ends, so a SIGTERM drain does not
+    /// cut them off.
+    fn hang_up(&mut self, leg: LegId) {
+        let Some(d) = self.dialog(leg) else {
+            return;
+        };
+        let (d, call) = (d.clone(), self.core.id().clone());
+        // Finished ones are let go as new ones start: a long call keeps no list of them.
+        while self.hangups.try_join_next().is_some() {}
+        self.hangups.spawn(async move {
+            if let Err(e) = d.hangup().await {
+                debug!(call = %call, leg = %leg, "hang-up: {e}");
             }
-            if line["event"] != "released" {
-                // Which keys a party let through is the other party's business only.
-                self.publish(line);
-            }
+        });
+    }
+
+    /// `leg` hears `source`: another leg, a clip from the library, or silence. A clip that cannot
+    /// be played is silence, and one not looped counts as played at once (what waited for it
+    /// goes on).
+    fn hear(&mut self, leg: LegId, source: Source) {
+        let hearing = match source {
+            Source::Leg(other) => Hearing::Leg(other),
+            Source::Silence => Hearing::Silence,
+            Source::Media { media, looped } => match self.env.library.get(&media) {
+                Ok(Media::Clip(clip)) => Hearing::Clip { clip, looped },
+                Ok(Media::Silence) => Hearing::Silence,
+                Err(e) => {
+                    warn!(call = %self.core.id(), leg = %leg, "cannot play `{media}`: {e}");
+                    if !looped {
+                        self.pending
+                            .push(Input::Media(MediaEvent::MediaEnded { leg }));
+                    }
+                    Hearing::Silence
+                }
+            },
+        };
+        self.media.hear(leg, hearing);
+    }
+}
+
+/// An INVITE's outcome as a core input.
+fn invite_outcome(leg: LegId, outcome: Result<InviteAsyncResult, tokio::task::JoinError>) -> Input {
+    let response = match outcome {
+        Ok(Ok((_, Some(response)))) => response,
+        Ok(Ok((_, None))) => return Input::Refused { leg, status: 500 },
+        Ok(Err(e)) => {
+            info!(leg = %leg, "INVITE failed: {e}");
+            let status = match e {
+                rsipstack::Error::TransactionError(..) => 408,
+                _ => 503,
+            };
+            return Input::Refused { leg, status };
+        }
+        Err(e) => {
+            warn!(leg = %leg, "INVITE task failed: {e}");
+            return Input::Refused { leg, status: 500 };
+        }
+    };
+    if response.status_code.kind() == StatusCodeKind::Successful {
+        Input::Answered {
+            leg,
+            sdp: response.body,
+        }
+    } else {
+        Input::Refused {
+            leg,
+            status: response.status_code.code(),
         }
     }
 }
 
+/// Sleeps until `deadline` (the relay's clock, ms; `now` is the time on it).
+async fn sleep_until(deadline: Option<u64>, now: u64) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))).await;
+    }
+}
+
+fn sdp_headers() -> Option<Vec<Header>> {
+    Some(vec![Header::ContentType("application/sdp".into())])
+}
+
+/// Now in UTC as `20261123T153000Z`.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day) = crate::events::civil_date(secs / 86_400);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn offer(m_line: &str, rtpmaps: &str) -> AudioSdp {
-        let text = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio 4000 RTP/AVP {m_line}\r\n{rtpmaps}"
-        );
-        sdp::describe(text.as_bytes()).unwrap()
-    }
-
     #[test]
-    fn a_re_offer_keeps_the_negotiated_law_while_it_is_offered() {
-        let maps = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
-        // The caller now prefers A-law, but the call runs on µ-law: it stays µ-law.
-        let both = offer("8 0", maps);
-        assert_eq!(party_media(&both).g711, Some((8, Law::Alaw)));
-        assert_eq!(
-            still_offered(Some((0, Law::Ulaw)), &both),
-            Some((0, Law::Ulaw))
-        );
-        // µ-law no longer offered: the offer's own first choice applies.
-        let alaw_only = offer("8", "a=rtpmap:8 PCMA/8000\r\n");
-        assert_eq!(still_offered(Some((0, Law::Ulaw)), &alaw_only), None);
-        assert_eq!(still_offered(None, &both), None);
+    fn utc_stamps_look_right() {
+        let s = super::utc_stamp();
+        assert_eq!(s.len(), 16);
+        assert!(s.starts_with("20"), "{s}");
+        assert_eq!(&s[8..9], "T");
+        assert!(s.ends_with('Z'));
     }
 }

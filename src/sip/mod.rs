@@ -3,8 +3,6 @@
 
 pub mod auth;
 pub mod call;
-mod call_control;
-pub mod call_request;
 pub mod dialog_events;
 pub mod digest;
 pub mod info_dtmf;

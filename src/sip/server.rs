@@ -37,6 +37,7 @@ use super::registrar::Registrar;
 use super::route::{InviteContext, route_dialled, route_invite};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
+use crate::call::{CallSetup, Party as CallParty};
 
 /// Where handlers find the config in force (it changes on reload).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -386,29 +387,43 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         ),
         None => fallback.to_string(),
     };
+    let domain = routed
+        .caller
+        .or(routed.callee)
+        .map(|p| p.account.domain.clone())
+        .or_else(|| user_and_host(&request.uri).map(|(_, h)| h.to_string()))
+        .unwrap_or_default();
+    let account = routed
+        .caller
+        .or(routed.callee)
+        .map(|p| p.account.name.clone())
+        .unwrap_or_default();
+    let callee_user = user_and_host(uri_of(&routed.target))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default();
     Ok(CallPlan {
         admission,
-        call_id,
-        caller_name: name(routed.caller, &from_user),
-        callee_name: name(routed.callee, &routed.target),
-        caller_flow: routed.caller.and_then(|p| p.flow().cloned()),
-        callee_flow: routed.callee.and_then(|p| p.flow().cloned()),
-        target: routed.target,
-        max_forwards: routed.max_forwards,
-        from_display: display_name(from),
-        from_user,
-        domain: routed
-            .caller
-            .or(routed.callee)
-            .map(|p| p.account.domain.clone())
-            .or_else(|| user_and_host(&request.uri).map(|(_, h)| h.to_string()))
-            .unwrap_or_default(),
-        account: routed
-            .caller
-            .or(routed.callee)
-            .map(|p| p.account.name.clone())
-            .unwrap_or_default(),
-        inband_dtmf: config.rtp.inband_dtmf,
+        setup: CallSetup {
+            call_id,
+            account,
+            domain,
+            caller: CallParty {
+                user: from_user.clone(),
+                display: display_name(from),
+                name: name(routed.caller, &from_user),
+                flow: routed.caller.and_then(|p| p.flow().cloned()),
+            },
+            callee: CallParty {
+                user: callee_user,
+                display: None,
+                name: name(routed.callee, &routed.target),
+                flow: routed.callee.and_then(|p| p.flow().cloned()),
+            },
+            target: routed.target,
+            max_forwards: routed.max_forwards,
+            offer: request.body.clone(),
+            inband: config.rtp.inband_dtmf,
+        },
     })
 }
 

@@ -1,4 +1,9 @@
 //! `hold`: put the other party on hold with music; `unhold_key` (or `resume`) brings it back.
+//! Here its data and validation; `run.rs`: what it does on a call.
+
+mod run;
+
+pub use run::Hold;
 
 use serde::{Serialize, Serializer};
 

@@ -2,24 +2,26 @@
 //! each listener goes back to what it heard before when the clip has played (or when `resume`
 //! stops it). The node's `children` run after it, so a beep can precede a transfer.
 
-use crate::modules::play::{PlayData, PlayLeg};
+use crate::events::{EventKind, Role};
+use crate::leg::LegId;
+use crate::modules::context::{CallContext, Happened, Source, Step};
 
-use super::control::{Ctx, Step};
-use super::{Input, LegId, Source};
+use super::{PlayData, PlayLeg};
 
-pub(super) struct Play {
+pub struct Play {
     /// Who hears the clip, and what each heard before.
     listeners: Vec<(LegId, Source)>,
     media: String,
 }
 
 impl Play {
+    /// Starts the clip; `None` when nobody is there to hear it.
     pub fn start(
-        ctx: &mut Ctx<'_>,
+        ctx: &mut dyn CallContext,
         presser: LegId,
         other: Option<LegId>,
         data: PlayData,
-    ) -> (Option<Play>, Step) {
+    ) -> Option<Play> {
         let legs: Vec<LegId> = match data.leg {
             PlayLeg::Own => vec![presser],
             PlayLeg::Peer => other.into_iter().collect(),
@@ -30,33 +32,40 @@ impl Play {
             .filter_map(|l| ctx.hears(l).map(|s| (l, s)))
             .collect();
         if listeners.is_empty() {
-            return (None, Step::Done);
+            return None;
         }
         for (leg, _) in &listeners {
             ctx.play(*leg, &data.media, false);
         }
-        let roles = listeners.iter().map(|(l, _)| ("listener", *l)).collect();
-        ctx.event("play.started", roles, None, Some(data.media.clone()));
-        let play = Play {
+        let roles: Vec<(Role, LegId)> = listeners
+            .iter()
+            .map(|(l, _)| (Role::Listener, *l))
+            .collect();
+        ctx.event(
+            EventKind::PlayStarted {
+                media: data.media.clone(),
+            },
+            &roles,
+        );
+        Some(Play {
             listeners,
             media: data.media,
-        };
-        (Some(play), Step::Continue)
+        })
     }
 
-    pub fn handle(&mut self, ctx: &mut Ctx<'_>, input: &Input) -> Step {
+    pub fn handle(&mut self, ctx: &mut dyn CallContext, input: &Happened) -> Step {
         match *input {
-            Input::MediaEnded { leg } => {
+            Happened::MediaEnded { leg } => {
                 if let Some(i) = self.listeners.iter().position(|(l, _)| *l == leg) {
                     let (leg, before) = self.listeners.remove(i);
                     ctx.hear(leg, before);
                 }
             }
-            Input::HungUp { leg } => self.listeners.retain(|(l, _)| *l != leg),
+            Happened::HungUp { leg } => self.listeners.retain(|(l, _)| *l != leg),
             _ => return Step::Continue,
         }
         if self.listeners.is_empty() {
-            ctx.event("play.ended", Vec::new(), None, Some(self.media.clone()));
+            self.ended(ctx, None);
             Step::Done
         } else {
             Step::Continue
@@ -64,16 +73,21 @@ impl Play {
     }
 
     /// `resume` while playing: everyone goes back at once.
-    pub fn stop(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    pub fn stop(&mut self, ctx: &mut dyn CallContext) -> Step {
         for (leg, before) in self.listeners.drain(..) {
             ctx.hear(leg, before);
         }
-        ctx.event(
-            "play.ended",
-            Vec::new(),
-            Some("stopped"),
-            Some(self.media.clone()),
-        );
+        self.ended(ctx, Some("stopped"));
         Step::Done
+    }
+
+    fn ended(&self, ctx: &mut dyn CallContext, reason: Option<&'static str>) {
+        ctx.event(
+            EventKind::PlayEnded {
+                media: self.media.clone(),
+                reason,
+            },
+            &[],
+        );
     }
 }

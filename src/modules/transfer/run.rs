@@ -18,11 +18,12 @@
 //! `reconnect` ring T back (R) and connect E when T answers, `hangup` plays E a failure tone
 //! and hangs up; a recall nobody answers ends the same way.
 
+use crate::events::{EventKind, Role};
 use crate::keys::Key;
-use crate::modules::transfer::{OnFail, TransferData, TransferType};
+use crate::leg::LegId;
+use crate::modules::context::{CallContext, Happened, LegState, Source, Step, Target};
 
-use super::control::{Ctx, LegState, Step};
-use super::{Input, LegId, Source, Target, failure_reason};
+use super::{OnFail, TransferData, TransferType};
 
 /// Played to the transferee before hanging up when nothing could connect it (the ITU special
 /// information tone: three rising notes).
@@ -31,6 +32,18 @@ pub const FAILURE_TONE: &str = "%(330,30,950);%(330,30,1400);%(330,1000,1800)";
 pub const REFUSED_TONE: &str = "%(200,100,480,620);%(200,100,480,620)";
 /// Keys of the transferor kept for the suffix match of the transfer keys.
 const KEPT_KEYS: usize = 32;
+
+/// Reasons a SIP final response gives for a failed leg.
+pub fn failure_reason(status: u16) -> &'static str {
+    match status {
+        404 | 484 | 604 => "not_found",
+        486 | 600 => "busy",
+        408 | 480 => "no_answer",
+        403 | 603 => "declined",
+        487 => "cancelled",
+        _ => "failed",
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -50,7 +63,7 @@ enum Stage {
     Refused,
 }
 
-pub(super) struct Transfer {
+pub struct Transfer {
     data: TransferData,
     t: LegId,
     e: LegId,
@@ -65,7 +78,7 @@ pub(super) struct Transfer {
 impl Transfer {
     /// Starts a transfer by `t` of `e`; `None` when it ends at once.
     pub fn start(
-        ctx: &mut Ctx<'_>,
+        ctx: &mut dyn CallContext,
         t: LegId,
         e: LegId,
         data: TransferData,
@@ -90,23 +103,24 @@ impl Transfer {
         };
         if !me.allowed(ctx) {
             ctx.event(
-                "transfer.failed",
-                vec![("transferor", t), ("transferee", e)],
-                Some("not_allowed"),
-                Some(target),
+                EventKind::TransferFailed {
+                    reason: "not_allowed",
+                    target: Some(target),
+                },
+                &[(Role::Transferor, t), (Role::Transferee, e)],
             );
             ctx.play(t, REFUSED_TONE, false);
             return (Some(me), Step::Continue);
         }
         ctx.event(
-            "transfer.started",
-            vec![("transferor", t), ("transferee", e)],
-            None,
-            Some(target.clone()),
+            EventKind::TransferStarted {
+                target: target.clone(),
+            },
+            &[(Role::Transferor, t), (Role::Transferee, e)],
         );
         let x = ctx.originate(Target::Dial(target), t);
         me.x = Some(x);
-        me.deadline = Some(ctx.now + me.data.timeout_ms);
+        me.deadline = Some(ctx.now() + me.data.timeout_ms);
         match me.data.kind {
             TransferType::Attended => {
                 ctx.play(e, &me.data.moh, true);
@@ -122,14 +136,13 @@ impl Transfer {
         (Some(me), Step::Continue)
     }
 
-    fn allowed(&self, ctx: &Ctx<'_>) -> bool {
+    fn allowed(&self, ctx: &dyn CallContext) -> bool {
         if self.target.is_empty() {
             return false;
         }
         match &self.data.allowed_targets {
-            Some(pattern) => regex::Regex::new(&format!("^(?:{pattern})$"))
-                .is_ok_and(|re| re.is_match(&self.target)),
-            None => ctx.dir.is_extension(&self.target),
+            Some(rule) => rule.allows(&self.target),
+            None => ctx.is_extension(&self.target),
         }
     }
 
@@ -143,16 +156,16 @@ impl Transfer {
         leg == self.t && matches!(self.stage, Stage::Ringing { .. } | Stage::Consulting { .. })
     }
 
-    fn legs(&self) -> Vec<(&'static str, LegId)> {
-        let mut legs = vec![("transferor", self.t), ("transferee", self.e)];
+    fn legs(&self) -> Vec<(Role, LegId)> {
+        let mut legs = vec![(Role::Transferor, self.t), (Role::Transferee, self.e)];
         if let Some(x) = self.x {
-            legs.push(("target", x));
+            legs.push((Role::Target, x));
         }
         legs
     }
 
     /// X rang for too long.
-    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    pub fn on_timeout(&mut self, ctx: &mut dyn CallContext) -> Step {
         self.deadline = None;
         let Some(x) = self.x else {
             return Step::Continue;
@@ -172,7 +185,7 @@ impl Transfer {
     }
 
     /// `resume` while the transfer runs: like a takeback.
-    pub fn resume(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    pub fn resume(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.stage {
             Stage::Ringing { .. } | Stage::Consulting { .. } => self.take_back(ctx, "resumed"),
             _ => Step::Continue,
@@ -181,7 +194,7 @@ impl Transfer {
 
     /// An API's takeback: the target is hung up and T and E talk again; `None` when the transfer
     /// is past the point where it could be taken back.
-    pub fn cancel(&mut self, ctx: &mut Ctx<'_>) -> Option<Step> {
+    pub fn cancel(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
             Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.take_back(ctx, "api")),
             _ => None,
@@ -190,25 +203,25 @@ impl Transfer {
 
     /// An API's complete: as if T pressed `complete_dtmf` (E joins X now, or when X answers;
     /// T is released); `None` when T has already left.
-    pub fn complete(&mut self, ctx: &mut Ctx<'_>) -> Option<Step> {
+    pub fn complete(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
             Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.complete_now(ctx)),
             _ => None,
         }
     }
 
-    pub fn handle(&mut self, ctx: &mut Ctx<'_>, input: &Input) -> Step {
-        if let Input::HungUp { leg } = *input
+    pub fn handle(&mut self, ctx: &mut dyn CallContext, input: &Happened) -> Step {
+        if let Happened::HungUp { leg } = *input
             && (leg == self.t || leg == self.e)
             && !ctx.alive(self.t)
             && !ctx.alive(self.e)
         {
             // Both parties of the transfer have gone: nobody is left to connect anything to.
             ctx.event(
-                "transfer.abandoned",
-                self.legs(),
-                Some("parties_gone"),
-                None,
+                EventKind::TransferAbandoned {
+                    reason: "parties_gone",
+                },
+                &self.legs(),
             );
             for leg in [self.x, self.r].into_iter().flatten() {
                 ctx.hangup(leg);
@@ -217,54 +230,50 @@ impl Transfer {
         }
         match (self.stage, input) {
             // A tone ends a transfer that could not go on; only its listener matters now.
-            (Stage::FailureTone { leg }, &Input::MediaEnded { leg: ended }) if ended == leg => {
+            (Stage::FailureTone { leg }, &Happened::MediaEnded { leg: ended }) if ended == leg => {
                 ctx.hangup(leg);
                 return Step::Done;
             }
-            (Stage::FailureTone { leg }, &Input::HungUp { leg: gone }) if gone == leg => {
+            (Stage::FailureTone { leg }, &Happened::HungUp { leg: gone }) if gone == leg => {
                 return Step::Done;
             }
-            (Stage::Refused, &Input::MediaEnded { leg }) if leg == self.t => {
+            (Stage::Refused, &Happened::MediaEnded { leg }) if leg == self.t => {
                 ctx.bridge(self.t, self.e);
                 return Step::Done;
             }
-            (Stage::Refused, &Input::HungUp { .. }) => return Step::Done,
+            (Stage::Refused, &Happened::HungUp { .. }) => return Step::Done,
             (Stage::Refused | Stage::FailureTone { .. }, _) => return Step::Continue,
             _ => {}
         }
         match *input {
-            Input::Key { leg, key } if leg == self.t => self.key(ctx, key),
-            Input::Ringing { leg, early_media } if Some(leg) == self.x => {
+            Happened::Key { leg, key } if leg == self.t => self.key(ctx, key),
+            Happened::Ringing { leg, early_media } if Some(leg) == self.x => {
                 self.target_ringing(ctx, early_media)
             }
-            Input::Answered { leg } if Some(leg) == self.x => self.target_answered(ctx),
-            Input::Failed { leg, status } if Some(leg) == self.x => {
+            Happened::Answered { leg } if Some(leg) == self.x => self.target_answered(ctx),
+            Happened::Failed { leg, status } if Some(leg) == self.x => {
                 self.target_failed(ctx, failure_reason(status))
             }
-            Input::HungUp { leg } if Some(leg) == self.x => self.target_hung_up(ctx),
-            Input::HungUp { leg } if leg == self.t => self.transferor_left(ctx),
-            Input::HungUp { leg } if leg == self.e => self.transferee_left(ctx),
-            Input::Answered { leg } if Some(leg) == self.r => {
+            Happened::HungUp { leg } if Some(leg) == self.x => self.target_hung_up(ctx),
+            Happened::HungUp { leg } if leg == self.t => self.transferor_left(ctx),
+            Happened::HungUp { leg } if leg == self.e => self.transferee_left(ctx),
+            Happened::Answered { leg } if Some(leg) == self.r => {
                 self.deadline = None;
                 ctx.bridge(self.e, leg);
                 ctx.event(
-                    "transfer.recalled",
-                    vec![("transferee", self.e), ("transferor", leg)],
-                    None,
-                    None,
+                    EventKind::TransferRecalled,
+                    &[(Role::Transferee, self.e), (Role::Transferor, leg)],
                 );
                 Step::Done
             }
-            Input::Failed { leg, status } if Some(leg) == self.r => {
+            Happened::Failed { leg, status } if Some(leg) == self.r => {
                 self.give_up(ctx, self.e, failure_reason(status))
             }
-            Input::HungUp { leg } if Some(leg) == self.r => self.give_up(ctx, self.e, "failed"),
-            Input::Ringing { leg, .. } if Some(leg) == self.r => {
+            Happened::HungUp { leg } if Some(leg) == self.r => self.give_up(ctx, self.e, "failed"),
+            Happened::Ringing { leg, .. } if Some(leg) == self.r => {
                 ctx.event(
-                    "recall.ringing",
-                    vec![("transferee", self.e), ("transferor", leg)],
-                    None,
-                    None,
+                    EventKind::RecallRinging,
+                    &[(Role::Transferee, self.e), (Role::Transferor, leg)],
                 );
                 Step::Continue
             }
@@ -272,7 +281,7 @@ impl Transfer {
         }
     }
 
-    fn key(&mut self, ctx: &mut Ctx<'_>, key: Key) -> Step {
+    fn key(&mut self, ctx: &mut dyn CallContext, key: Key) -> Step {
         if !self.wants_keys(self.t) {
             return Step::Continue;
         }
@@ -295,42 +304,42 @@ impl Transfer {
                 let (with, waiting) = if swapped { (self.e, x) } else { (x, self.e) };
                 ctx.bridge(self.t, with);
                 ctx.play(waiting, &self.data.moh, true);
-                ctx.event("transfer.swapped", self.legs(), None, None);
+                ctx.event(EventKind::TransferSwapped, &self.legs());
                 self.stage = Stage::Consulting { swapped };
             }
         }
         Step::Continue
     }
 
-    fn take_back(&mut self, ctx: &mut Ctx<'_>, how: &'static str) -> Step {
+    fn take_back(&mut self, ctx: &mut dyn CallContext, how: &'static str) -> Step {
         if let Some(x) = self.x {
             ctx.hangup(x);
         }
         ctx.bridge(self.t, self.e);
-        ctx.event("transfer.taken_back", self.legs(), Some(how), None);
+        ctx.event(EventKind::TransferTakenBack { how }, &self.legs());
         Step::Done
     }
 
     /// `complete_dtmf`: E joins X (now, or when X answers), T is released.
-    fn complete_now(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn complete_now(&mut self, ctx: &mut dyn CallContext) -> Step {
         ctx.hangup(self.t);
         self.transferor_left(ctx)
     }
 
-    fn target_ringing(&mut self, ctx: &mut Ctx<'_>, early_media: bool) -> Step {
+    fn target_ringing(&mut self, ctx: &mut dyn CallContext, early_media: bool) -> Step {
         let Some(x) = self.x else {
             return Step::Continue;
         };
         match self.stage {
             Stage::Ringing { early: false } => {
-                ctx.event("target.ringing", self.legs(), None, None);
+                ctx.event(EventKind::TargetRinging, &self.legs());
                 if early_media {
                     ctx.hear(self.t, Source::Leg(x));
                     self.stage = Stage::Ringing { early: true };
                 }
             }
             Stage::Unattended | Stage::Direct => {
-                ctx.event("target.ringing", self.legs(), None, None);
+                ctx.event(EventKind::TargetRinging, &self.legs());
                 // A blind transfer's transferee, or a transferor waiting alone, hears the
                 // target's early media; an attended transfer's transferee keeps its music.
                 if early_media {
@@ -346,12 +355,12 @@ impl Transfer {
         Step::Continue
     }
 
-    fn target_answered(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn target_answered(&mut self, ctx: &mut dyn CallContext) -> Step {
         let Some(x) = self.x else {
             return Step::Continue;
         };
         self.deadline = None;
-        ctx.event("target.answered", self.legs(), None, None);
+        ctx.event(EventKind::TargetAnswered, &self.legs());
         match self.stage {
             Stage::Ringing { .. } => {
                 ctx.bridge(self.t, x);
@@ -364,16 +373,22 @@ impl Transfer {
             }
             Stage::Unattended => {
                 ctx.bridge(self.e, x);
-                ctx.event("transfer.completed", self.legs(), None, None);
+                ctx.event(EventKind::TransferCompleted, &self.legs());
                 Step::Done
             }
             _ => Step::Continue,
         }
     }
 
-    fn target_failed(&mut self, ctx: &mut Ctx<'_>, reason: &'static str) -> Step {
+    fn target_failed(&mut self, ctx: &mut dyn CallContext, reason: &'static str) -> Step {
         self.deadline = None;
-        ctx.event("transfer.failed", self.legs(), Some(reason), None);
+        ctx.event(
+            EventKind::TransferFailed {
+                reason,
+                target: None,
+            },
+            &self.legs(),
+        );
         match self.stage {
             Stage::Ringing { .. } => {
                 ctx.bridge(self.t, self.e);
@@ -386,11 +401,17 @@ impl Transfer {
         }
     }
 
-    fn target_hung_up(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn target_hung_up(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.stage {
             Stage::Consulting { .. } => {
                 ctx.bridge(self.t, self.e);
-                ctx.event("transfer.failed", self.legs(), Some("target_hung_up"), None);
+                ctx.event(
+                    EventKind::TransferFailed {
+                        reason: "target_hung_up",
+                        target: None,
+                    },
+                    &self.legs(),
+                );
                 Step::Done
             }
             // Before an answer, a hang-up of X is a failure to reach it.
@@ -401,27 +422,27 @@ impl Transfer {
         }
     }
 
-    fn transferor_left(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn transferor_left(&mut self, ctx: &mut dyn CallContext) -> Step {
         let Some(x) = self.x else {
             return Step::Continue;
         };
         match self.stage {
             Stage::Ringing { .. } => {
-                ctx.event("transfer.partial", self.legs(), None, None);
+                ctx.event(EventKind::TransferPartial, &self.legs());
                 self.stage = Stage::Unattended;
                 Step::Continue
             }
             Stage::Consulting { .. } => {
                 ctx.bridge(self.e, x);
-                ctx.event("transfer.completed", self.legs(), None, None);
+                ctx.event(EventKind::TransferCompleted, &self.legs());
                 Step::Done
             }
             _ => Step::Continue,
         }
     }
 
-    fn transferee_left(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        ctx.event("transfer.transferee_hung_up", self.legs(), None, None);
+    fn transferee_left(&mut self, ctx: &mut dyn CallContext) -> Step {
+        ctx.event(EventKind::TransfereeHungUp, &self.legs());
         match self.stage {
             Stage::Consulting { .. } => {
                 if let Some(x) = self.x {
@@ -452,18 +473,16 @@ impl Transfer {
     }
 
     /// The target failed with T gone: `on_fail` decides what E gets.
-    fn on_fail(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn on_fail(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.data.on_fail {
             OnFail::Recall | OnFail::Reconnect => {
                 let r = ctx.originate(Target::PartyOf(self.t), self.e);
                 self.r = Some(r);
-                self.deadline = Some(ctx.now + self.data.timeout_ms);
+                self.deadline = Some(ctx.now() + self.data.timeout_ms);
                 ctx.play(self.e, &self.data.ringback, true);
                 ctx.event(
-                    "transfer.recall",
-                    vec![("transferee", self.e), ("transferor", r)],
-                    None,
-                    None,
+                    EventKind::TransferRecall,
+                    &[(Role::Transferee, self.e), (Role::Transferor, r)],
                 );
                 self.stage = Stage::Recalling;
                 Step::Continue
@@ -473,13 +492,11 @@ impl Transfer {
     }
 
     /// Nothing can connect `leg`'s party: the failure tone, then a hang-up.
-    fn give_up(&mut self, ctx: &mut Ctx<'_>, leg: LegId, reason: &'static str) -> Step {
+    fn give_up(&mut self, ctx: &mut dyn CallContext, leg: LegId, reason: &'static str) -> Step {
         self.deadline = None;
         ctx.event(
-            "transfer.abandoned",
-            vec![("party", leg)],
-            Some(reason),
-            None,
+            EventKind::TransferAbandoned { reason },
+            &[(Role::Party, leg)],
         );
         ctx.play(leg, FAILURE_TONE, false);
         self.stage = Stage::FailureTone { leg };

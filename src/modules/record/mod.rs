@@ -1,4 +1,9 @@
-//! `record`: start, stop or toggle recording the call to a WAV file.
+//! `record`: start, stop or toggle recording the call to a WAV file. Here its data and
+//! validation; `run.rs`: what it does on a call.
+
+mod run;
+
+pub use run::run;
 
 use serde::{Serialize, Serializer};
 

@@ -1,15 +1,20 @@
-//! The event bus: every call and transfer event, as one JSON object, to whoever listens — the
-//! API's server-sent events (`GET /v1/events`), per-account webhooks, the VoIPBIN transfer
-//! objects and OzML `FinishedUrl` callbacks.
+//! The event bus: every call and transfer event to whoever listens — the event log, the API's
+//! server-sent events (`GET /v1/events`), per-account webhooks, the VoIPBIN transfer objects and
+//! OzML `FinishedUrl` callbacks. Events arrive typed ([`CallEvent`], `call_event.rs`) and are
+//! serialized here, once, for every listener.
 //!
 //! Publishing never waits: the bus is a bounded broadcast ring, and a listener that falls behind
 //! loses the oldest events (and learns how many) instead of slowing a call.
 
+pub mod call_event;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value;
 use tokio::sync::broadcast;
+use tracing::info;
+
+pub use call_event::{CallEvent, EventKind, EventLeg, Fired, Role};
 
 /// Events kept for listeners that are behind.
 const RING: usize = 4096;
@@ -19,14 +24,23 @@ const RING: usize = 4096;
 pub struct BusEvent {
     /// The account whose call it is: listeners see only their own account's events.
     pub account: String,
-    /// The call (its a-leg Call-ID).
-    pub call: String,
-    /// `call.answered`, `transfer.completed`…
-    pub name: String,
-    /// The event as published (with `seq` and `time` added).
-    pub value: Value,
-    /// `value` as JSON text.
+    /// Increasing over the daemon's life.
+    pub seq: u64,
+    pub event: CallEvent,
+    /// The event as JSON text, with `seq`, `account` and `time` (UTC) added.
     pub json: String,
+}
+
+impl BusEvent {
+    /// `call.answered`, `transfer.completed`…
+    pub fn name(&self) -> &'static str {
+        self.event.kind.name()
+    }
+
+    /// The call (its a-leg Call-ID).
+    pub fn call(&self) -> &str {
+        &self.event.call
+    }
 }
 
 pub struct EventBus {
@@ -48,24 +62,30 @@ impl EventBus {
         Arc::new(EventBus::default())
     }
 
-    /// Publishes `value` (an object with at least `event` and `call`) for `account`'s listeners;
-    /// adds `seq` (increasing over the daemon's life) and `time` (UTC, RFC 3339).
-    pub fn publish(&self, account: &str, mut value: Value) {
+    /// Publishes `event` of one of `account`'s calls: serialized with `seq` (increasing over the
+    /// daemon's life), `account` and `time` (UTC, RFC 3339); written to the event log (target
+    /// `hookflash::event`) when its kind belongs there, and handed to the listeners when it is
+    /// theirs to see.
+    pub fn publish(&self, account: &str, event: CallEvent) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut value = event.to_json();
         if let Some(object) = value.as_object_mut() {
             object.insert("seq".into(), seq.into());
             object.insert("account".into(), account.into());
             object.insert("time".into(), rfc3339_now().into());
         }
-        let name = value["event"].as_str().unwrap_or_default().to_string();
-        let call = value["call"].as_str().unwrap_or_default().to_string();
         let json = value.to_string();
+        if event.kind.logged() {
+            info!(target: "hookflash::event", "{json}");
+        }
+        if !event.kind.published() {
+            return;
+        }
         // No listener is not an error: the events are also in the log.
         let _ = self.tx.send(Arc::new(BusEvent {
             account: account.to_string(),
-            call,
-            name,
-            value,
+            seq,
+            event,
             json,
         }));
     }
@@ -123,16 +143,39 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-23T15:30:00.123Z");
     }
 
+    fn event(kind: EventKind) -> CallEvent {
+        CallEvent {
+            call: Arc::from("c1"),
+            at: 5,
+            kind,
+            legs: Vec::new(),
+            transfer_id: None,
+        }
+    }
+
     #[test]
     fn listeners_get_events_in_order_with_seq_and_account() {
         let bus = EventBus::new();
         let mut rx = bus.subscribe();
-        bus.publish("demo", serde_json::json!({"event": "a", "call": "c1"}));
-        bus.publish("demo", serde_json::json!({"event": "b", "call": "c1"}));
+        bus.publish("demo", event(EventKind::CallAnswered));
+        bus.publish(
+            "demo",
+            event(EventKind::Released {
+                presser: crate::leg::LegId::A,
+                keys: "12".into(),
+            }),
+        );
+        bus.publish("demo", event(EventKind::CallEnded));
         let (first, second) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
-        assert_eq!((first.name.as_str(), second.name.as_str()), ("a", "b"));
-        assert!(first.value["seq"].as_u64() < second.value["seq"].as_u64());
-        assert_eq!(first.value["account"], "demo");
-        assert_eq!(first.call, "c1");
+        assert_eq!(
+            (first.name(), second.name()),
+            ("call.answered", "call.ended"),
+            "released keys stay in the log"
+        );
+        assert!(first.seq < second.seq);
+        let json: serde_json::Value = serde_json::from_str(&first.json).unwrap();
+        assert_eq!(json["account"], "demo");
+        assert_eq!(json["seq"], first.seq);
+        assert_eq!(first.call(), "c1");
     }
 }

@@ -1,4 +1,9 @@
-//! `play`: play a file or a tone to `self` (who pressed), `peer`, or `both`.
+//! `play`: play a file or a tone to `self` (who pressed), `peer`, or `both`. Here its data and
+//! validation; `run.rs`: what it does on a call.
+
+mod run;
+
+pub use run::Play;
 
 use serde::Serialize;
 

@@ -1,0 +1,72 @@
+//! What comes out of the call core for its shells to carry out: SIP for the SIP shell (answers to
+//! the caller, INVITEs, in-dialog answers, hang-ups) and commands for the call's media. Whatever
+//! goes wrong carrying one out comes back as an [`super::Input`] on the next turn.
+
+use std::path::PathBuf;
+
+use crate::leg::LegId;
+use crate::media::call::MediaCommand;
+use crate::modules::context::Source;
+
+use super::input::RequestId;
+
+/// An INVITE for a leg the call places (the b-leg, a transfer's target, a recall).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    pub leg: LegId,
+    /// The new dialog's Call-ID (chosen by the core, so the leg is known by it at once).
+    pub call_id: String,
+    /// The Request-URI.
+    pub uri: String,
+    /// Caller ID: the user and display name of the party the leg is placed for.
+    pub from_user: String,
+    pub from_display: Option<String>,
+    /// The offer: the call's codecs anchored on the leg's port.
+    pub sdp: Vec<u8>,
+    pub max_forwards: u32,
+}
+
+/// Where a recording goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordTo {
+    pub path: PathBuf,
+    pub time_limit_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    /// 180 to the caller, or 183 with `sdp` (early media).
+    Ringing {
+        sdp: Option<Vec<u8>>,
+    },
+    /// 200 to the caller.
+    Accept {
+        sdp: Vec<u8>,
+    },
+    /// A final failure to the caller; `reason`: why, for the caller to read.
+    Reject {
+        status: u16,
+        reason: Option<String>,
+    },
+    Invite(Box<Invite>),
+    /// The answer to an in-dialog request.
+    Respond {
+        request: RequestId,
+        status: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    /// End `leg`'s dialog: BYE when answered, CANCEL while it rings (in the background: a
+    /// vanished phone's transaction lasts 32 s).
+    Hangup {
+        leg: LegId,
+    },
+    /// From now on `leg` hears `source` (a clip by its name in the media library).
+    Hear {
+        leg: LegId,
+        source: Source,
+    },
+    /// Anything else for the call's media.
+    Media(MediaCommand),
+    /// Start recording to a file, or stop (`None`).
+    Record(Option<RecordTo>),
+}
