@@ -279,6 +279,11 @@ impl CallCore {
             .is_some_and(|l| l.offer_in_ack)
     }
 
+    /// The name of the feature running on the call, if one is.
+    pub fn running(&self) -> Option<&'static str> {
+        self.running.as_ref().map(Running::name)
+    }
+
     /// Whether the call has been answered.
     pub fn answered(&self) -> bool {
         self.call.answered

@@ -192,6 +192,14 @@ pub enum Running {
 }
 
 impl Running {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Running::Transfer(_) => "transfer",
+            Running::Hold(_) => "hold",
+            Running::Play(_) => "play",
+        }
+    }
+
     /// Something happened on the call.
     pub fn handle(&mut self, ctx: &mut dyn CallContext, input: &Happened) -> Step {
         match self {

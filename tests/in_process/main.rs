@@ -3,5 +3,8 @@
 //! Every test checks invariants after every input. The end-to-end tier with real phones is
 //! tests/e2e/.
 
+mod call_core;
+mod harness;
 mod media_call;
+mod whole_call;
 mod wire;
