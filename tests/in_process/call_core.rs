@@ -118,7 +118,7 @@ fn full_attended_transfer() {
             "transfer.completed"
         ]
     );
-    assert!(!c.core.running().is_some());
+    assert!(c.core.running().is_none());
     c.end();
 }
 
@@ -268,7 +268,7 @@ fn the_transferee_hanging_up_while_the_target_rings_leaves_the_transferor_with_t
     );
     c.answer(X);
     assert!(c.talking(B, X));
-    assert!(!c.core.running().is_some());
+    assert!(c.core.running().is_none());
     c.end();
 }
 
@@ -294,7 +294,7 @@ fn the_transferee_hanging_up_during_the_consultation_leaves_the_transferor_with_
     c.hang_up(A);
     assert!(c.talking(B, X));
     assert!(c.hung_up().is_empty());
-    assert!(!c.core.running().is_some());
+    assert!(c.core.running().is_none());
     c.end();
 }
 
@@ -554,7 +554,7 @@ fn both_parties_hanging_up_while_the_target_rings_cancels_the_target() {
     c.hang_up(B);
     assert_eq!(c.hung_up(), [X]);
     assert!(c.live_legs().is_empty());
-    assert!(!c.core.running().is_some());
+    assert!(c.core.running().is_none());
 }
 
 #[test]
@@ -567,7 +567,7 @@ fn the_transferor_hanging_up_during_the_refusal_tone_ends_the_call() {
         [A],
         "A is not left hearing a party that has gone"
     );
-    assert!(!c.core.running().is_some());
+    assert!(c.core.running().is_none());
 }
 
 #[test]
