@@ -1,8 +1,6 @@
 //! `hookflash match`: JSON lines out, errors on stderr with exit 1.
 
-mod common;
-
-use common::{run, stdout_lines};
+use crate::common::{run, stdout_lines};
 use serde_json::{Value, json};
 
 fn json_lines(args: &[&str]) -> Vec<Value> {
@@ -128,10 +126,10 @@ fn bad_input_is_a_message_on_stderr_and_exit_1() {
             vec![
                 "match",
                 "--metaflow",
-                "tests/fixtures/broken/metaflows/default.yaml",
+                "tests/e2e/fixtures/broken/metaflows/default.yaml",
                 "*1",
             ],
-            "tests/fixtures/broken/metaflows/default.yaml:2:1: unknown key `digit_timout`",
+            "tests/e2e/fixtures/broken/metaflows/default.yaml:2:1: unknown key `digit_timout`",
         ),
         (
             vec![
@@ -163,7 +161,7 @@ fn merged_layers_keep_kazoo_names_and_each_layers_match_mode() {
         json_lines(&[
             "match",
             "--config",
-            "tests/fixtures/mixed/config.yaml",
+            "tests/e2e/fixtures/mixed/config.yaml",
             "--party",
             "3001",
             keys,

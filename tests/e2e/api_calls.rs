@@ -2,15 +2,13 @@
 //! and E (1002) —, and a program drives it over real HTTP: Kazoo's channels API, VoIPBIN's
 //! transfers, Ozeki's OzML; what the phones get on the wire (INVITE, BYE, CANCEL) and what the
 //! API and its event stream say are asserted. X (1003) is the transfer target.
-//! Needs sipp (Debian `sip-tester`), as tests/transfer_calls.rs.
-
-mod common;
+//! Needs sipp (Debian `sip-tester`), as tests/e2e/transfer_calls.rs.
 
 use std::process::Output;
 use std::thread::JoinHandle;
 
-use common::http::{EventStream, callback_server, get, hook_server, post, request};
-use common::*;
+use crate::common::http::{EventStream, callback_server, get, hook_server, post, request};
+use crate::common::*;
 
 const TOKEN: &str = "demo-token";
 const OTHER_TOKEN: &str = "other-token";
@@ -25,7 +23,7 @@ struct Setup {
 
 fn scenario(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
+        .join("tests/e2e/sipp")
         .join(name)
 }
 

@@ -5,12 +5,10 @@
 //! schemathesis is looked up as `$HOOKFLASH_SCHEMATHESIS`, then `.venv/bin/schemathesis` in the
 //! repository (what `.ci/run` installs), then on `PATH`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn schemathesis() -> PathBuf {
     if let Ok(p) = std::env::var("HOOKFLASH_SCHEMATHESIS") {
@@ -27,7 +25,7 @@ fn schemathesis() -> PathBuf {
 fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
     let sandbox = Sandbox::from_example();
     let callee = SippProcess::spawn(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_answer.xml"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uas_answer.xml"),
         "u1",
         &[
             "-key",
@@ -59,7 +57,7 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
     let target = format!("127.0.0.1:{}", sandbox.sip_port);
     let media_port = free_port().to_string();
     let _caller = SippProcess::spawn(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uac_wait_bye.xml"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uac_wait_bye.xml"),
         "u1",
         &[
             &target,
@@ -81,7 +79,7 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
         .arg("run")
         .arg(format!("{api}/openapi.json"))
         .args(["--header", "X-Auth-Token: demo-token"])
-        // An endless stream; tests/api_calls.rs reads it.
+        // An endless stream; tests/e2e/api_calls.rs reads it.
         .args(["--exclude-path", "/v1/events"])
         .args([
             "--checks",

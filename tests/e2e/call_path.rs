@@ -2,13 +2,11 @@
 //! (uas). The callee's media port is a socket of this test, so what the callee received on the
 //! wire is asserted directly. Needs sipp (Debian `sip-tester`) and root for sipp's pcap play.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::path::PathBuf;
 
-use common::rtp::{Capture, EVENT_PT, SSRC, inband_keys_pcap, keys_pcap};
-use common::*;
+use crate::common::rtp::{Capture, EVENT_PT, SSRC, inband_keys_pcap, keys_pcap};
+use crate::common::*;
 
 /// One call's setup: a daemon whose user 1002 is the sipp callee.
 struct Bench {
@@ -41,7 +39,7 @@ impl Default for Options {
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
+        .join("tests/e2e/sipp")
         .join(name)
 }
 
@@ -226,7 +224,7 @@ impl Run {
     }
 }
 
-/// A scenario from a template in tests/sipp with `{{NAME}}` placeholders filled in.
+/// A scenario from a template in tests/e2e/sipp with `{{NAME}}` placeholders filled in.
 fn filled(bench: &Bench, template: &str, fill: &[(&str, String)]) -> PathBuf {
     filled_in(bench.sandbox.dir.path(), template, fill)
 }
@@ -887,7 +885,7 @@ fn a_call_beyond_max_calls_is_refused_with_503_and_counted() {
                 "{:?}",
                 daemon.log
             );
-            let metrics = common::http::request(api, "GET", "/metrics", None, None).body;
+            let metrics = crate::common::http::request(api, "GET", "/metrics", None, None).body;
             assert!(
                 metrics.contains("hookflash_calls_refused_total{reason=\"max_calls\"} 1"),
                 "{metrics}"

@@ -1,8 +1,6 @@
 //! `hookflash check` on good and broken files: exact messages and positions, exit codes.
 
-mod common;
-
-use common::{run, stdout_lines};
+use crate::common::{run, stdout_lines};
 
 #[test]
 fn the_example_config_is_valid() {
@@ -23,19 +21,19 @@ fn the_example_config_is_valid() {
 
 #[test]
 fn every_problem_of_a_broken_setup_is_reported_in_one_run() {
-    let o = run(&["check", "--config", "tests/fixtures/broken/config.yaml"]);
+    let o = run(&["check", "--config", "tests/e2e/fixtures/broken/config.yaml"]);
     assert_eq!(o.status.code(), Some(1));
-    let c = "tests/fixtures/broken/config.yaml";
-    let d = "tests/fixtures/broken/metaflows/default.yaml";
+    let c = "tests/e2e/fixtures/broken/config.yaml";
+    let d = "tests/e2e/fixtures/broken/metaflows/default.yaml";
     let expected = [
         format!("{c}:3:3: unknown key `tpc` in `sip` (did you mean `tcp`?)"),
         format!("{c}:6:9: API token refers to unknown account `demoo` (did you mean `demo`?)"),
         format!(
-            "{c}:10:15: metaflow `defualt` not found: no tests/fixtures/broken/metaflows/defualt.yaml, .yml or .json (did you mean `default`?)"
+            "{c}:10:15: metaflow `defualt` not found: no tests/e2e/fixtures/broken/metaflows/defualt.yaml, .yml or .json (did you mean `default`?)"
         ),
         format!("{c}:14:9: duplicate SIP username `1001` (first at line 12)"),
         format!("{c}:14:21: duplicate extension `1001` (first at line 12)"),
-        "tests/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error: while parsing a quoted scalar, found unknown escape character (in a double-quoted string a backslash starts an escape: write regexes in single quotes, e.g. '2(\\d+)')".to_string(),
+        "tests/e2e/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error: while parsing a quoted scalar, found unknown escape character (in a double-quoted string a backslash starts an escape: write regexes in single quotes, e.g. '2(\\d+)')".to_string(),
         format!("{d}:2:1: unknown key `digit_timout` in metaflow (did you mean `digit_timeout`?)"),
         format!("{d}:3:12: `listen_on` must be one of self, peer, both, found `peers` (did you mean `peer`?)"),
         format!(
@@ -57,8 +55,8 @@ fn every_problem_of_a_broken_setup_is_reported_in_one_run() {
             "{d}:14:90: `timeout`: expected a number of seconds or a duration such as \"2s\" or \"1500ms\", found `forever`"
         ),
         format!("{d}:15:4: pattern `[a-z]+` can never fire: it matches no sequence of DTMF keys (keys are 0-9 * # A-D)"),
-        "tests/fixtures/broken/metaflows/kazoo.json:1:47: `listen_on` takes self, peer or both (Kazoo's a/b/ab/aleg/bleg name call legs, which hookflash derives from the party the metaflow belongs to)".to_string(),
-        "tests/fixtures/broken/metaflows/kazoo.json:2:80: `type` must be one of attended, blind, found `sideways`".to_string(),
+        "tests/e2e/fixtures/broken/metaflows/kazoo.json:1:47: `listen_on` takes self, peer or both (Kazoo's a/b/ab/aleg/bleg name call legs, which hookflash derives from the party the metaflow belongs to)".to_string(),
+        "tests/e2e/fixtures/broken/metaflows/kazoo.json:2:80: `type` must be one of attended, blind, found `sideways`".to_string(),
         "19 errors found".to_string(),
     ];
     assert_eq!(stdout_lines(&o), expected);
@@ -71,16 +69,16 @@ fn every_problem_of_a_broken_setup_is_reported_in_one_run() {
 
 #[test]
 fn merged_layers_warn_about_shadowed_entries_but_load() {
-    let o = run(&["check", "--config", "tests/fixtures/layers/config.yaml"]);
+    let o = run(&["check", "--config", "tests/e2e/fixtures/layers/config.yaml"]);
     assert_eq!(o.status.code(), Some(0));
     let lines = stdout_lines(&o);
     assert_eq!(
         lines[0],
-        "tests/fixtures/layers/metaflows/account.yaml:5:4: warning: pattern `2(\\d{4})` can never fire in merged metaflow `account+user`: every key sequence it matches is taken first by pattern `2(\\d+)` (tests/fixtures/layers/metaflows/user.yaml line 2)"
+        "tests/e2e/fixtures/layers/metaflows/account.yaml:5:4: warning: pattern `2(\\d{4})` can never fire in merged metaflow `account+user`: every key sequence it matches is taken first by pattern `2(\\d+)` (tests/e2e/fixtures/layers/metaflows/user.yaml line 2)"
     );
     assert_eq!(
         lines.last().unwrap(),
-        "tests/fixtures/layers/config.yaml: ok: 1 account, 1 user, 1 device, 3 metaflows (2 numbers, 2 patterns)"
+        "tests/e2e/fixtures/layers/config.yaml: ok: 1 account, 1 user, 1 device, 3 metaflows (2 numbers, 2 patterns)"
     );
 }
 
@@ -95,12 +93,12 @@ fn a_single_metaflow_is_checked_on_its_own() {
     let o = run(&[
         "check",
         "--metaflow",
-        "tests/fixtures/broken/metaflows/broken.yaml",
+        "tests/e2e/fixtures/broken/metaflows/broken.yaml",
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout_lines(&o)[0]
-            .starts_with("tests/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error")
+            .starts_with("tests/e2e/fixtures/broken/metaflows/broken.yaml:2:3: YAML syntax error")
     );
 }
 
@@ -109,11 +107,11 @@ fn a_terminal_sees_each_problem_once() {
     // stdout and stderr to one file, as on a terminal.
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let status = common::bin()
+    let status = crate::common::bin()
         .args([
             "check",
             "--metaflow",
-            "tests/fixtures/broken/metaflows/broken.yaml",
+            "tests/e2e/fixtures/broken/metaflows/broken.yaml",
         ])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -137,7 +135,7 @@ fn missing_files_are_clear_errors() {
 
 #[test]
 fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
-    let sandbox = common::Sandbox::from_example();
+    let sandbox = crate::common::Sandbox::from_example();
     let config = std::fs::read_to_string(sandbox.path("config.yaml"))
         .unwrap()
         .replace(

@@ -1,9 +1,7 @@
 //! The built-in registrar, end to end: real sipp phones register with digest auth over UDP and
 //! TCP; a wrong password is refused; an unknown user is not found.
 
-mod common;
-
-use common::{Daemon, Sandbox, sipp};
+use crate::common::{Daemon, Sandbox, sipp};
 
 fn sipp_ok(o: &std::process::Output) -> bool {
     o.status.success()

@@ -2,15 +2,13 @@
 //! one calls the other through it (its INVITE is challenged too), presses `*22600` (baresip sends
 //! RFC 4733), and the transfer code fires. Needs baresip (Debian `baresip`, .ci/run installs it).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A headless baresip on loopback (no sound card: a sine source, a bridge with no sink),
 /// registered to hookflash as `user`, driven through its ctrl_tcp socket.

@@ -2,9 +2,7 @@
 //! transferee E (1002, sipp uas) and presses `*2` + 1003; the target X (1003, sipp uas) is called
 //! by hookflash. E's and X's media ports are sockets of this test, so what each received on the
 //! wire is asserted directly, and the test speaks for them once they are connected.
-//! Needs sipp (Debian `sip-tester`) and root for sipp's pcap play, as tests/call_path.rs.
-
-mod common;
+//! Needs sipp (Debian `sip-tester`) and root for sipp's pcap play, as tests/e2e/call_path.rs.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Output;
@@ -12,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::rtp::{AUDIO_PT, keys_pcap};
-use common::*;
+use crate::common::rtp::{AUDIO_PT, keys_pcap};
+use crate::common::*;
 
 /// What a phone's socket has received, filled by its reader thread.
 #[derive(Default)]
@@ -151,7 +149,7 @@ struct Setup {
 
 fn scenario(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
+        .join("tests/e2e/sipp")
         .join(name)
 }
 

@@ -1,9 +1,7 @@
 //! `hookflash run`: SIGHUP with a broken metaflow keeps the running config and logs the
 //! position; a good one goes live; SIGTERM exits cleanly.
 
-mod common;
-
-use common::{Daemon, Sandbox};
+use crate::common::{Daemon, Sandbox};
 
 #[test]
 fn sighup_keeps_the_old_config_on_errors_and_swaps_in_a_good_one() {

@@ -229,7 +229,7 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs sipp against `target` with a scenario from tests/sipp; returns its output. sipp comes
+/// Runs sipp against `target` with a scenario from tests/e2e/sipp; returns its output. sipp comes
 /// from Debian's `sip-tester` package (.ci/run installs it).
 pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -237,7 +237,7 @@ pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Out
     let mut cmd = Command::new("sipp");
     cmd.arg(target)
         .arg("-sf")
-        .arg(root.join("tests/sipp").join(scenario))
+        .arg(root.join("tests/e2e/sipp").join(scenario))
         .args(["-i", "127.0.0.1", "-p", &local_port, "-t", transport])
         .args([
             "-m",
@@ -264,7 +264,7 @@ pub struct SippProcess {
 }
 
 impl SippProcess {
-    /// Starts sipp with a scenario from tests/sipp (or a path) listening on a free port; returns
+    /// Starts sipp with a scenario from tests/e2e/sipp (or a path) listening on a free port; returns
     /// once it listens there.
     pub fn spawn(scenario: &Path, transport: &str, args: &[&str]) -> SippProcess {
         let port = free_port();
