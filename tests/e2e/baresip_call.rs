@@ -186,3 +186,32 @@ fn baresip_phones_do_an_attended_transfer() {
     bob.command("hangup", "");
     daemon.wait_for("call ended");
 }
+
+#[test]
+fn a_baresip_phones_ssrc_label_and_rtcp_mode_do_not_reach_the_other_party() {
+    // baresip announces its stream (`a=ssrc:… cname:…`, `a=label:1`, `a=rtcp-rsize`); hookflash
+    // sends the callee its own stream, so none of these may reach it. The callee (sipp) fails its
+    // call if they do, and announces its own, which must not reach baresip either.
+    assert!(
+        have_baresip(),
+        "baresip is needed (apt-get install baresip)"
+    );
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let media_port = media.local_addr().unwrap().port().to_string();
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uas_answer_no_foreign_ssrc.xml");
+    let callee = SippProcess::spawn(&scenario, "u1", &["-key", "capture_port", &media_port]);
+    let sandbox = Sandbox::from_example();
+    let config = sandbox.config_for_callees(&[("1002", callee.port)]);
+    sandbox.write("config.yaml", &config);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let alice = Phone::start("1001", "pass1001", sandbox.sip_port, "manual");
+    daemon.wait_for("`1001@127.0.0.1` registered");
+    alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
+    daemon.wait_for("answered");
+    alice.command("hangup", "");
+    let out = callee.finish();
+    assert!(out.status.success(), "callee: {}", describe(&out));
+    daemon.wait_for("call ended");
+}

@@ -5,7 +5,9 @@
 use std::net::UdpSocket;
 use std::path::PathBuf;
 
-use crate::common::rtp::{Capture, EVENT_PT, SSRC, inband_keys_pcap, keys_pcap};
+use crate::common::rtp::{
+    Capture, EVENT_PT, SSRC, inband_keys_pcap, inband_keys_pcap_shifted, keys_pcap,
+};
 use crate::common::*;
 
 /// One call's setup: a daemon whose user 1002 is the sipp callee.
@@ -324,13 +326,21 @@ fn rfc4733_keys_reach_the_callee_with_passthrough_pass() {
 
 /// A caller without RFC 4733 presses `keys` as tones; `callee_te`: whether the callee does RFC 4733.
 fn inband_call(passthrough: &'static str, keys: &str, callee_te: bool) -> Run {
+    inband_call_playing(passthrough, inband_keys_pcap(keys, 1000), callee_te)
+}
+
+/// As [`inband_call`], the caller playing `pcap`.
+fn inband_call_playing(
+    passthrough: &'static str,
+    pcap: (Vec<u8>, std::time::Duration),
+    callee_te: bool,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let callee = if callee_te {
         scenario("uas_answer.xml")
     } else {
         without_telephone_event(dir.path(), "uas_answer.xml")
     };
-    let keys = keys.to_string();
     let mut r = run(
         Options {
             passthrough,
@@ -340,13 +350,7 @@ fn inband_call(passthrough: &'static str, keys: &str, callee_te: bool) -> Run {
         &[],
         |b| {
             let caller = without_telephone_event(b.sandbox.dir.path(), "uac_call.xml");
-            play_pcap(
-                &caller,
-                &b.sandbox,
-                &b.target(),
-                b.transport,
-                inband_keys_pcap(&keys, 1000),
-            )
+            play_pcap(&caller, &b.sandbox, &b.target(), b.transport, pcap)
         },
     );
     r.assert_phones_ok();
@@ -370,6 +374,29 @@ fn inband_keys_fire_and_their_tones_are_kept_from_the_callee() {
     assert_eq!(r.capture.keys(EVENT_PT), "");
     assert!(r.capture.audio_packets() >= 50);
     assert!(r.capture.sequence_is_continuous());
+}
+
+#[test]
+fn no_packet_the_callee_receives_carries_a_held_inband_keys_tone_wherever_the_tones_fall() {
+    // The leak this guards against: the first 20 ms packet of some held keys' tones (2 of 6 in
+    // `*21003` from a real phone) reached the other party byte for byte. Here every key starts
+    // off the packet grid, each at another offset; every packet the callee got is checked for
+    // any of the keys' two frequencies.
+    for (lead_extra, gap_extra) in [(53, 37), (131, 89)] {
+        let mut r = inband_call_playing(
+            "hold",
+            inband_keys_pcap_shifted("*21003", 1000, lead_extra, gap_extra),
+            true,
+        );
+        let fired = r.bench.daemon.event("fired");
+        assert_eq!(fired["collected"], "21003");
+        let leaked = r.capture.packets_with_tones("*21003");
+        assert!(
+            leaked.is_empty(),
+            "offsets {lead_extra}/{gap_extra}: packets with a held key's tone: {leaked:?}"
+        );
+        assert!(r.capture.audio_packets() >= 50);
+    }
 }
 
 #[test]
@@ -569,6 +596,59 @@ fn a_cancel_before_the_answer_reaches_the_callee() {
     });
     r.assert_phones_ok();
     r.bench.daemon.seen_or_wait("call ended");
+}
+
+/// A copy of uac_call.xml (in `dir`) whose offer announces its stream as baresip's does (its
+/// SSRC with a cname, a label, reduced RTCP), and whose call fails if the answer announces
+/// another party's.
+fn caller_announcing_its_stream(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("uac_call.xml")).unwrap();
+    let announced = text.replace(
+        "a=ptime:20\n",
+        "a=ptime:20\na=label:1\na=rtcp-rsize\na=ssrc:3768272024 cname:sip:1001@127.0.0.1\n",
+    );
+    assert_ne!(
+        announced, text,
+        "uac_call.xml has an a=ptime line to add to"
+    );
+    let checked = announced.replace(
+        r#"<recv response="200" rtd="true" rrs="true"/>"#,
+        r#"<recv response="200" rtd="true" rrs="true">
+    <action>
+      <ereg regexp="a=(ssrc|ssrc-group|msid|label|rtcp-rsize)[:\r\n]" search_in="body" check_it_inverse="true" assign_to="foreign"/>
+    </action>
+  </recv>
+  <Reference variables="foreign"/>"#,
+    );
+    assert_ne!(checked, announced, "uac_call.xml has the 200 to check");
+    let path = dir.join("uac_announcing_its_stream.xml");
+    std::fs::write(&path, checked).unwrap();
+    path
+}
+
+#[test]
+fn neither_party_is_told_the_other_partys_ssrc_label_or_rtcp_mode() {
+    // hookflash sends each party its own stream (its own SSRC): the SSRC, cname, label, msid
+    // and rtcp-rsize a party announces are not the stream the other party gets, so they must not
+    // be passed on. Each phone's call fails if it is told of the other's.
+    let mut r = run(
+        Options::default(),
+        scenario("uas_answer_no_foreign_ssrc.xml"),
+        &[],
+        |b| {
+            let caller = caller_announcing_its_stream(b.sandbox.dir.path());
+            play_pcap(
+                &caller,
+                &b.sandbox,
+                &b.target(),
+                b.transport,
+                keys_pcap("", 500),
+            )
+        },
+    );
+    r.assert_phones_ok();
+    assert!(r.capture.audio_packets() >= 20, "the call carried audio");
+    r.bench.daemon.wait_for("call ended");
 }
 
 #[test]

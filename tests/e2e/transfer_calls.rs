@@ -410,6 +410,88 @@ fn info_transferor(dir: &std::path::Path, keys: &str, pause_ms: u32, media_port:
     path.to_str().unwrap().to_string()
 }
 
+/// As [`info_transferor`], for a transferor that does not hang up itself: after its keys it
+/// waits for hookflash's BYE (a blind transfer releases it).
+fn info_transferor_released(
+    dir: &std::path::Path,
+    keys: &str,
+    pause_ms: u32,
+    media_port: &str,
+) -> String {
+    let path = info_transferor(dir, keys, pause_ms, media_port);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bye = text.rfind("  <pause milliseconds=\"500\"/>").unwrap();
+    // The BYE comes as soon as the code fires on the last key: no pause after its INFO.
+    let keys_sent = text[..bye].trim_end();
+    let keys_sent = keys_sent
+        .strip_suffix("<pause milliseconds=\"150\"/>")
+        .unwrap_or(keys_sent);
+    let released = format!(
+        "{}\n  <recv request=\"BYE\"/>\n  <send>\n    <![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n\
+         [last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n    \
+         ]]>\n  </send>\n</scenario>\n",
+        keys_sent
+    );
+    let path = dir.join("uac_info_released.xml");
+    std::fs::write(&path, released).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// T (1001, keys by INFO from sipp `scenario`, its media port the test's socket `t`) transfers E
+/// by `keys`; once the transfer has completed, E and X talk, and what reached T's old media port
+/// after it left is returned (the leak this guards against: the new conversation's audio kept
+/// going there until the whole call ended).
+fn transferor_port_after_it_left(s: &mut Setup, released: bool, keys: &str) -> usize {
+    let t = Phone::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sf = if released {
+        info_transferor_released(dir.path(), keys, 1000, &t.port())
+    } else {
+        info_transferor(dir.path(), keys, 1000, &t.port())
+    };
+    let target = format!("127.0.0.1:{}", s.sandbox.sip_port);
+    let transferor = std::thread::spawn(move || {
+        sipp(
+            &sf,
+            &target,
+            "u1",
+            &["-s", "1002", "-key", "caller", "1001"],
+        )
+    });
+    s.daemon.event("transfer.completed");
+    let out = transferor.join().unwrap();
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    // T has sent its BYE (or answered ours): whatever reached T until then is not the question.
+    let _while_on_the_call = t.drain();
+    let e_from = s.e.drain().first().expect("E received media").0;
+    let x_from = first_heard(&s.e, e_from, &s.x);
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
+    t.drain().len()
+}
+
+#[test]
+fn after_an_attended_transfer_the_transferors_old_port_gets_nothing_more() {
+    let mut s = setup(&scenario("uas_target.xml"), &["-d", "12000"], as_is);
+    // T presses *21003, consults X for two seconds, hangs up: E and X talk.
+    let leaked = transferor_port_after_it_left(&mut s, false, "*21003,,");
+    assert_eq!(leaked, 0, "packets reached the transferor after it left");
+    s.finish();
+}
+
+#[test]
+fn after_a_blind_transfer_the_transferors_old_port_gets_nothing_more() {
+    let mut s = setup(
+        &scenario("uas_target.xml"),
+        &["-d", "8000"],
+        with_blind_code,
+    );
+    // T presses *31003 and is released at once; X answers: E and X talk.
+    let leaked = transferor_port_after_it_left(&mut s, true, "*31003");
+    assert_eq!(leaked, 0, "packets reached the transferor after it left");
+    s.finish();
+}
+
 #[test]
 fn the_transferor_hears_ringback_with_its_cadence_while_the_target_rings() {
     // X rings until cancelled; T (keys by INFO, so its own media port is the test's) presses

@@ -100,8 +100,19 @@ fn event(code: u8, end: bool, duration: u16) -> [u8; 4] {
 /// A phone without RFC 4733: `lead_ms` of PCMU silence, then each key as 100 ms of its two tones
 /// (-10 dBm0 each) in the audio, 200 ms of silence between keys, 500 ms after the last.
 fn inband_stream(keys: &str, lead_ms: u32) -> Vec<Timed> {
+    inband_stream_shifted(keys, lead_ms, 0, 0)
+}
+
+/// As [`inband_stream`], with `lead_extra` more samples before the first key and `gap_extra`
+/// more after each: tones then begin off the 20 ms packet grid, as a person presses keys.
+fn inband_stream_shifted(
+    keys: &str,
+    lead_ms: u32,
+    lead_extra: usize,
+    gap_extra: usize,
+) -> Vec<Timed> {
     use hookflash::media::g711::Law;
-    let mut samples: Vec<i16> = vec![0; (lead_ms * 8) as usize];
+    let mut samples: Vec<i16> = vec![0; (lead_ms * 8) as usize + lead_extra];
     for key in keys.chars() {
         let [row, col] = hookflash::media::tone::dtmf_freqs(key).expect("a key");
         // -10 dBm0: 0 dBm0 is a sine of peak 22,250 in G.711's 16-bit scale.
@@ -113,7 +124,7 @@ fn inband_stream(keys: &str, lead_ms: u32) -> Vec<Timed> {
                     + (std::f64::consts::TAU * col * t).sin());
             samples.push(x as i16);
         }
-        samples.extend(std::iter::repeat_n(0, 1600));
+        samples.extend(std::iter::repeat_n(0, 1600 + gap_extra));
     }
     samples.extend(std::iter::repeat_n(0, 4000));
     samples
@@ -146,6 +157,51 @@ pub fn keys_pcap(keys: &str, lead_ms: u32) -> (Vec<u8>, Duration) {
 /// As [`keys_pcap`], the keys as tones in the audio.
 pub fn inband_keys_pcap(keys: &str, lead_ms: u32) -> (Vec<u8>, Duration) {
     pcap(inband_stream(keys, lead_ms))
+}
+
+/// As [`inband_keys_pcap`], the tones off the packet grid (see [`inband_stream_shifted`]).
+pub fn inband_keys_pcap_shifted(
+    keys: &str,
+    lead_ms: u32,
+    lead_extra: usize,
+    gap_extra: usize,
+) -> (Vec<u8>, Duration) {
+    pcap(inband_stream_shifted(keys, lead_ms, lead_extra, gap_extra))
+}
+
+/// The power of `freq` in `samples` in dBm0, as a sine filling all of them would have
+/// (Goertzel), and the samples' total power in the same unit.
+fn level_dbm0(samples: &[f64], freq: f64) -> f64 {
+    let w = std::f64::consts::TAU * freq / 8000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    let amplitude = 2.0 * power.sqrt() / samples.len().max(1) as f64;
+    20.0 * (amplitude / 22_250.0).max(1e-9).log10()
+}
+
+/// Whether a µ-law payload carries `key`'s tone: both of its frequencies above -45 dBm0 (a few
+/// samples of a -10 dBm0 tone are enough) and the pair carrying most of the payload's energy
+/// (music and speech spread theirs).
+pub fn carries_tone(payload: &[u8], key: char) -> bool {
+    use hookflash::media::g711::Law;
+    let Some([row, col]) = hookflash::media::tone::dtmf_freqs(key) else {
+        return false;
+    };
+    let samples: Vec<f64> = payload
+        .iter()
+        .map(|&c| Law::Ulaw.decode(c) as f64)
+        .collect();
+    let total: f64 = samples.iter().map(|x| x * x).sum::<f64>() / samples.len().max(1) as f64;
+    let (r, c) = (level_dbm0(&samples, row), level_dbm0(&samples, col));
+    // A sine of amplitude a has power a²/2.
+    let tone_power = |dbm0: f64| (22_250.0 * 10f64.powf(dbm0 / 20.0)).powi(2) / 2.0;
+    r > -45.0 && c > -45.0 && tone_power(r) + tone_power(c) >= 0.5 * total
 }
 
 fn pcap(packets: Vec<Timed>) -> (Vec<u8>, Duration) {
@@ -267,6 +323,15 @@ impl Capture {
             });
         }
         keys
+    }
+
+    /// The audio packets (by index) whose payload carries the tone of one of `keys`.
+    pub fn packets_with_tones(&self, keys: &str) -> Vec<(usize, char)> {
+        self.audio_payloads()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| keys.chars().find(|&k| carries_tone(p, k)).map(|k| (i, k)))
+            .collect()
     }
 
     /// The SSRCs seen, in order of first appearance.
