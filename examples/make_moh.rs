@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use hookflash::media::tgml;
 use hookflash::media::tone;
 use hookflash::media::wav;
+use hookflash::media_ref::tgml;
 
 /// Each chord: its bass note and the four notes of the arpeggio (Hz).
 const CHORDS: [(f64, [f64; 4]); 4] = [

@@ -16,6 +16,7 @@ pub mod http_url;
 pub mod keys;
 pub mod leg;
 pub mod media;
+pub mod media_ref;
 pub mod metrics;
 pub mod modules;
 pub mod random;

@@ -289,7 +289,7 @@ pub fn dialable(target: &str) -> Result<String, ApiError> {
 /// file in the media folder — a bare name: a program cannot reach files elsewhere, nor learn
 /// whether they exist.
 pub fn api_media(field: &str, text: &str, media_dir: &std::path::Path) -> Result<(), ApiError> {
-    let is_file = !crate::media::tgml::looks_like_tgml(text) && !text.contains("://");
+    let is_file = !crate::media_ref::tgml::looks_like_tgml(text) && !text.contains("://");
     if is_file
         && (text.starts_with('.')
             || text.contains(['/', '\\'])
@@ -300,7 +300,7 @@ pub fn api_media(field: &str, text: &str, media_dir: &std::path::Path) -> Result
             "a tone script or the name of a .wav file in the media folder",
         ));
     }
-    match crate::media::resolve_media(text, Some(media_dir)) {
+    match crate::media_ref::resolve_media(text, Some(media_dir)) {
         Ok(_) => Ok(()),
         Err(_) if is_file => Err(ApiError::invalid(
             field,

@@ -13,9 +13,9 @@ use crate::modules::context::{CallContext, LegState, Source, Target};
 use crate::sdp;
 
 use super::command::{Command, Invite, RecordTo};
-use super::core::CallState;
 use super::input::{Input, Party, Surroundings};
 use super::leg::{Leg, new_call_id};
+use super::state::CallState;
 
 /// Caller ID and Max-Forwards of the legs features place.
 const PLACED_MAX_FORWARDS: u32 = 70;

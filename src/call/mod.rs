@@ -10,15 +10,16 @@
 
 mod command;
 mod context;
-mod core;
 mod input;
 mod leg;
+mod machine;
 pub mod registry;
 pub mod request;
 mod session;
+mod state;
 
-pub use self::core::{CallCore, RING_TIMEOUT_MS};
 pub use command::{Command, Invite, RecordTo};
 pub use input::{CallSetup, Input, Party, RequestId, Surroundings};
 pub use leg::Leg;
+pub use machine::{CallCore, RING_TIMEOUT_MS};
 pub use session::party_media;

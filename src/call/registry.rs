@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::core::CallCore;
+use super::machine::CallCore;
 use super::request::RequestSender;
 use crate::leg::LegId;
 use crate::modules::context::{LegState, Source};

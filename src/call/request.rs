@@ -14,8 +14,8 @@ use crate::modules::context::{Happened, LegState, Source};
 use crate::modules::play::PlayData;
 use crate::modules::transfer::TransferData;
 
-use super::core::CallCore;
 use super::input::Surroundings;
+use super::machine::CallCore;
 
 /// What a program asks of a call.
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use crate::modules::context::Source;
 use crate::sdp::{self, AudioSdp, Direction, SdpError};
 
 use super::command::Command;
-use super::core::CallState;
 use super::input::RequestId;
+use super::state::CallState;
 
 /// What the relay needs to know of a party's audio.
 pub fn party_media(sdp: &AudioSdp) -> PartyMedia {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::diagnostics::{Pos, Report, Severity, did_you_mean};
 use crate::engine::metaflow::{EntryKind, Metaflow};
-use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK};
+use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK};
 use crate::yaml::fields::{BareUnit, Fields, duration_ms, non_empty_string};
 use crate::yaml::{self, Node};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::diagnostics::{Pos, Report};
 use crate::media::inband::InbandPolicy;
-use crate::media::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
+use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
 use crate::yaml::Node;
 use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, one_of, string};
 

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::g711::Law;
-use super::tgml;
 use super::tone::{self, Plays};
 use super::wav;
+use crate::media_ref::tgml;
 
 /// Samples in one 20 ms packet at 8 kHz.
 pub const FRAME: usize = 160;

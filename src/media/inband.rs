@@ -572,11 +572,11 @@ mod tests {
 
     #[test]
     fn hookflash_s_own_music_on_hold_and_tones_are_not_keys() {
-        use crate::media::tgml::parse;
         use crate::media::tone::render;
+        use crate::media_ref::tgml::parse;
         for script in [
-            crate::media::DEFAULT_MUSIC_ON_HOLD,
-            crate::media::DEFAULT_RINGBACK,
+            crate::media_ref::DEFAULT_MUSIC_ON_HOLD,
+            crate::media_ref::DEFAULT_RINGBACK,
         ] {
             let pass = render(&parse(script).unwrap()).unwrap();
             assert_eq!(heard(&pass.samples), "", "{script}");

@@ -4,11 +4,11 @@
 
 use std::net::SocketAddr;
 
-use crate::engine::collector::{Collector, Millis};
-use crate::leg::LegId;
+use crate::clock::{Micros, Millis};
+use crate::engine::collector::Collector;
+use crate::leg::{KeyRoute, LegId};
 use crate::random::random_u64;
 
-use super::call::{KeyRoute, Micros};
 use super::clip::{Clip, Playback};
 use super::g711::Law;
 use super::keys_out::KeysOut;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::clip::Clip;
-use super::tgml;
+use crate::media_ref::tgml;
 
 /// What a media name turned out to be.
 #[derive(Clone, Debug)]

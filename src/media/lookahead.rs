@@ -11,9 +11,9 @@
 //! packet of delay (20 ms for most phones) on the audio of such parties only — phones that send
 //! RFC 4733 events are not listened to in-band unless `rtp.inband_dtmf: always`.
 
+use crate::clock::Micros;
 use crate::keys::Key;
 
-use super::call::Micros;
 use super::g711::Law;
 use super::inband::InbandDetector;
 

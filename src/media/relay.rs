@@ -26,14 +26,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
-use crate::engine::collector::{Collector, Millis};
+use crate::clock::{Micros, Millis};
+use crate::engine::collector::Collector;
 use crate::keys::Key;
-use crate::leg::LegId;
+use crate::leg::{KeyRoute, LegId};
 
 use super::batch::{BATCH, Batch};
-use super::call::{
-    Counters, KeyRoute, MediaCall, MediaCommand, MediaEvent, Micros, Output, Transmit,
-};
+use super::call::{Counters, MediaCall, MediaCommand, MediaEvent, Output, Transmit};
 use super::inband::InbandPolicy;
 use super::leg::{Hearing, PartyMedia};
 use super::ports::{PortPair, PortPool};

@@ -1,4 +1,4 @@
-//! Turns a TGML tone script ([`crate::media::tgml`]) into audio: 8 kHz mono 16-bit samples.
+//! Turns a TGML tone script ([`crate::media_ref::tgml`]) into audio: 8 kHz mono 16-bit samples.
 //!
 //! A script is rendered once into one pass of samples (a ringback cadence, a beep, a melody);
 //! playing it is then reading that buffer, looped as the script's `loops=` says or as the caller
@@ -15,7 +15,7 @@
 //!   (default 1 dB), from the `v=` level, never above 0 dB;
 //! - `c=` and `r=` are accepted and ignored: telephone audio here is always 8 kHz mono.
 
-use super::tgml::{Setting, Step, ToneScript};
+use crate::media_ref::tgml::{Setting, Step, ToneScript};
 
 /// Samples per second of everything hookflash generates.
 pub const RATE: u32 = 8000;
@@ -213,7 +213,7 @@ fn samples(ms: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::tgml::parse;
+    use crate::media_ref::tgml::parse;
 
     fn rendered(script: &str) -> Rendered {
         render(&parse(script).unwrap()).unwrap()

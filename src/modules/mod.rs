@@ -316,7 +316,7 @@ fn media_field(
     ok: &mut bool,
 ) -> String {
     match fields.get_aliased(key, aliases, report) {
-        Some(n) => match crate::media::parse_media(n, key, ctx.media_dir, report) {
+        Some(n) => match crate::media_ref::parse_media(n, key, ctx.media_dir, report) {
             Some((text, _)) => text,
             None => {
                 *ok = false;

@@ -519,7 +519,7 @@ fn chained_children_play_a_beep_then_transfer() {
 }
 
 /// The example config's music on hold, which a node without `moh` gets.
-const MOH_DEFAULT: &str = hookflash::media::DEFAULT_MUSIC_ON_HOLD;
+const MOH_DEFAULT: &str = hookflash::media_ref::DEFAULT_MUSIC_ON_HOLD;
 
 #[test]
 fn record_toggles_and_hangup_ends_the_call() {

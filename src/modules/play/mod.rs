@@ -8,7 +8,7 @@ pub use run::Play;
 use serde::Serialize;
 
 use crate::diagnostics::{Pos, Report};
-use crate::media::parse_media;
+use crate::media_ref::parse_media;
 use crate::yaml::fields::{Fields, one_of, read_or};
 
 use super::DataContext;
