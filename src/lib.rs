@@ -19,6 +19,7 @@ pub mod media;
 pub mod media_ref;
 pub mod metrics;
 pub mod modules;
+pub mod pattern;
 pub mod random;
 pub mod rate;
 pub mod runtime;

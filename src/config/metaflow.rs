@@ -12,9 +12,9 @@ use crate::engine::matcher::{CompileError, MatchMode, NeverFires};
 use crate::engine::metaflow::{
     Entry, EntryKind, FlowNode, ListenOn, MAX_COLLECTED, Metaflow, Passthrough, Settings,
 };
-use crate::engine::pattern::check_syntax;
 use crate::keys::{Key, parse_keys};
 use crate::modules::{self, Captures, DataContext};
+use crate::pattern::check_syntax;
 use crate::yaml::fields::{
     BareUnit, Fields, boolean, duration_ms, error_within, integer, key, one_of, read_or, string,
 };

@@ -25,7 +25,7 @@ use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Look, Repetitio
 
 use crate::keys::Key;
 
-use super::pattern;
+use crate::pattern;
 
 /// Patterns are matched against the whole collected string, or searched within it (Kazoo).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

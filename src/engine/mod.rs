@@ -9,4 +9,3 @@ pub mod collector;
 pub mod listen;
 pub mod matcher;
 pub mod metaflow;
-pub mod pattern;

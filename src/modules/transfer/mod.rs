@@ -12,8 +12,8 @@ pub use run::{FAILURE_TONE, REFUSED_TONE, Transfer, failure_reason};
 use serde::{Serialize, Serializer};
 
 use crate::diagnostics::Report;
-use crate::engine::pattern::check_syntax;
 use crate::keys::{Key, keys_to_string, parse_keys};
+use crate::pattern::check_syntax;
 use crate::yaml::fields::{
     BareUnit, Fields, duration_ms, error_within, format_duration_ms, keys, non_empty_string,
     one_of, read_or,
