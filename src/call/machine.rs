@@ -209,12 +209,23 @@ impl CallCore {
 
     /// The next thing for the shells to do.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.call.commands.pop_front()
+        let command = self.call.commands.pop_front();
+        // A call lives long and spends most of it idle: the room a burst of commands took (the
+        // call's setup) is given back, a small queue kept for the turns to come.
+        if command.is_none() && self.call.commands.capacity() > 4 {
+            self.call.commands.shrink_to(4);
+        }
+        command
     }
 
     /// The next thing that happened, for the event bus.
     pub fn poll_event(&mut self) -> Option<CallEvent> {
-        self.call.events.pop_front()
+        let event = self.call.events.pop_front();
+        if event.is_none() && self.call.events.capacity() > 0 {
+            // Events are rare once a call runs: nothing kept for them.
+            self.call.events.shrink_to(0);
+        }
+        event
     }
 
     /// Whether every leg has gone: the call is over.

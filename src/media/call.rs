@@ -234,7 +234,7 @@ impl MediaCall {
     }
 
     /// Applies a command of the control plane.
-    pub fn handle(&mut self, now: Micros, command: MediaCommand, out: &mut dyn Output) {
+    pub fn handle(&mut self, now: Micros, command: MediaCommand, out: &mut impl Output) {
         self.deadline = None;
         let ms = now / 1000;
         match command {
@@ -321,7 +321,7 @@ impl MediaCall {
         leg: LegId,
         from: SocketAddr,
         packet: &[u8],
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         let i = leg.index();
         let Some(l) = self.leg_mut(i) else {
@@ -351,7 +351,7 @@ impl MediaCall {
         leg: LegId,
         from: SocketAddr,
         packet: &mut [u8],
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         let i = leg.index();
         let ms = now / 1000;
@@ -392,7 +392,7 @@ impl MediaCall {
 
     /// The clock reached [`MediaCall::poll_timeout`]: event silences, digit timeouts, packets
     /// kept back, written keys and clip frames that are due.
-    pub fn handle_timeout(&mut self, now: Micros, out: &mut dyn Output) {
+    pub fn handle_timeout(&mut self, now: Micros, out: &mut impl Output) {
         self.deadline = None;
         let ms = now / 1000;
         for i in 0..self.legs.len() {
@@ -478,7 +478,7 @@ impl MediaCall {
         law: Law,
         packet: &mut [u8],
         now: Micros,
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         let ms = now / 1000;
         let Some(l) = self.leg_mut(i) else {
@@ -553,7 +553,7 @@ impl MediaCall {
 
     /// Sends the packet kept back on leg `i` now (its deadline passed, or its party is no longer
     /// listened to), decided by its own tone alone.
-    fn flush(&mut self, i: usize, now: Micros, out: &mut dyn Output) {
+    fn flush(&mut self, i: usize, now: Micros, out: &mut impl Output) {
         let Some((held, mut bytes)) = self
             .leg_mut(i)
             .and_then(|l| l.inband.as_mut())
@@ -575,7 +575,7 @@ impl MediaCall {
         held: Held,
         packet: &mut [u8],
         withhold: bool,
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         if withhold && let Ok(rtp) = RtpPacket::parse(packet) {
             let (at, end) = (
@@ -595,7 +595,7 @@ impl MediaCall {
         packet: &mut [u8],
         ms: Millis,
         law: Option<Law>,
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         if self.recording
             && let Some(frame) = frame_of(i, packet, ms)
@@ -612,7 +612,7 @@ impl MediaCall {
         packet: &mut [u8],
         ms: Millis,
         kind: Kind,
-        out: &mut dyn Output,
+        out: &mut impl Output,
     ) {
         let listeners = self.listeners(i);
         // A second listener gets the packet as it came, not as rewritten for the first.
@@ -745,7 +745,7 @@ impl MediaCall {
     }
 
     /// Sends the written key packets toward leg `i` that are due.
-    fn send_keys(&mut self, i: usize, ms: Millis, out: &mut dyn Output) {
+    fn send_keys(&mut self, i: usize, ms: Millis, out: &mut impl Output) {
         let Some(l) = self.leg_mut(i) else {
             return;
         };
@@ -758,11 +758,8 @@ impl MediaCall {
                 l.keys_out.event_ts = ts;
             }
             let mut packet = [0u8; 16];
-            packet[0] = 0x80;
-            packet[1] = pt | if p.starts_event { 0x80 } else { 0 };
-            packet[2..4].copy_from_slice(&seq.to_be_bytes());
-            packet[4..8].copy_from_slice(&l.keys_out.event_ts.to_be_bytes());
-            packet[8..12].copy_from_slice(&l.out.ssrc().to_be_bytes());
+            let header = (pt, p.starts_event, seq, l.keys_out.event_ts, l.out.ssrc());
+            write_header(&mut packet, header);
             packet[12..16].copy_from_slice(&p.payload);
             out.transmit(Transmit {
                 leg: LegId(i as u16),
@@ -776,7 +773,7 @@ impl MediaCall {
 
     /// Sends the frames of the clip leg `i` hears that are due, each scheduling the next 20 ms
     /// later; a clip that has played out leaves the leg in silence and is reported.
-    fn play_clip(&mut self, i: usize, now: Micros, out: &mut dyn Output) {
+    fn play_clip(&mut self, i: usize, now: Micros, out: &mut impl Output) {
         loop {
             let Some(l) = self.legs.get_mut(i).and_then(Option::as_mut) else {
                 return;
@@ -810,11 +807,7 @@ impl MediaCall {
                 continue;
             };
             let (seq, ts, marker) = l.out.next_generated(FRAME as u32, due / 1000);
-            packet[0] = 0x80;
-            packet[1] = pt | if marker { 0x80 } else { 0 };
-            packet[2..4].copy_from_slice(&seq.to_be_bytes());
-            packet[4..8].copy_from_slice(&ts.to_be_bytes());
-            packet[8..12].copy_from_slice(&l.out.ssrc().to_be_bytes());
+            write_header(&mut packet, (pt, marker, seq, ts, l.out.ssrc()));
             out.transmit(Transmit {
                 leg: LegId(i as u16),
                 rtcp: false,
@@ -852,6 +845,16 @@ impl MediaCall {
             }
         }
     }
+}
+
+/// Writes the 12-byte RTP header of a packet hookflash generates: version 2, (payload type,
+/// marker, sequence number, timestamp, SSRC).
+fn write_header(packet: &mut [u8], (pt, marker, seq, ts, ssrc): (u8, bool, u16, u32, u32)) {
+    packet[0] = 0x80;
+    packet[1] = pt | if marker { 0x80 } else { 0 };
+    packet[2..4].copy_from_slice(&seq.to_be_bytes());
+    packet[4..8].copy_from_slice(&ts.to_be_bytes());
+    packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
 /// A G.711 packet (PT 0 or 8) from the party of leg `i`, as a recording frame.

@@ -163,6 +163,7 @@ impl MediaRelay {
             id,
             worker,
             pairs: Vec::new(),
+            closed: false,
         };
         media.send(Command::Add(Box::new(NewCall { id, events, inband })));
         media
@@ -233,6 +234,7 @@ pub struct CallMedia {
     worker: usize,
     /// Each leg's ports, by [`LegId`] (`None`: a leg never set up, or removed).
     pairs: Vec<Option<PortPair>>,
+    closed: bool,
 }
 
 impl CallMedia {
@@ -246,6 +248,9 @@ impl CallMedia {
     /// Leg `leg` with ports of its own; it hears silence until told. Returns where its party
     /// must send.
     pub fn add_leg(&mut self, leg: LegId) -> Result<SocketAddr, String> {
+        if self.closed {
+            return Err("the call's media has ended".to_string());
+        }
         if self.pairs.get(leg.index()).is_some_and(|p| p.is_some()) {
             return Err(format!("the call already has a leg {leg}"));
         }
@@ -317,12 +322,24 @@ impl CallMedia {
     }
 }
 
-impl Drop for CallMedia {
-    fn drop(&mut self) {
+impl CallMedia {
+    /// Ends the relay of the call now: its sockets close, its ports go back to the pool (a call
+    /// whose last transactions are still finishing needs no media).
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
         self.send(Command::Remove(self.id));
         for pair in self.pairs.drain(..).flatten() {
             self.relay.give_back(pair);
         }
+    }
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -344,6 +361,18 @@ struct Slot {
     timer: Option<Micros>,
 }
 
+impl Slot {
+    /// Runs `f` on the call's media with the call's sockets and recording as its output.
+    fn run(&mut self, sent: &mut Sent, f: impl FnOnce(&mut MediaCall, &mut Sockets<'_>)) {
+        let mut out = Sockets {
+            sockets: &self.sockets,
+            recording: self.recording.as_deref(),
+            sent,
+        };
+        f(&mut self.media, &mut out);
+    }
+}
+
 /// Sends a call's packets on its legs' sockets and hands recorded frames to its recording.
 struct Sockets<'a> {
     sockets: &'a [Option<LegSockets>],
@@ -359,6 +388,7 @@ struct Sent {
 }
 
 impl Output for Sockets<'_> {
+    #[inline]
     fn transmit(&mut self, t: Transmit<'_>) {
         let Some(Some(s)) = self.sockets.get(t.leg.index()) else {
             return;
@@ -571,22 +601,11 @@ impl Worker {
 
     /// Runs `f` on the call in `slot` with its sockets as output, then passes on its events and
     /// keeps its deadline in the heap.
-    fn on_call(&mut self, slot: usize, f: impl FnOnce(&mut MediaCall, &mut dyn Output)) {
+    fn on_call(&mut self, slot: usize, f: impl FnOnce(&mut MediaCall, &mut Sockets<'_>)) {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let Slot {
-            media,
-            sockets,
-            recording,
-            ..
-        } = call;
-        let mut out = Sockets {
-            sockets,
-            recording: recording.as_deref(),
-            sent: &mut self.sent,
-        };
-        f(media, &mut out);
+        call.run(&mut self.sent, f);
         after_call(call, slot, &mut self.timers, &self.stats);
     }
 
@@ -629,28 +648,19 @@ impl Worker {
                 // Interrupted, or an ICMP error from an earlier send reported here: read on.
                 Err(_) => continue,
             };
-            let Slot {
-                media,
-                sockets,
-                recording,
-                ..
-            } = call;
-            let mut out = Sockets {
-                sockets,
-                recording: recording.as_deref(),
-                sent: &mut self.sent,
-            };
-            for i in 0..n {
-                let Some(from) = batch.from[i] else {
-                    continue;
-                };
-                let packet = &mut batch.bufs[i][..batch.lens[i]];
-                if rtcp {
-                    media.handle_rtcp(leg_id, from, packet, &mut out);
-                } else {
-                    media.handle_rtp(now, leg_id, from, packet, &mut out);
+            call.run(&mut self.sent, |media, out| {
+                for i in 0..n {
+                    let Some(from) = batch.from[i] else {
+                        continue;
+                    };
+                    let packet = &mut batch.bufs[i][..batch.lens[i]];
+                    if rtcp {
+                        media.handle_rtcp(leg_id, from, packet, out);
+                    } else {
+                        media.handle_rtp(now, leg_id, from, packet, out);
+                    }
                 }
-            }
+            });
             after_call(call, slot, &mut self.timers, &self.stats);
             if n < BATCH {
                 break;

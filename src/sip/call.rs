@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
@@ -160,7 +162,6 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         });
     }
     let (media_tx, mut media_rx) = unbounded_channel();
-    let (invites_tx, mut invites) = futures_channel::mpsc::unbounded();
     let mut shell = Shell {
         media: env.relay.new_call(media_tx, inband),
         core,
@@ -168,8 +169,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         transactions: HashMap::new(),
         next_request: 0,
         hangups: tokio::task::JoinSet::new(),
-        invites: invites_tx,
-        outstanding: 0,
+        invites: FuturesUnordered::new(),
         inbox: states.handle(),
         entry,
         contact,
@@ -184,16 +184,14 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         core.start(now, &mut Around { env, media });
     }
     shell.carry_out().await;
-    shell
-        .run(&mut states, &mut media_rx, &mut invites, &mut requests)
-        .await;
-    // Requests from now on find no call.
+    shell.run(&mut states, &mut media_rx, &mut requests).await;
+    // Requests from now on find no call; the call's media ends with it.
     requests.close();
+    shell.media.close();
     // INVITEs still under way finish before their dialogs leave the layer.
+    let invites = &mut shell.invites;
     let _ = tokio::time::timeout(INVITE_WAIT, async {
-        while shell.outstanding > 0 && invites.recv().await.is_ok() {
-            shell.outstanding -= 1;
-        }
+        while invites.next().await.is_some() {}
     })
     .await;
     // The last BYEs go out before the call leaves the registry (a SIGTERM drain waits for
@@ -219,8 +217,12 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     );
 }
 
-/// An INVITE's outcome, sent back to the call by the task that waits for it.
+/// An INVITE's outcome, for its leg.
 type InviteOutcome = (LegId, Result<InviteAsyncResult, tokio::task::JoinError>);
+
+/// Waits for an INVITE's outcome (rsipstack's transaction runs in a task of its own; the call
+/// polls its handle, so no task of ours sits between the two).
+type PendingInvite = std::pin::Pin<Box<dyn Future<Output = InviteOutcome> + Send>>;
 
 struct Shell {
     core: Box<CallCore>,
@@ -232,11 +234,8 @@ struct Shell {
     next_request: RequestId,
     /// Hang-ups (BYE, CANCEL) under way; the call waits for them before it ends.
     hangups: tokio::task::JoinSet<()>,
-    /// Where the INVITEs' outcomes go (a `futures` channel: it allocates per message, not 32
-    /// slots up front as tokio's).
-    invites: futures_channel::mpsc::UnboundedSender<InviteOutcome>,
-    /// INVITEs sent whose outcome has not come back.
-    outstanding: usize,
+    /// The INVITEs under way, their outcomes to come.
+    invites: FuturesUnordered<PendingInvite>,
     /// Adds the legs' Call-IDs to the call's dialog events.
     inbox: InboxHandle,
     /// The call's place in the registry (what the API sees).
@@ -294,9 +293,12 @@ impl Shell {
         &mut self,
         states: &mut Inbox,
         media_rx: &mut UnboundedReceiver<MediaEvent>,
-        invites: &mut futures_channel::mpsc::UnboundedReceiver<InviteOutcome>,
         requests: &mut RequestReceiver,
     ) {
+        // One timer for the call, moved when the core's deadline moves.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             while !self.pending.is_empty() {
                 for input in std::mem::take(&mut self.pending) {
@@ -307,6 +309,13 @@ impl Shell {
                 return;
             }
             let deadline = self.core.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(at) = deadline {
+                    let wait = Duration::from_millis(at.saturating_sub(self.now()));
+                    timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
             tokio::select! {
                 Some(state) = states.recv() => {
                     // Each leg has a Call-ID of its own; the a-leg's names the call.
@@ -316,13 +325,13 @@ impl Shell {
                         Box::pin(self.on_dialog(leg, state)).await;
                     }
                 }
-                Ok((leg, outcome)) = invites.recv() => {
-                    self.outstanding -= 1;
+                Some((leg, outcome)) = self.invites.next(), if !self.invites.is_empty() => {
                     let input = invite_outcome(leg, outcome);
                     Box::pin(self.input(input)).await;
                 }
                 Ok(request) = requests.recv() => Box::pin(self.on_request(request)).await,
-                _ = sleep_until(deadline, self.now()), if deadline.is_some() => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     let now = self.now();
                     let Shell { core, media, env, .. } = self;
                     core.handle_timeout(now, &mut Around { env, media });
@@ -547,11 +556,8 @@ impl Shell {
             self.dialogs.resize(leg.index() + 1, None);
         }
         self.dialogs[leg.index()] = Some(dialog);
-        self.outstanding += 1;
-        let tx = self.invites.clone();
-        tokio::spawn(async move {
-            let _ = tx.unbounded_send((leg, result.await));
-        });
+        self.invites
+            .push(Box::pin(async move { (leg, result.await) }));
         Ok(())
     }
 
@@ -625,13 +631,6 @@ fn invite_outcome(leg: LegId, outcome: Result<InviteAsyncResult, tokio::task::Jo
             leg,
             status: response.status_code.code(),
         }
-    }
-}
-
-/// Sleeps until `deadline` (the relay's clock, ms; `now` is the time on it).
-async fn sleep_until(deadline: Option<u64>, now: u64) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now))).await;
     }
 }
 

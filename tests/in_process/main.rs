@@ -7,6 +7,7 @@ mod call_core;
 mod early_fire_property;
 mod engine_rules;
 mod harness;
+mod layering;
 mod media_call;
 mod whole_call;
 mod wire;
