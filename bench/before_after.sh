@@ -9,7 +9,7 @@
 # BEFORE_CHECKOUT is another checkout of hookflash with its release build done
 # (`cargo build --release --all-targets` there); this checkout is built here. REPEATS (default
 # 3) runs of each relay and call-rate measurement per build, alternating builds. Settings that
-# matter are those of the scripts it runs: call rate 20 s per rate at 3,000 and 3,500 calls/s,
+# matter are those of the scripts it runs: call rate 20 s per rate at 2,000, 3,000 and 3,500 calls/s,
 # hold 500 ms, 4 MiB socket buffers, RTP ports 30000-59999; relay 10 s at 500 and 1,000 calls,
 # two parties per call each sending 172-byte PCMU packets every 20 ms, RTP ports 40000-59999,
 # one worker thread per core; memory 2,000 calls held 120 s, 200 new calls/s.
@@ -42,7 +42,7 @@ done
 
 for n in $(seq "$repeats"); do
   for b in "$before" "$after"; do
-    HOOKFLASH="$b/target/release/hookflash" KAMAILIO=0 bench/call_rate.sh 20 3000 3500 2>&1 \
+    HOOKFLASH="$b/target/release/hookflash" KAMAILIO=0 bench/call_rate.sh 20 2000 3000 3500 2>&1 \
       | grep -v "^CSV files" | sed "s/^/$(label "$b") run=$n /" | tee -a "$out/call_rate.txt"
   done
 done

@@ -80,7 +80,19 @@ struct WorkerHandle {
 
 impl WorkerHandle {
     fn send(&self, command: Command) {
-        if self.commands.send(command).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+        if self.commands.send(command).is_ok() {
+            self.wake();
+        }
+    }
+
+    /// Queues `command` without waking the worker: a [`WorkerHandle::wake`] (or any later
+    /// command, or the worker's next wake-up for another call) makes it apply.
+    fn queue(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
     }
@@ -164,8 +176,10 @@ impl MediaRelay {
             worker,
             pairs: Vec::new(),
             closed: false,
+            batching: false,
+            unflushed: std::cell::Cell::new(false),
         };
-        media.send(Command::Add(Box::new(NewCall { id, events, inband })));
+        media.queue(Command::Add(Box::new(NewCall { id, events, inband })));
         media
     }
 
@@ -235,6 +249,11 @@ pub struct CallMedia {
     /// Each leg's ports, by [`LegId`] (`None`: a leg never set up, or removed).
     pairs: Vec<Option<PortPair>>,
     closed: bool,
+    /// Commands are queued and the worker woken once by [`CallMedia::flush`] (a call's task
+    /// sends a turn's commands as one burst: one wake-up, not one per command).
+    batching: bool,
+    /// Commands were queued since the worker was last woken for this call.
+    unflushed: std::cell::Cell<bool>,
 }
 
 impl CallMedia {
@@ -259,7 +278,8 @@ impl CallMedia {
             self.pairs.resize(leg.index() + 1, None);
         }
         self.pairs[leg.index()] = Some(pair);
-        self.send(Command::AddLeg(self.id, leg, Box::new(sockets)));
+        // Its party's media, what it hears, who hears its keys follow: they wake the worker.
+        self.queue(Command::AddLeg(self.id, leg, Box::new(sockets)));
         Ok(SocketAddr::new(self.relay.address, pair.rtp))
     }
 
@@ -317,8 +337,29 @@ impl CallMedia {
         self.send(Command::Call(self.id, MediaCommand::KeyRoute(leg, route)));
     }
 
+    /// From now on commands wait for [`CallMedia::flush`] to wake the worker.
+    pub fn batch_wakes(&mut self) {
+        self.batching = true;
+    }
+
+    /// Wakes the worker for the commands queued since the last time.
+    pub fn flush(&self) {
+        if self.unflushed.replace(false) {
+            self.relay.workers[self.worker].wake();
+        }
+    }
+
     fn send(&self, command: Command) {
-        self.relay.workers[self.worker].send(command);
+        if self.batching {
+            self.queue(command);
+        } else {
+            self.relay.workers[self.worker].send(command);
+        }
+    }
+
+    fn queue(&self, command: Command) {
+        self.unflushed.set(true);
+        self.relay.workers[self.worker].queue(command);
     }
 }
 
@@ -330,7 +371,7 @@ impl CallMedia {
             return;
         }
         self.closed = true;
-        self.send(Command::Remove(self.id));
+        self.relay.workers[self.worker].send(Command::Remove(self.id));
         for pair in self.pairs.drain(..).flatten() {
             self.relay.give_back(pair);
         }

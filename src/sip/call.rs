@@ -162,8 +162,10 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         });
     }
     let (media_tx, mut media_rx) = unbounded_channel();
+    let mut media = env.relay.new_call(media_tx, inband);
+    media.batch_wakes();
     let mut shell = Shell {
-        media: env.relay.new_call(media_tx, inband),
+        media,
         core,
         dialogs: vec![Some(a)],
         transactions: HashMap::new(),
@@ -448,6 +450,8 @@ impl Shell {
         while let Some(command) = self.core.poll_command() {
             self.execute(command).await;
         }
+        // The turn's media commands reach the worker as one burst.
+        self.media.flush();
         while let Some(event) = self.core.poll_event() {
             self.env.metrics.event(&event.kind);
             self.env.events.publish(self.core.account(), event);
