@@ -634,3 +634,48 @@ fn rfc4733_packets_are_checked_and_garbage_is_counted_not_relayed() {
     assert!(m.to(B).is_empty());
     assert_eq!(m.call.counters.malformed, 3);
 }
+
+#[test]
+fn garbage_from_the_network_never_panics_and_never_reaches_a_party_that_left() {
+    // Random datagrams — any length, RTP-looking or not, audio and event payload types, from
+    // the parties and from strangers — into a call with a collector, in-band listening and a
+    // party that leaves halfway, on a clock that jumps.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut m = Media::new(InbandPolicy::Always);
+    m.party(A, None, Law::Ulaw);
+    m.party(B, Some(101), Law::Alaw);
+    m.party(C, Some(96), Law::Ulaw);
+    m.bridge(A, B);
+    m.command(MediaCommand::Hear(C, Hearing::Leg(A)));
+    m.listen(A, &flow(FLOW));
+    m.listen(B, &flow(FLOW));
+    for n in 0..20_000 {
+        if n == 10_000 {
+            m.command(MediaCommand::RemoveLeg(C));
+        }
+        let len = (next() % 600) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if len >= 12 && next() % 2 == 0 {
+            packet[0] = 0x80;
+            packet[1] = [0u8, 8, 96, 101, 13][(next() % 5) as usize];
+        }
+        let leg = [A, B, C, LegId(7)][(next() % 4) as usize];
+        let from = if next() % 8 == 0 {
+            "127.0.0.9:4000".parse().unwrap()
+        } else {
+            address(leg)
+        };
+        m.rtp_from(leg, from, &mut packet);
+        if next() % 50 == 0 {
+            m.advance_ms(next() % 2_000);
+        }
+    }
+    m.advance_ms(5_000);
+    assert!(m.call.counters.malformed > 0 && m.call.counters.foreign > 0);
+}
