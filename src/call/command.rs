@@ -24,6 +24,8 @@ pub struct Invite {
     /// The offer: the call's codecs anchored on the leg's port.
     pub sdp: Vec<u8>,
     pub max_forwards: u32,
+    /// `Referred-By` (RFC 3892) when the leg is placed for a REFER: passed on as the REFER had it.
+    pub referred_by: Option<String>,
 }
 
 /// Where a recording goes.
@@ -54,6 +56,19 @@ pub enum Command {
         request: RequestId,
         status: u16,
         sdp: Option<Vec<u8>>,
+    },
+    /// 202 Accepted to a REFER; `subscribe`: false answers `Refer-Sub: false` (RFC 4488).
+    AcceptRefer {
+        request: RequestId,
+        subscribe: bool,
+    },
+    /// A NOTIFY in `leg`'s dialog with the REFER's progress (RFC 3515): `Event: refer`, a
+    /// `message/sipfrag` body `SIP/2.0 {status} {reason}`, the subscription `terminated` with
+    /// the final answer. Sent in order, and before a hang-up of the same leg that follows it.
+    NotifyRefer {
+        leg: LegId,
+        status: u16,
+        terminated: bool,
     },
     /// End `leg`'s dialog: BYE when answered, CANCEL while it rings (in the background: a
     /// vanished phone's transaction lasts 32 s).

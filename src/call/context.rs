@@ -31,7 +31,13 @@ impl CallState {
     }
 
     /// Places a new leg calling `target` for the party of `caller_id_of`.
-    fn place(&mut self, env: &mut dyn Surroundings, target: Target, caller_id_of: LegId) -> LegId {
+    fn place(
+        &mut self,
+        env: &mut dyn Surroundings,
+        target: Target,
+        caller_id_of: LegId,
+        referred_by: Option<String>,
+    ) -> LegId {
         let leg = LegId(self.legs.len() as u16);
         let party = match &target {
             Target::Dial(dialled) => Party {
@@ -47,7 +53,7 @@ impl CallState {
             .push(Leg::new(leg, new_call_id(), party, true, Source::Silence));
         self.changed = true;
         self.placed = Some(leg);
-        if let Err((status, why)) = self.invite(env, leg, &target, caller_id_of) {
+        if let Err((status, why)) = self.invite(env, leg, &target, caller_id_of, referred_by) {
             info!(call = %self.id, leg = %leg, "cannot call {target:?}: {why}");
             self.deferred.push_back(Input::Refused { leg, status });
         }
@@ -61,6 +67,7 @@ impl CallState {
         leg: LegId,
         target: &Target,
         caller_id_of: LegId,
+        referred_by: Option<String>,
     ) -> Result<(), (u16, String)> {
         let uri = match target {
             Target::Dial(dialled) => env.route(&self.domain, dialled)?,
@@ -97,6 +104,7 @@ impl CallState {
             from_display: presented.display,
             sdp,
             max_forwards: PLACED_MAX_FORWARDS,
+            referred_by,
         })));
         Ok(())
     }
@@ -177,7 +185,26 @@ impl CallContext for Ctx<'_> {
     }
 
     fn originate(&mut self, target: Target, caller_id_of: LegId) -> LegId {
-        self.call.place(self.env, target, caller_id_of)
+        self.call.place(self.env, target, caller_id_of, None)
+    }
+
+    fn originate_referred(
+        &mut self,
+        target: Target,
+        caller_id_of: LegId,
+        referred_by: Option<String>,
+    ) -> LegId {
+        self.call.place(self.env, target, caller_id_of, referred_by)
+    }
+
+    fn notify_refer(&mut self, leg: LegId, status: u16, terminated: bool) {
+        if self.call.state(leg) != LegState::Gone {
+            self.call.commands.push_back(Command::NotifyRefer {
+                leg,
+                status,
+                terminated,
+            });
+        }
     }
 
     fn event(&mut self, kind: EventKind, legs: &[(Role, LegId)]) {

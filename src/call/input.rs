@@ -71,6 +71,17 @@ pub enum Input {
     AckAnswer { leg: LegId, sdp: Vec<u8> },
     /// A key that came by SIP INFO.
     InfoKey { leg: LegId, key: Key },
+    /// The party asks, by REFER (RFC 3515), that the party it talks with be transferred to
+    /// `refer_to` (the header's value as sent); answered with `Command::AcceptRefer` or
+    /// `Command::Respond`. `subscribe`: false when the REFER said `Refer-Sub: false` (RFC 4488):
+    /// no NOTIFYs then.
+    Refer {
+        leg: LegId,
+        request: RequestId,
+        refer_to: String,
+        referred_by: Option<String>,
+        subscribe: bool,
+    },
     /// From the call's media.
     Media(MediaEvent),
 }
@@ -89,4 +100,7 @@ pub trait Surroundings {
     fn open_leg(&mut self, leg: LegId) -> Result<SocketAddr, String>;
     /// Now in UTC as `20261123T153000Z` (recording file names).
     fn utc_stamp(&self) -> String;
+    /// The config's music on hold and ringback: what a transfer a phone asks for by REFER uses
+    /// when the transferor's metaflow has no `transfer` node to take them from.
+    fn default_media(&self) -> (String, String);
 }

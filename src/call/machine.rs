@@ -41,7 +41,7 @@ pub struct CallCore {
     pub(super) running: Option<Running>,
     /// What runs when the running feature is done: the node's `children`, their presser and
     /// captures.
-    then: Option<(FlowNode, LegId, Vec<String>)>,
+    pub(super) then: Option<(FlowNode, LegId, Vec<String>)>,
 }
 
 impl CallCore {
@@ -164,6 +164,7 @@ impl CallCore {
             from_display: a.party.display.clone(),
             sdp,
             max_forwards: call.max_forwards,
+            referred_by: None,
         })));
         let (caller, callee) = (a.party.name.clone(), b.party.name.clone());
         call.event(
@@ -287,6 +288,13 @@ impl CallCore {
             Input::HungUp { leg } => self.hung_up(leg, env),
             Input::Reoffer { leg, request, sdp } => self.call.reoffer(leg, request, &sdp),
             Input::AckAnswer { leg, sdp } => self.call.ack_answer(leg, sdp),
+            Input::Refer {
+                leg,
+                request,
+                refer_to,
+                referred_by,
+                subscribe,
+            } => self.refer(leg, request, &refer_to, referred_by, subscribe, env),
             Input::InfoKey { leg, key } => self
                 .call
                 .commands

@@ -4,8 +4,8 @@
 //! so every call scenario is a plain test on a virtual clock (tests/in_process/) and the same
 //! scenario runs end to end with real phones (tests/e2e/). Around it: one record per leg
 //! (`leg.rs`), the session descriptions (`session.rs`), the running feature's view of the call
-//! (`context.rs`; the features themselves are `crate::modules`), API requests (`request.rs`), and
-//! the registry of calls in progress that the dispatcher and the API read (`registry.rs`, the one
+//! (`context.rs`; the features themselves are `crate::modules`), API requests (`request.rs`), a
+//! phone's REFER (`refer.rs`), and the registry of calls in progress that the dispatcher and the API read (`registry.rs`, the one
 //! piece here shared across tasks).
 
 mod command;
@@ -13,6 +13,7 @@ mod context;
 mod input;
 mod leg;
 mod machine;
+mod refer;
 pub mod registry;
 pub mod request;
 mod session;

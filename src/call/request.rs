@@ -178,7 +178,7 @@ impl CallCore {
     }
 
     /// Whether `by` talks with another party, and no feature runs.
-    fn bridged(&self, by: LegId) -> Result<(), Refusal> {
+    pub(super) fn bridged(&self, by: LegId) -> Result<(), Refusal> {
         let call = &self.call;
         let me = call.leg(by).filter(|l| !l.gone()).ok_or(Refusal::Gone)?;
         let bridged = match me.hears {

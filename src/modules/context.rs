@@ -120,6 +120,20 @@ pub trait CallContext {
     /// cannot even be routed fails on the next turn, never from inside this call.
     fn originate(&mut self, target: Target, caller_id_of: LegId) -> LegId;
 
+    /// As [`CallContext::originate`], for a transfer a phone asked for by REFER: the INVITE
+    /// carries the REFER's `Referred-By`.
+    fn originate_referred(
+        &mut self,
+        target: Target,
+        caller_id_of: LegId,
+        referred_by: Option<String>,
+    ) -> LegId;
+
+    /// Tells the party on `leg`, which asked for a transfer by REFER, how it goes: a NOTIFY with
+    /// `SIP/2.0 {status}` (RFC 3515); `terminated` with the final answer. Nothing when the leg
+    /// has ended.
+    fn notify_refer(&mut self, leg: LegId, status: u16, terminated: bool);
+
     /// Something happened that the logs and the API should show.
     fn event(&mut self, kind: EventKind, legs: &[(Role, LegId)]);
 

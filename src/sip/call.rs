@@ -15,9 +15,9 @@ use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, StatusCode, StatusCodeKind};
+use rsipstack::sip::{Header, Method, StatusCode, StatusCodeKind};
 use rsipstack::transaction::transaction::Transaction;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::{debug, info, warn};
 
 use super::dialog_events::{DialogEvents, Inbox, InboxHandle};
@@ -54,6 +54,8 @@ pub trait Router: Send + Sync {
     /// The metaflow of the directory party `dialled` in the account of `domain` (what hears the
     /// keys of a leg called there).
     fn flow_of(&self, domain: &str, dialled: &str) -> Option<Arc<Metaflow>>;
+    /// The config's music on hold and ringback.
+    fn default_media(&self) -> (String, String);
 }
 
 /// What every call shares.
@@ -176,6 +178,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         entry,
         contact,
         pending: Vec::new(),
+        notifiers: Vec::new(),
         env: Arc::clone(&env),
     };
     let now = env.relay.now();
@@ -190,6 +193,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     // Requests from now on find no call; the call's media ends with it.
     requests.close();
     shell.media.close();
+    // Notifiers finish what they were given, then end.
+    shell.notifiers.clear();
     // INVITEs still under way finish before their dialogs leave the layer.
     let invites = &mut shell.invites;
     let _ = tokio::time::timeout(INVITE_WAIT, async {
@@ -245,6 +250,8 @@ struct Shell {
     contact: Option<rsipstack::sip::Uri>,
     /// Inputs from commands that could not be carried out: the core's next turn.
     pending: Vec<Input>,
+    /// Per leg that sent a REFER: its NOTIFYs (and a hang-up after them), sent in order.
+    notifiers: Vec<(LegId, UnboundedSender<Notice>)>,
     env: Arc<CallEnv>,
 }
 
@@ -273,6 +280,10 @@ impl Surroundings for Around<'_> {
 
     fn utc_stamp(&self) -> String {
         utc_stamp()
+    }
+
+    fn default_media(&self) -> (String, String) {
+        self.env.router.default_media()
     }
 }
 
@@ -424,10 +435,35 @@ impl Shell {
                 let _ = handle.reply(StatusCode::OK).await;
                 return;
             }
-            DialogState::Refer(_, _, handle)
-            | DialogState::Message(_, _, handle)
-            | DialogState::Notify(_, _, handle)
-            | DialogState::Publish(_, _, handle) => {
+            DialogState::Refer(_, req, handle) => {
+                let header = |names: &[&str]| {
+                    req.headers
+                        .iter()
+                        .find(|h| names.iter().any(|n| h.name().eq_ignore_ascii_case(n)))
+                        .map(|h| h.value().trim().to_string())
+                };
+                let Some(refer_to) = header(&["Refer-To", "r"]) else {
+                    info!(call = %self.core.id(), leg = %leg, "REFER without Refer-To refused with 400");
+                    let _ = handle.reply(StatusCode::BadRequest).await;
+                    return;
+                };
+                let request = self.next_request;
+                self.next_request += 1;
+                self.transactions.insert(request, handle);
+                Input::Refer {
+                    leg,
+                    request,
+                    refer_to,
+                    referred_by: header(&["Referred-By", "b"]),
+                    // RFC 4488: `Refer-Sub: false` asks for no NOTIFYs.
+                    subscribe: !header(&["Refer-Sub"])
+                        .is_some_and(|v| v.eq_ignore_ascii_case("false")),
+                }
+            }
+            DialogState::Message(_, req, handle)
+            | DialogState::Notify(_, req, handle)
+            | DialogState::Publish(_, req, handle) => {
+                info!(call = %self.core.id(), leg = %leg, "{} refused with 501: not taken in a call", req.method);
                 let _ = handle.reply(StatusCode::NotImplemented).await;
                 return;
             }
@@ -500,7 +536,28 @@ impl Shell {
                     };
                 }
             }
-            Command::Hangup { leg } => self.hang_up(leg),
+            Command::AcceptRefer { request, subscribe } => {
+                if let Some(handle) = self.transactions.remove(&request) {
+                    // RFC 4488: a REFER that asked for no subscription is told none was made.
+                    let headers = (!subscribe)
+                        .then(|| vec![Header::Other("Refer-Sub".into(), "false".into())]);
+                    let _ = handle.respond(StatusCode::Accepted, headers, None).await;
+                }
+            }
+            Command::NotifyRefer {
+                leg,
+                status,
+                terminated,
+            } => self.notice(leg, Notice::Refer { status, terminated }),
+            Command::Hangup { leg } => {
+                if self.notifiers.iter().any(|(l, _)| *l == leg) {
+                    // After the NOTIFYs already given: the phone learns how its transfer
+                    // went before its call ends.
+                    self.notice(leg, Notice::Hangup);
+                } else {
+                    self.hang_up(leg);
+                }
+            }
             Command::Hear { leg, source } => self.hear(leg, source),
             Command::Media(command) => self.media.command(command),
             Command::Record(to) => {
@@ -528,6 +585,7 @@ impl Shell {
             from_display,
             sdp,
             max_forwards,
+            referred_by,
         } = invite;
         let callee =
             rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
@@ -548,7 +606,11 @@ impl Shell {
             offer: Some(sdp),
             contact,
             call_id: Some(call_id),
-            headers: Some(vec![Header::MaxForwards(max_forwards.into())]),
+            headers: Some(
+                std::iter::once(Header::MaxForwards(max_forwards.into()))
+                    .chain(referred_by.map(|r| Header::ReferredBy(r.into())))
+                    .collect(),
+            ),
             ..Default::default()
         };
         let (dialog, result) = self
@@ -583,6 +645,55 @@ impl Shell {
         });
     }
 
+    /// Gives `leg`'s notifier `notice`, starting it with the first: one task per leg that
+    /// sent a REFER, so its NOTIFYs go out in order (their CSeqs rise with them) and a hang-up
+    /// of the leg follows the last of them. The call waits for it, as for a hang-up.
+    fn notice(&mut self, leg: LegId, notice: Notice) {
+        if let Some((_, tx)) = self.notifiers.iter().find(|(l, _)| *l == leg) {
+            let _ = tx.send(notice);
+            return;
+        }
+        let Some(d) = self.dialog(leg).cloned() else {
+            return;
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let _ = tx.send(notice);
+        self.notifiers.push((leg, tx));
+        let call = self.core.id().clone();
+        self.hangups.spawn(async move {
+            while let Some(notice) = rx.recv().await {
+                match notice {
+                    Notice::Refer { status, terminated } => {
+                        let state = if terminated {
+                            "terminated;reason=noresource"
+                        } else {
+                            "active;expires=60"
+                        };
+                        let headers = vec![
+                            Header::Event("refer".into()),
+                            Header::SubscriptionState(state.into()),
+                            Header::ContentType("message/sipfrag".into()),
+                        ];
+                        let body = format!("SIP/2.0 {}\r\n", StatusCode::from(status));
+                        debug!(call = %call, leg = %leg, "NOTIFY {}", body.trim_end());
+                        if let Err(e) = d
+                            .request(Method::Notify, Some(headers), Some(body.into_bytes()))
+                            .await
+                        {
+                            debug!(call = %call, leg = %leg, "NOTIFY: {e}");
+                        }
+                    }
+                    Notice::Hangup => {
+                        if let Err(e) = d.hangup().await {
+                            debug!(call = %call, leg = %leg, "hang-up: {e}");
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// `leg` hears `source`: another leg, a clip from the library, or silence. A clip that cannot
     /// be played is silence, and one not looped counts as played at once (what waited for it
     /// goes on).
@@ -605,6 +716,12 @@ impl Shell {
         };
         self.media.hear(leg, hearing);
     }
+}
+
+/// What a leg's notifier sends, in order.
+enum Notice {
+    Refer { status: u16, terminated: bool },
+    Hangup,
 }
 
 /// An INVITE's outcome as a core input.

@@ -242,6 +242,14 @@ impl Router for Routing {
         party.flow().cloned()
     }
 
+    fn default_media(&self) -> (String, String) {
+        let config = (self.config)();
+        (
+            config.media.music_on_hold.clone(),
+            config.media.ringback.clone(),
+        )
+    }
+
     fn is_extension(&self, dialled: &str) -> bool {
         (self.config)()
             .directory

@@ -82,7 +82,15 @@ impl Surroundings for Fake {
     fn utc_stamp(&self) -> String {
         "20261204T120000Z".into()
     }
+
+    fn default_media(&self) -> (String, String) {
+        (DEFAULT_MOH.into(), DEFAULT_RINGBACK.into())
+    }
 }
+
+/// The config's music on hold and ringback, as the surroundings give them.
+pub const DEFAULT_MOH: &str = "default_moh.wav";
+pub const DEFAULT_RINGBACK: &str = "%(2000,4000,440,480)";
 
 /// What the media plane of the call was told, leg by leg.
 #[derive(Clone, Debug, Default)]
@@ -418,6 +426,21 @@ impl Call {
             .collect()
     }
 
+    /// The NOTIFYs sent to `leg` about its REFER: (status, terminated), in order.
+    pub fn notifies(&self, leg: LegId) -> Vec<(u16, bool)> {
+        self.log
+            .iter()
+            .filter_map(|c| match c {
+                Command::NotifyRefer {
+                    leg: l,
+                    status,
+                    terminated,
+                } if *l == leg => Some((*status, *terminated)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The INVITE sent to the callee.
     pub fn placed_b(&self) -> Invite {
         self.log
@@ -487,6 +510,19 @@ fn copy(c: &Command) -> Command {
             sdp: sdp.clone(),
         },
         Command::Hangup { leg } => Command::Hangup { leg: *leg },
+        Command::AcceptRefer { request, subscribe } => Command::AcceptRefer {
+            request: *request,
+            subscribe: *subscribe,
+        },
+        Command::NotifyRefer {
+            leg,
+            status,
+            terminated,
+        } => Command::NotifyRefer {
+            leg: *leg,
+            status: *status,
+            terminated: *terminated,
+        },
         Command::Hear { leg, source } => Command::Hear {
             leg: *leg,
             source: source.clone(),

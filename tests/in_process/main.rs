@@ -9,5 +9,6 @@ mod engine_rules;
 mod harness;
 mod layering;
 mod media_call;
+mod refer;
 mod whole_call;
 mod wire;

@@ -7,7 +7,7 @@
 
 mod run;
 
-pub use run::{FAILURE_TONE, REFUSED_TONE, Transfer, failure_reason};
+pub use run::{FAILURE_TONE, REFER_BYE_GRACE_MS, REFUSED_TONE, Transfer, failure_reason};
 
 use serde::{Serialize, Serializer};
 
@@ -207,6 +207,30 @@ impl TransferData {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             on_fail: OnFail::default_for(kind),
             allowed_targets: Some(TargetRule::any()),
+        }
+    }
+}
+
+impl TransferData {
+    /// A transfer a phone asks for by REFER when the transferor's metaflow has no `transfer`
+    /// node: blind (the phone has dialled the target already), the config's music and
+    /// ringback, the module's timeout and `on_fail`, and only extensions of the directory as
+    /// targets — a phone's button opens no more than a `*2` code does.
+    pub fn for_refer(target: String, moh: String, ringback: String) -> TransferData {
+        let mut data = TransferData::for_api(TransferType::Blind, target, None, moh, ringback);
+        data.allowed_targets = None;
+        data
+    }
+
+    /// Whether `target` may be called: it matches `allowed_targets`, or with none written, it is
+    /// an extension of the directory.
+    pub fn allows(&self, target: &str, is_extension: impl FnOnce(&str) -> bool) -> bool {
+        if target.is_empty() {
+            return false;
+        }
+        match &self.allowed_targets {
+            Some(rule) => rule.allows(target),
+            None => is_extension(target),
         }
     }
 }

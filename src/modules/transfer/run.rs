@@ -17,6 +17,14 @@
 //! talk. Failure with T gone (blind, or a partial transfer) → `on_fail`: `recall` and
 //! `reconnect` ring T back (R) and connect E when T answers, `hangup` plays E a failure tone
 //! and hangs up; a recall nobody answers ends the same way.
+//!
+//! By REFER (the phone's own transfer button, RFC 3515): T asked for the transfer of E to X;
+//! X is called presenting E's caller ID, with the REFER's `Referred-By`; E hears music, T
+//! silence, and T's phone is told X's progress by NOTIFY (`100`, X's 18x, X's final answer).
+//! X answers → E and X talk, and T — whose phone should now say BYE — is hung up if it has not
+//! within [`REFER_BYE_GRACE_MS`]. X fails → T and E talk again (the NOTIFY says why). T hangs up
+//! before X answers (most phones do right after the 202) → as a blind transfer from there,
+//! `on_fail` included.
 
 use crate::events::{EventKind, Role};
 use crate::keys::Key;
@@ -32,6 +40,19 @@ pub const FAILURE_TONE: &str = "%(330,30,950);%(330,30,1400);%(330,1000,1800)";
 pub const REFUSED_TONE: &str = "%(200,100,480,620);%(200,100,480,620)";
 /// Keys of the transferor kept for the suffix match of the transfer keys.
 const KEPT_KEYS: usize = 32;
+/// How long a transferor by REFER may stay on after its transfer completed (its phone says BYE
+/// on the final NOTIFY) before it is hung up.
+pub const REFER_BYE_GRACE_MS: u64 = 5_000;
+
+/// The final status a NOTIFY reports for a target that failed for `reason`.
+fn refer_status(reason: &str) -> u16 {
+    match reason {
+        "timeout" => 408,
+        "target_hung_up" | "failed" => 480,
+        "transferee_hung_up" | "cancelled" | "takeback" | "resumed" | "api" => 487,
+        _ => 500,
+    }
+}
 
 /// Reasons a SIP final response gives for a failed leg.
 pub fn failure_reason(status: u16) -> &'static str {
@@ -57,6 +78,10 @@ enum Stage {
     Direct,
     /// T is being called back (R) for E.
     Recalling,
+    /// By REFER: X rings; E hears music, T waits for the NOTIFYs.
+    Referred,
+    /// By REFER: E and X talk; T's phone is expected to hang up.
+    ReferDone,
     /// This party (E, or T left alone) hears the failure tone, then is hung up.
     FailureTone { leg: LegId },
     /// T hears the refusal tone, then talks to E again.
@@ -73,6 +98,8 @@ pub struct Transfer {
     keys: Vec<Key>,
     deadline: Option<u64>,
     target: String,
+    /// Asked for by REFER; `Some(true)`: T's phone wants NOTIFYs.
+    refer: Option<bool>,
 }
 
 impl Transfer {
@@ -99,6 +126,7 @@ impl Transfer {
             keys: Vec::new(),
             deadline: None,
             target: target.clone(),
+            refer: None,
             data,
         };
         if !me.allowed(ctx) {
@@ -136,14 +164,51 @@ impl Transfer {
         (Some(me), Step::Continue)
     }
 
+    /// Starts the transfer of `e` to `target` that `t`'s phone asked for by REFER (already
+    /// answered 202, `target` already allowed); `notify`: the phone wants NOTIFYs.
+    pub fn by_refer(
+        ctx: &mut dyn CallContext,
+        t: LegId,
+        e: LegId,
+        data: TransferData,
+        target: String,
+        notify: bool,
+        referred_by: Option<String>,
+    ) -> Transfer {
+        let mut me = Transfer {
+            t,
+            e,
+            x: None,
+            r: None,
+            stage: Stage::Referred,
+            keys: Vec::new(),
+            deadline: Some(ctx.now() + data.timeout_ms),
+            target: target.clone(),
+            refer: Some(notify),
+            data,
+        };
+        ctx.event(
+            EventKind::TransferStarted {
+                target: target.clone(),
+            },
+            &[(Role::Transferor, t), (Role::Transferee, e)],
+        );
+        me.notify(ctx, 100, false);
+        me.x = Some(ctx.originate_referred(Target::Dial(target), e, referred_by));
+        ctx.play(e, &me.data.moh, true);
+        ctx.hear(t, Source::Silence);
+        me
+    }
+
+    /// Tells T's phone how its REFER goes, when it asked for that and is still there.
+    fn notify(&self, ctx: &mut dyn CallContext, status: u16, terminated: bool) {
+        if self.refer == Some(true) {
+            ctx.notify_refer(self.t, status, terminated);
+        }
+    }
+
     fn allowed(&self, ctx: &dyn CallContext) -> bool {
-        if self.target.is_empty() {
-            return false;
-        }
-        match &self.data.allowed_targets {
-            Some(rule) => rule.allows(&self.target),
-            None => ctx.is_extension(&self.target),
-        }
+        self.data.allows(&self.target, |t| ctx.is_extension(t))
     }
 
     pub fn deadline(&self) -> Option<u64> {
@@ -170,9 +235,14 @@ impl Transfer {
         let Some(x) = self.x else {
             return Step::Continue;
         };
+        if self.stage == Stage::ReferDone {
+            // T's phone did not hang up after its transfer completed.
+            ctx.hangup(self.t);
+            return Step::Done;
+        }
         if ctx.state(x) == LegState::Ringing {
             ctx.hangup(x);
-            return self.target_failed(ctx, "timeout");
+            return self.target_failed(ctx, "timeout", 408);
         }
         if self.stage == Stage::Recalling
             && let Some(r) = self.r
@@ -187,7 +257,9 @@ impl Transfer {
     /// `resume` while the transfer runs: like a takeback.
     pub fn resume(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } => self.take_back(ctx, "resumed"),
+            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
+                self.take_back(ctx, "resumed")
+            }
             _ => Step::Continue,
         }
     }
@@ -196,7 +268,9 @@ impl Transfer {
     /// is past the point where it could be taken back.
     pub fn cancel(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.take_back(ctx, "api")),
+            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
+                Some(self.take_back(ctx, "api"))
+            }
             _ => None,
         }
     }
@@ -205,7 +279,9 @@ impl Transfer {
     /// T is released); `None` when T has already left.
     pub fn complete(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } => Some(self.complete_now(ctx)),
+            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
+                Some(self.complete_now(ctx))
+            }
             _ => None,
         }
     }
@@ -252,7 +328,7 @@ impl Transfer {
             }
             Happened::Answered { leg } if Some(leg) == self.x => self.target_answered(ctx),
             Happened::Failed { leg, status } if Some(leg) == self.x => {
-                self.target_failed(ctx, failure_reason(status))
+                self.target_failed(ctx, failure_reason(status), status)
             }
             Happened::HungUp { leg } if Some(leg) == self.x => self.target_hung_up(ctx),
             Happened::HungUp { leg } if leg == self.t => self.transferor_left(ctx),
@@ -315,6 +391,7 @@ impl Transfer {
         if let Some(x) = self.x {
             ctx.hangup(x);
         }
+        self.notify(ctx, refer_status(how), true);
         ctx.bridge(self.t, self.e);
         ctx.event(EventKind::TransferTakenBack { how }, &self.legs());
         Step::Done
@@ -336,6 +413,13 @@ impl Transfer {
                 if early_media {
                     ctx.hear(self.t, Source::Leg(x));
                     self.stage = Stage::Ringing { early: true };
+                }
+            }
+            Stage::Referred => {
+                ctx.event(EventKind::TargetRinging, &self.legs());
+                self.notify(ctx, if early_media { 183 } else { 180 }, false);
+                if early_media {
+                    ctx.hear(self.e, Source::Leg(x));
                 }
             }
             Stage::Unattended | Stage::Direct => {
@@ -376,11 +460,25 @@ impl Transfer {
                 ctx.event(EventKind::TransferCompleted, &self.legs());
                 Step::Done
             }
+            Stage::Referred => {
+                ctx.bridge(self.e, x);
+                ctx.event(EventKind::TransferCompleted, &self.legs());
+                self.notify(ctx, 200, true);
+                self.stage = Stage::ReferDone;
+                self.deadline = Some(ctx.now() + REFER_BYE_GRACE_MS);
+                Step::Continue
+            }
             _ => Step::Continue,
         }
     }
 
-    fn target_failed(&mut self, ctx: &mut dyn CallContext, reason: &'static str) -> Step {
+    /// X failed for `reason` (`status`: the final answer, or what stands for it).
+    fn target_failed(
+        &mut self,
+        ctx: &mut dyn CallContext,
+        reason: &'static str,
+        status: u16,
+    ) -> Step {
         self.deadline = None;
         ctx.event(
             EventKind::TransferFailed {
@@ -391,6 +489,11 @@ impl Transfer {
         );
         match self.stage {
             Stage::Ringing { .. } => {
+                ctx.bridge(self.t, self.e);
+                Step::Done
+            }
+            Stage::Referred => {
+                self.notify(ctx, status, true);
                 ctx.bridge(self.t, self.e);
                 Step::Done
             }
@@ -415,9 +518,11 @@ impl Transfer {
                 Step::Done
             }
             // Before an answer, a hang-up of X is a failure to reach it.
-            Stage::Ringing { .. } | Stage::Unattended | Stage::Direct => {
-                self.target_failed(ctx, "failed")
+            Stage::Ringing { .. } | Stage::Unattended | Stage::Direct | Stage::Referred => {
+                self.target_failed(ctx, "failed", 480)
             }
+            // E is alone now: the call settles (E, and T if still there, are hung up).
+            Stage::ReferDone => Step::Done,
             _ => Step::Continue,
         }
     }
@@ -437,6 +542,12 @@ impl Transfer {
                 ctx.event(EventKind::TransferCompleted, &self.legs());
                 Step::Done
             }
+            // T's phone hung up right after its REFER: a blind transfer from here.
+            Stage::Referred => {
+                self.stage = Stage::Unattended;
+                Step::Continue
+            }
+            Stage::ReferDone => Step::Done,
             _ => Step::Continue,
         }
     }
@@ -456,6 +567,14 @@ impl Transfer {
                 Step::Continue
             }
             Stage::Direct => Step::Continue,
+            Stage::Referred => {
+                if let Some(x) = self.x {
+                    ctx.hangup(x);
+                }
+                self.notify(ctx, 487, true);
+                Step::Done
+            }
+            Stage::ReferDone => Step::Done,
             Stage::Unattended | Stage::FailureTone { .. } => {
                 if let Some(x) = self.x {
                     ctx.hangup(x);
