@@ -1,12 +1,12 @@
-//! The call's control plane. At its heart the call core (`core.rs`): one call, from the caller's
-//! INVITE to its end, as one sans-IO state machine — inputs in with the time (`input.rs`),
-//! commands and typed events out (`command.rs`, `crate::events`), no sockets, tasks or clocks,
-//! so every call scenario is a plain test on a virtual clock (tests/in_process/) and the same
-//! scenario runs end to end with real phones (tests/e2e/). Around it: one record per leg
+//! The call's control plane. At its heart the call core (`machine.rs`): one call, from the
+//! caller's INVITE to its end, as one sans-IO state machine — inputs in with the time
+//! (`input.rs`), commands and typed events out (`command.rs`, `crate::events`), no sockets, tasks
+//! or clocks, so every call scenario is a plain test on a virtual clock (tests/in_process/) and
+//! the same scenario runs end to end with real phones (tests/e2e/). Around it: one record per leg
 //! (`leg.rs`), the session descriptions (`session.rs`), the running feature's view of the call
 //! (`context.rs`; the features themselves are `crate::modules`), API requests (`request.rs`), a
-//! phone's REFER (`refer.rs`), and the registry of calls in progress that the dispatcher and the API read (`registry.rs`, the one
-//! piece here shared across tasks).
+//! phone's REFER (`refer.rs`), and the registry of calls in progress that the dispatcher and the
+//! API read (`registry.rs`, the one piece here shared across tasks).
 
 mod command;
 mod context;
