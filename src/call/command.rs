@@ -59,6 +59,7 @@ pub enum Command {
     },
     /// 202 Accepted to a REFER; `subscribe`: false answers `Refer-Sub: false` (RFC 4488).
     AcceptRefer {
+        leg: LegId,
         request: RequestId,
         subscribe: bool,
     },

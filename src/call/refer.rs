@@ -181,9 +181,11 @@ impl CallCore {
             return respond(self, 403, "the target is not allowed (`allowed_targets`)");
         }
         info!(call = %id, leg = %leg, "REFER: transferring {transferee} to `{target}`");
-        self.call
-            .commands
-            .push_back(Command::AcceptRefer { request, subscribe });
+        self.call.commands.push_back(Command::AcceptRefer {
+            leg,
+            request,
+            subscribe,
+        });
         let transfer = Transfer::by_refer(
             &mut self.call.ctx(env),
             leg,

@@ -15,13 +15,15 @@ use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, Method, StatusCode, StatusCodeKind};
+use rsipstack::sip::{Header, StatusCode, StatusCodeKind};
 use rsipstack::transaction::transaction::Transaction;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{debug, info, warn};
 
+use super::capabilities;
 use super::dialog_events::{DialogEvents, Inbox, InboxHandle};
 use super::info_dtmf::{InfoError, key_of};
+use super::refer_notifier::{Notice, ReferNotifier};
 use crate::call::registry::{CallGuard, CallInfo, Calls};
 use crate::call::request::{Request, RequestReceiver};
 use crate::call::{CallCore, CallSetup, Command, Input, Invite, RequestId, Surroundings};
@@ -250,8 +252,8 @@ struct Shell {
     contact: Option<rsipstack::sip::Uri>,
     /// Inputs from commands that could not be carried out: the core's next turn.
     pending: Vec<Input>,
-    /// Per leg that sent a REFER: its NOTIFYs (and a hang-up after them), sent in order.
-    notifiers: Vec<(LegId, UnboundedSender<Notice>)>,
+    /// Per leg whose REFER was accepted: its NOTIFYs (and a hang-up after them), in order.
+    notifiers: Vec<ReferNotifier>,
     env: Arc<CallEnv>,
 }
 
@@ -382,6 +384,12 @@ impl Shell {
     /// A dialog event of `leg`, as a core input (or answered here when it is plain SIP: OPTIONS,
     /// the methods hookflash does not take in a call).
     async fn on_dialog(&mut self, leg: LegId, state: DialogState) {
+        if let DialogState::Confirmed(..) = state
+            && let Some(n) = self.notifier(leg)
+        {
+            // Back from answering a REFER: its NOTIFYs may go.
+            n.confirmed();
+        }
         let input = match state {
             DialogState::Early(_, resp) if leg != LegId::A => Input::Progress {
                 leg,
@@ -432,7 +440,9 @@ impl Shell {
                 }
             }
             DialogState::Options(_, _, handle) => {
-                let _ = handle.reply(StatusCode::OK).await;
+                let mut headers = capabilities::headers();
+                headers.push(Header::Accept(capabilities::ACCEPT.into()));
+                let _ = handle.respond(StatusCode::OK, Some(headers), None).await;
                 return;
             }
             DialogState::Refer(_, req, handle) => {
@@ -464,12 +474,19 @@ impl Shell {
             | DialogState::Notify(_, req, handle)
             | DialogState::Publish(_, req, handle) => {
                 info!(call = %self.core.id(), leg = %leg, "{} refused with 501: not taken in a call", req.method);
-                let _ = handle.reply(StatusCode::NotImplemented).await;
+                let allow = vec![Header::Allow(capabilities::ALLOW.into())];
+                let _ = handle
+                    .respond(StatusCode::NotImplemented, Some(allow), None)
+                    .await;
                 return;
             }
             _ => return,
         };
         self.input(input).await;
+    }
+
+    fn notifier(&mut self, leg: LegId) -> Option<&mut ReferNotifier> {
+        self.notifiers.iter_mut().find(|n| n.leg == leg)
     }
 
     fn dialog(&self, leg: LegId) -> Option<&InviteDialog> {
@@ -499,13 +516,16 @@ impl Shell {
         match command {
             Command::Ringing { sdp } => {
                 if let Some(a) = a {
-                    let headers = sdp.as_ref().and_then(|_| sdp_headers());
-                    let _ = a.ringing(headers, sdp);
+                    let mut headers = capabilities::headers();
+                    if sdp.is_some() {
+                        headers.extend(sdp_headers().unwrap_or_default());
+                    }
+                    let _ = a.ringing(Some(headers), sdp);
                 }
             }
             Command::Accept { sdp } => {
                 if let Some(a) = a
-                    && let Err(e) = a.accept(sdp_headers(), Some(sdp))
+                    && let Err(e) = a.accept(call_headers(), Some(sdp))
                 {
                     info!(call = %self.core.id(), "could not answer the caller: {e}");
                     self.pending.push(Input::HungUp { leg: LegId::A });
@@ -536,28 +556,40 @@ impl Shell {
                     };
                 }
             }
-            Command::AcceptRefer { request, subscribe } => {
+            Command::AcceptRefer {
+                leg,
+                request,
+                subscribe,
+            } => {
                 if let Some(handle) = self.transactions.remove(&request) {
                     // RFC 4488: a REFER that asked for no subscription is told none was made.
                     let headers = (!subscribe)
                         .then(|| vec![Header::Other("Refer-Sub".into(), "false".into())]);
                     let _ = handle.respond(StatusCode::Accepted, headers, None).await;
                 }
+                // A new REFER gets a new notifier; the one before finishes what it was given.
+                self.notifiers.retain(|n| n.leg != leg);
+                if subscribe && let Some(d) = self.dialog(leg).cloned() {
+                    let id = self.core.id().clone();
+                    let notifier = ReferNotifier::start(&mut self.hangups, d, id, leg);
+                    self.notifiers.push(notifier);
+                }
             }
             Command::NotifyRefer {
                 leg,
                 status,
                 terminated,
-            } => self.notice(leg, Notice::Refer { status, terminated }),
-            Command::Hangup { leg } => {
-                if self.notifiers.iter().any(|(l, _)| *l == leg) {
-                    // After the NOTIFYs already given: the phone learns how its transfer
-                    // went before its call ends.
-                    self.notice(leg, Notice::Hangup);
-                } else {
-                    self.hang_up(leg);
+            } => {
+                if let Some(n) = self.notifier(leg) {
+                    n.send(Notice::Refer { status, terminated });
                 }
             }
+            Command::Hangup { leg } => match self.notifier(leg) {
+                // After the NOTIFYs already given: the phone learns how its transfer went
+                // before its call ends.
+                Some(n) => n.send(Notice::Hangup),
+                None => self.hang_up(leg),
+            },
             Command::Hear { leg, source } => self.hear(leg, source),
             Command::Media(command) => self.media.command(command),
             Command::Record(to) => {
@@ -608,6 +640,7 @@ impl Shell {
             call_id: Some(call_id),
             headers: Some(
                 std::iter::once(Header::MaxForwards(max_forwards.into()))
+                    .chain(capabilities::headers())
                     .chain(referred_by.map(|r| Header::ReferredBy(r.into())))
                     .collect(),
             ),
@@ -645,55 +678,6 @@ impl Shell {
         });
     }
 
-    /// Gives `leg`'s notifier `notice`, starting it with the first: one task per leg that
-    /// sent a REFER, so its NOTIFYs go out in order (their CSeqs rise with them) and a hang-up
-    /// of the leg follows the last of them. The call waits for it, as for a hang-up.
-    fn notice(&mut self, leg: LegId, notice: Notice) {
-        if let Some((_, tx)) = self.notifiers.iter().find(|(l, _)| *l == leg) {
-            let _ = tx.send(notice);
-            return;
-        }
-        let Some(d) = self.dialog(leg).cloned() else {
-            return;
-        };
-        let (tx, mut rx) = unbounded_channel();
-        let _ = tx.send(notice);
-        self.notifiers.push((leg, tx));
-        let call = self.core.id().clone();
-        self.hangups.spawn(async move {
-            while let Some(notice) = rx.recv().await {
-                match notice {
-                    Notice::Refer { status, terminated } => {
-                        let state = if terminated {
-                            "terminated;reason=noresource"
-                        } else {
-                            "active;expires=60"
-                        };
-                        let headers = vec![
-                            Header::Event("refer".into()),
-                            Header::SubscriptionState(state.into()),
-                            Header::ContentType("message/sipfrag".into()),
-                        ];
-                        let body = format!("SIP/2.0 {}\r\n", StatusCode::from(status));
-                        debug!(call = %call, leg = %leg, "NOTIFY {}", body.trim_end());
-                        if let Err(e) = d
-                            .request(Method::Notify, Some(headers), Some(body.into_bytes()))
-                            .await
-                        {
-                            debug!(call = %call, leg = %leg, "NOTIFY: {e}");
-                        }
-                    }
-                    Notice::Hangup => {
-                        if let Err(e) = d.hangup().await {
-                            debug!(call = %call, leg = %leg, "hang-up: {e}");
-                        }
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
     /// `leg` hears `source`: another leg, a clip from the library, or silence. A clip that cannot
     /// be played is silence, and one not looped counts as played at once (what waited for it
     /// goes on).
@@ -716,12 +700,6 @@ impl Shell {
         };
         self.media.hear(leg, hearing);
     }
-}
-
-/// What a leg's notifier sends, in order.
-enum Notice {
-    Refer { status: u16, terminated: bool },
-    Hangup,
 }
 
 /// An INVITE's outcome as a core input.
@@ -757,6 +735,13 @@ fn invite_outcome(leg: LegId, outcome: Result<InviteAsyncResult, tokio::task::Jo
 
 fn sdp_headers() -> Option<Vec<Header>> {
     Some(vec![Header::ContentType("application/sdp".into())])
+}
+
+/// An SDP body's type, with what hookflash can do (`Allow`, `Supported`).
+fn call_headers() -> Option<Vec<Header>> {
+    let mut headers = capabilities::headers();
+    headers.extend(sdp_headers().unwrap_or_default());
+    Some(headers)
 }
 
 /// Now in UTC as `20261123T153000Z`.

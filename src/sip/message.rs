@@ -56,6 +56,34 @@ impl Request {
         }
     }
 
+    /// Where the request says it came from, for the log: its top Via's `received`/`rport` when
+    /// the stack added them, else its sent-by.
+    pub fn sender(&self) -> String {
+        if let Some(source) = self.source {
+            return source.to_string();
+        }
+        let Some(via) = self.header("Via") else {
+            return "?".into();
+        };
+        let via = via.split(',').next().unwrap_or_default();
+        let mut parts = via.split(';');
+        let sent_by = parts
+            .next()
+            .and_then(|p| p.split_whitespace().nth(1))
+            .unwrap_or("?");
+        let param = |name: &str| {
+            via.split(';').skip(1).find_map(|p| {
+                let (n, v) = p.split_once('=')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        };
+        match (param("received"), param("rport")) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => sent_by.to_string(),
+        }
+    }
+
     /// A received UDP datagram as the daemon reads it: repaired (`repair.rs`), then parsed by
     /// rsipstack. `None` when it is not a request rsipstack can read.
     pub fn from_datagram(packet: &[u8]) -> Option<Request> {

@@ -3,10 +3,12 @@
 
 pub mod auth;
 pub mod call;
+pub mod capabilities;
 pub mod dialog_events;
 pub mod digest;
 pub mod info_dtmf;
 pub mod message;
+pub mod refer_notifier;
 pub mod register;
 pub mod registrar;
 pub mod repair;

@@ -29,6 +29,7 @@ use crate::media::relay::MediaRelay;
 use crate::random::random_u64;
 
 use super::call::{CallEnv, CallPlan, Router, run_call};
+use super::capabilities;
 use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
@@ -314,15 +315,17 @@ async fn handle(mut tx: Transaction, state: &State) {
             Err(reply) => reply,
         },
         Method::Options => Reply::status(200)
-            .with(
-                "Allow",
-                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER",
-            )
-            .with(
-                "Accept",
-                "application/sdp, application/dtmf-relay, application/dtmf",
-            ),
-        _ => Reply::status(501),
+            .with("Allow", capabilities::ALLOW)
+            .with("Supported", capabilities::SUPPORTED)
+            .with("Accept", capabilities::ACCEPT),
+        _ => {
+            info!(
+                "{} from {} refused with 501: not taken outside a call",
+                request.method,
+                request.sender()
+            );
+            Reply::status(501).with("Allow", capabilities::ALLOW)
+        }
     };
     send(&mut tx, reply).await;
 }

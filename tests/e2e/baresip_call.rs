@@ -188,6 +188,49 @@ fn baresip_phones_do_an_attended_transfer() {
 }
 
 #[test]
+fn a_baresip_phones_transfer_button_sends_its_call_on_by_refer() {
+    // baresip's `transfer` is its transfer button: a blind REFER (baresip 1.0:
+    // src/call.c `call_transfer`), and it hangs up itself on the NOTIFY with `200 OK`
+    // (`sipsub_notify_handler`) — or, before hookflash took REFER, on the 501.
+    assert!(
+        have_baresip(),
+        "baresip is needed (apt-get install baresip)"
+    );
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let bob = Phone::start("1002", "pass1002", sandbox.sip_port, "auto");
+    daemon.wait_for("`1002@127.0.0.1` registered");
+    let _carol = Phone::start("1003", "pass1003", sandbox.sip_port, "auto");
+    daemon.wait_for("`1003@127.0.0.1` registered");
+    let alice = Phone::start("1001", "pass1001", sandbox.sip_port, "manual");
+    daemon.wait_for("`1001@127.0.0.1` registered");
+
+    alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
+    daemon.wait_for("answered");
+    alice.command(
+        "transfer",
+        &format!("sip:1003@127.0.0.1:{}", sandbox.sip_port),
+    );
+    let started = daemon.event("transfer.started");
+    assert_eq!(started["legs"]["transferor"], "a");
+    assert_eq!(started["detail"], "1003");
+    daemon.event("target.answered");
+    daemon.event("transfer.completed");
+    // Alice's phone, told `200 OK`, hangs up by itself.
+    let left = daemon.wait_for("leg ended");
+    assert!(left.contains("UacBye") && left.contains("leg=a"), "{left}");
+    // Bob and Carol talk until Bob hangs up: Carol gets a BYE and the call ends with nothing
+    // left behind.
+    bob.command("hangup", "");
+    let ended = daemon.wait_for("call ended");
+    assert!(
+        ended.contains("calls_left=0") && ended.contains("rtp_pairs_in_use=0"),
+        "{ended}"
+    );
+}
+
+#[test]
 fn a_baresip_phones_ssrc_label_and_rtcp_mode_do_not_reach_the_other_party() {
     // baresip announces its stream (`a=ssrc:… cname:…`, `a=label:1`, `a=rtcp-rsize`); hookflash
     // sends the callee its own stream, so none of these may reach it. The callee (sipp) fails its

@@ -75,3 +75,70 @@ fn a_taken_sip_port_is_a_clear_error() {
         "{log}"
     );
 }
+
+/// Sends `request` (its `{branch}` filled in) over UDP and returns the final response, whole.
+fn final_response(target: &str, request: &str) -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let request = request
+        .replace("{port}", &port.to_string())
+        .replace("{branch}", &format!("z9hG4bK{port}"));
+    socket.send_to(request.as_bytes(), target).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+    panic!("no final response to {request}");
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn options_and_refusals_tell_phones_the_truth_about_what_hookflash_takes() {
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("SIP listening");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let request = |method: &str| {
+        format!(
+            "{method} sip:1002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{{port}};branch={{branch}}\r\n\
+             From: <sip:1001@127.0.0.1>;tag=a{method}\r\nTo: <sip:1002@127.0.0.1>\r\n\
+             Call-ID: {method}-caps@test\r\nCSeq: 1 {method}\r\nContact: <sip:1001@127.0.0.1:{{port}}>\r\n\
+             Event: presence\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // OPTIONS: the methods (REFER among them: the phone's transfer button works), the
+    // extensions (RFC 4488's norefersub) and the bodies hookflash reads.
+    let options = final_response(&target, &request("OPTIONS"));
+    assert!(options.starts_with("SIP/2.0 200"), "{options}");
+    let allow = header(&options, "Allow").expect("OPTIONS answers with Allow");
+    for method in [
+        "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "REFER",
+    ] {
+        assert!(allow.contains(method), "Allow: {allow}");
+    }
+    assert!(
+        !allow.contains("SUBSCRIBE") && !allow.contains("MESSAGE"),
+        "{allow}"
+    );
+    assert_eq!(header(&options, "Supported"), Some("norefersub"));
+    assert!(header(&options, "Accept").is_some_and(|a| a.contains("application/sdp")));
+    // A method hookflash does not take: 501, with what it does take, and a log line that says
+    // who asked for what.
+    let subscribe = final_response(&target, &request("SUBSCRIBE"));
+    assert!(subscribe.starts_with("SIP/2.0 501"), "{subscribe}");
+    assert_eq!(header(&subscribe, "Allow"), Some(allow));
+    let line = daemon.wait_for("SUBSCRIBE from 127.0.0.1:");
+    assert!(line.contains("refused with 501"), "{line}");
+}

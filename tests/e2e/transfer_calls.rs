@@ -609,3 +609,146 @@ fn after_a_transfer_the_transferee_is_heard_by_its_new_peers_metaflow() {
     assert_eq!(fired["metaflow"], "default+operator", "{fired}");
     s.finish();
 }
+
+/// The phone's transfer button, as sipp `uac_refer.xml` presses it: T (1001) calls E (1002),
+/// sends REFER with `refer_to`, expects `answer`, then the NOTIFYs `notifies` — (status line,
+/// subscription state) each, checked exactly by `refer_notify.part` — then talks `talk_ms` and
+/// hangs up. Runs in the background; its SDP names the test socket `media_port`.
+fn refer_transferor(
+    s: &Setup,
+    refer_to: &str,
+    answer: u16,
+    notifies: &[(&str, &str)],
+    talk_ms: u32,
+    media_port: &str,
+) -> std::thread::JoinHandle<Output> {
+    let part = std::fs::read_to_string(scenario("refer_notify.part")).unwrap();
+    let notifies: String = notifies
+        .iter()
+        .map(|(line, state)| {
+            part.replace("{{STATUS_LINE}}", line)
+                .replace("{{STATE}}", state)
+        })
+        .collect();
+    let text = std::fs::read_to_string(scenario("uac_refer.xml"))
+        .unwrap()
+        .replace("{{REFER_TO}}", refer_to)
+        .replace("{{ANSWER}}", &answer.to_string())
+        .replace("{{NOTIFIES}}", &notifies)
+        .replace("{{TALK_MS}}", &talk_ms.to_string())
+        .replace("m=audio [media_port]", &format!("m=audio {media_port}"));
+    let path = s.sandbox.path("uac_refer.xml");
+    std::fs::write(&path, text).unwrap();
+    let target = format!("127.0.0.1:{}", s.sandbox.sip_port);
+    std::thread::spawn(move || {
+        sipp(
+            path.to_str().unwrap(),
+            &target,
+            "u1",
+            &["-s", "1002", "-key", "caller", "1001"],
+        )
+    })
+}
+
+#[test]
+fn a_refer_from_the_phone_connects_the_transferee_to_the_target() {
+    // X checks that the INVITE presents E and carries T's Referred-By; it talks 8 s.
+    let mut s = setup(&scenario("uas_referred_target.xml"), &["-d", "8000"], as_is);
+    let t = Phone::new();
+    let transferor = refer_transferor(
+        &s,
+        &format!("<sip:1003@127.0.0.1:{}>", s.sandbox.sip_port),
+        202,
+        &[
+            ("100 Trying", "active"),
+            ("180 Ringing", "active"),
+            ("200 OK", "terminated"),
+        ],
+        0,
+        &t.port(),
+    );
+    let started = s.daemon.event("transfer.started");
+    assert_eq!(started["legs"]["transferor"], "a");
+    assert_eq!(started["detail"], "1003");
+    s.daemon.event("transfer.completed");
+    let out = transferor.join().unwrap();
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    // E waited with music, then talks with X: each hears the other's own payload.
+    let heard_e = s.e.drain();
+    let e_from = heard_e.first().expect("E received media").0;
+    let (music, _) = music_then_transferor(&heard_e);
+    assert!(music > 0, "E heard music while X rang");
+    let _while_on_the_call = t.drain();
+    let x_from = first_heard(&s.e, e_from, &s.x);
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
+    assert_eq!(
+        t.drain().len(),
+        0,
+        "nothing reaches the transferor after it left"
+    );
+    s.finish();
+}
+
+#[test]
+fn a_refer_to_a_busy_target_reconnects_the_parties_and_the_notify_says_busy() {
+    // X rings 2 s (E hears music meanwhile), then answers 486.
+    let mut s = setup(&scenario("uas_busy_after_ringing.xml"), &[], as_is);
+    let t = Phone::new();
+    // After the failure T stays on the call 4 s (talking to E again), then hangs up.
+    let transferor = refer_transferor(
+        &s,
+        "<sip:1003@127.0.0.1>",
+        202,
+        &[
+            ("100 Trying", "active"),
+            ("180 Ringing", "active"),
+            ("486 Busy Here", "terminated"),
+        ],
+        4000,
+        &t.port(),
+    );
+    let e_from = s.e.wait_for(WAIT, |_| true).expect("E hears music");
+    let failed = s.daemon.event("transfer.failed");
+    assert_eq!(failed["reason"], "busy");
+    // E speaks; T hears it again.
+    s.e.speak_until_heard(e_from, 0x33, &t);
+    let out = transferor.join().unwrap();
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    s.finish();
+}
+
+#[test]
+fn a_refer_to_a_number_outside_the_directory_is_refused_and_the_call_goes_on() {
+    // Toll fraud by the phone's button: 0090555123456 is no extension and the example's
+    // transfer codes allow only extensions. X is never called (its scenario is killed unused).
+    let mut s = setup(&scenario("uas_answer.xml"), &[], as_is);
+    let t = Phone::new();
+    // T gets 403, stays on the call 2 s and hangs up: E must get hookflash's BYE then.
+    let transferor = refer_transferor(
+        &s,
+        "<sip:0090555123456@127.0.0.1>",
+        403,
+        &[],
+        2000,
+        &t.port(),
+    );
+    let failed = s.daemon.event("transfer.failed");
+    assert_eq!(failed["reason"], "not_allowed");
+    let out = transferor.join().unwrap();
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    let e_out = s.callee_e.finish();
+    assert!(e_out.status.success(), "transferee: {}", describe(&e_out));
+    let ended = s.daemon.wait_for("call ended");
+    assert!(
+        ended.contains("calls_left=0") && ended.contains("rtp_pairs_in_use=0"),
+        "{ended}"
+    );
+    assert!(
+        !s.daemon
+            .read_log()
+            .iter()
+            .any(|l| l.contains("calling sip:0090555123456")),
+        "the number was called"
+    );
+}

@@ -510,7 +510,12 @@ fn copy(c: &Command) -> Command {
             sdp: sdp.clone(),
         },
         Command::Hangup { leg } => Command::Hangup { leg: *leg },
-        Command::AcceptRefer { request, subscribe } => Command::AcceptRefer {
+        Command::AcceptRefer {
+            leg,
+            request,
+            subscribe,
+        } => Command::AcceptRefer {
+            leg: *leg,
             request: *request,
             subscribe: *subscribe,
         },
