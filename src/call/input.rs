@@ -103,4 +103,7 @@ pub trait Surroundings {
     /// The config's music on hold and ringback: what a transfer a phone asks for by REFER uses
     /// when the transferor's metaflow has no `transfer` node to take them from.
     fn default_media(&self) -> (String, String);
+    /// What the other party hears while a party holds with its phone's button
+    /// (`media.music_on_hold`), or `None` when `media.hold_music_on_phone_hold` is off.
+    fn phone_hold_music(&self) -> Option<String>;
 }

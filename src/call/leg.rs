@@ -39,6 +39,9 @@ pub struct Leg {
     pub key_route: KeyRoute,
     /// Which metaflow hears its keys (and from whose side), as last told to the media plane.
     pub listener: Option<(Arc<Metaflow>, Side)>,
+    /// The party holds with its phone's button (its last offer was `sendonly`, `inactive` or had
+    /// no address): the party it talks with hears music meanwhile.
+    pub phone_hold: bool,
     /// The party whose relation to it chose the listener (`listen_on: peer` follows the
     /// conversation: after a transfer, the new peer's metaflow may be the one that hears).
     pub listening_to: Option<LegId>,
@@ -61,6 +64,7 @@ impl Leg {
             key_route: KeyRoute::Collector,
             listener: None,
             listening_to: None,
+            phone_hold: false,
         }
     }
 

@@ -286,7 +286,10 @@ impl CallCore {
             Input::Answered { leg, sdp } => self.on_answered(leg, sdp, env),
             Input::Refused { leg, status } => self.refused(leg, status, env),
             Input::HungUp { leg } => self.hung_up(leg, env),
-            Input::Reoffer { leg, request, sdp } => self.call.reoffer(leg, request, &sdp),
+            Input::Reoffer { leg, request, sdp } => {
+                self.call.reoffer(leg, request, &sdp);
+                self.phone_hold(leg, env);
+            }
             Input::AckAnswer { leg, sdp } => self.call.ack_answer(leg, sdp),
             Input::Refer {
                 leg,

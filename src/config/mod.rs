@@ -144,6 +144,7 @@ fn parse_config(path: &Path, text: &str, report: &mut Report) -> Option<Config> 
         dir: config_dir.join("media"),
         music_on_hold: DEFAULT_MUSIC_ON_HOLD.to_string(),
         ringback: DEFAULT_RINGBACK.to_string(),
+        hold_music_on_phone_hold: true,
     };
     let media_for_flows = media.as_ref().unwrap_or(&fallback_media);
     let ctx = MediaContext {

@@ -57,6 +57,9 @@ pub struct MediaSettings {
     pub dir: PathBuf,
     pub music_on_hold: String,
     pub ringback: String,
+    /// A party that holds with its phone's button (a re-INVITE with `sendonly`, `inactive` or
+    /// no address) makes the other party hear `music_on_hold` until it resumes.
+    pub hold_music_on_phone_hold: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,11 +263,16 @@ pub fn read_media(
     };
     let music_on_hold = media(&mut f, "music_on_hold", DEFAULT_MUSIC_ON_HOLD, report);
     let ringback = media(&mut f, "ringback", DEFAULT_RINGBACK, report);
+    let hold_music_on_phone_hold = match f.get("hold_music_on_phone_hold") {
+        Some(n) => boolean(n, "hold_music_on_phone_hold", report),
+        None => Some(true),
+    };
     f.finish(report);
     Some(MediaSettings {
         dir: dir?,
         music_on_hold: music_on_hold?,
         ringback: ringback?,
+        hold_music_on_phone_hold: hold_music_on_phone_hold?,
     })
 }
 

@@ -58,6 +58,8 @@ pub trait Router: Send + Sync {
     fn flow_of(&self, domain: &str, dialled: &str) -> Option<Arc<Metaflow>>;
     /// The config's music on hold and ringback.
     fn default_media(&self) -> (String, String);
+    /// The music the other party hears while a party holds by its phone's button, if any.
+    fn phone_hold_music(&self) -> Option<String>;
 }
 
 /// What every call shares.
@@ -286,6 +288,10 @@ impl Surroundings for Around<'_> {
 
     fn default_media(&self) -> (String, String) {
         self.env.router.default_media()
+    }
+
+    fn phone_hold_music(&self) -> Option<String> {
+        self.env.router.phone_hold_music()
     }
 }
 

@@ -251,6 +251,14 @@ impl Router for Routing {
         )
     }
 
+    fn phone_hold_music(&self) -> Option<String> {
+        let config = (self.config)();
+        config
+            .media
+            .hold_music_on_phone_hold
+            .then(|| config.media.music_on_hold.clone())
+    }
+
     fn is_extension(&self, dialled: &str) -> bool {
         (self.config)()
             .directory

@@ -673,6 +673,18 @@ fn hold_and_resume_by_reinvite_are_answered_from_the_anchor() {
     assert!(held.contains("re-offer answered from the anchor"), "{held}");
     r.bench.daemon.seen_or_wait("hold=false");
     r.bench.daemon.seen_or_wait("call ended");
+    // The caller sends no audio: what the callee received is the music hookflash played it
+    // while the caller held by its phone's button (media.hold_music_on_phone_hold), not dead air.
+    let music = r
+        .capture
+        .audio_payloads()
+        .iter()
+        .filter(|p| p.iter().any(|&b| b != 0xff))
+        .count();
+    assert!(
+        music >= 25,
+        "the callee heard {music} packets of music on hold"
+    );
 }
 
 /// The caller presses `keys` by SIP INFO.

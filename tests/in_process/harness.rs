@@ -53,6 +53,8 @@ pub struct Fake {
     pub flows: Vec<(String, Arc<Metaflow>)>,
     /// Legs whose ports were opened, in order.
     pub opened: Vec<LegId>,
+    /// `media.hold_music_on_phone_hold`.
+    pub phone_hold_music: bool,
 }
 
 impl Surroundings for Fake {
@@ -85,6 +87,10 @@ impl Surroundings for Fake {
 
     fn default_media(&self) -> (String, String) {
         (DEFAULT_MOH.into(), DEFAULT_RINGBACK.into())
+    }
+
+    fn phone_hold_music(&self) -> Option<String> {
+        self.phone_hold_music.then(|| DEFAULT_MOH.into())
     }
 }
 
@@ -151,6 +157,7 @@ impl Call {
                 unroutable: Vec::new(),
                 flows: Vec::new(),
                 opened: Vec::new(),
+                phone_hold_music: true,
             },
             now: 1_000,
             log: Vec::new(),
@@ -261,8 +268,18 @@ impl Call {
         if self.core.answered() && self.core.running().is_none() {
             let live = self.live_legs();
             for &leg in &live {
+                // A party whose peer holds with its phone's button hears music meanwhile.
+                let peer_holds = |peer: LegId| {
+                    self.core
+                        .legs()
+                        .get(peer.index())
+                        .is_some_and(|p| p.phone_hold)
+                };
+                let logical = self.core.legs().get(leg.index()).map(|l| l.hears.clone());
                 match self.hears(leg) {
                     Some(Source::Leg(peer)) if live.contains(&peer) => {}
+                    Some(Source::Media { .. }) if matches!(logical, Some(Source::Leg(p)) if live.contains(&p) && peer_holds(p)) =>
+                        {}
                     other => panic!(
                         "{leg:?} is left hearing {other:?}; events {:?}",
                         self.events()

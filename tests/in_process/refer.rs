@@ -266,3 +266,56 @@ fn the_target_of_a_completed_transfer_can_refer_in_turn() {
     assert_eq!(c.notifies(X).last(), Some(&(200, true)));
     c.end();
 }
+
+/// A re-offer from `leg` with `direction`.
+fn reoffer(c: &mut Call, leg: LegId, direction: &str) -> Vec<Command> {
+    let sdp = String::from_utf8(crate::harness::sdp(crate::harness::party_port(leg)))
+        .unwrap()
+        .replace("a=sendrecv", &format!("a={direction}"));
+    c.input(Input::Reoffer {
+        leg,
+        request: 9,
+        sdp: sdp.into_bytes(),
+    })
+}
+
+#[test]
+fn hold_by_the_phones_button_gives_the_other_party_music_and_resume_gives_it_back() {
+    let mut c = Call::new();
+    reoffer(&mut c, A, "sendonly");
+    assert_eq!(
+        c.hears(B),
+        moh(),
+        "the held party hears music, not dead air"
+    );
+    reoffer(&mut c, A, "sendonly");
+    assert_eq!(c.hears(B), moh(), "a second hold changes nothing");
+    reoffer(&mut c, A, "sendrecv");
+    assert!(c.talking(A, B), "resumed: the conversation is back");
+    reoffer(&mut c, B, "inactive");
+    assert_eq!(c.hears(A), moh());
+    reoffer(&mut c, B, "sendrecv");
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn hold_music_on_phone_hold_off_keeps_the_old_silence() {
+    let mut c = Call::new();
+    c.env.phone_hold_music = false;
+    reoffer(&mut c, A, "sendonly");
+    assert!(c.talking(A, B));
+    c.end();
+}
+
+#[test]
+fn a_phone_that_holds_then_refers_is_honoured() {
+    // linphone holds the call before its REFER: the parties are still bridged to the call.
+    let mut c = Call::new();
+    reoffer(&mut c, A, "sendonly");
+    let out = refer(&mut c, A, TO_1003, true);
+    assert_eq!(answered_with(&out), Some(202), "{out:?}");
+    c.answer(X);
+    assert!(c.talking(B, X));
+    c.end();
+}

@@ -79,6 +79,7 @@ impl Whole {
                 unroutable: Vec::new(),
                 flows: Vec::new(),
                 opened: Vec::new(),
+                phone_hold_music: true,
             },
             media: MediaCall::new(InbandPolicy::Auto),
             wire: Wire {
