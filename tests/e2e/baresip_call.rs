@@ -208,6 +208,13 @@ fn a_baresip_phones_transfer_button_sends_its_call_on_by_refer() {
 
     alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
     daemon.wait_for("answered");
+    // The button is pressed once Alice's phone has the call established (hookflash's 200 read):
+    // pressed earlier, baresip sends its REFER outside the dialog.
+    let deadline = Instant::now() + WAIT;
+    while !alice.command("listcalls", "").contains("ESTABLISHED") {
+        assert!(Instant::now() < deadline, "Alice's call never established");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     alice.command(
         "transfer",
         &format!("sip:1003@127.0.0.1:{}", sandbox.sip_port),
