@@ -209,9 +209,7 @@ impl TransferData {
             allowed_targets: Some(TargetRule::any()),
         }
     }
-}
 
-impl TransferData {
     /// A transfer a phone asks for by REFER when the transferor's metaflow has no `transfer`
     /// node: blind (the phone has dialled the target already), the config's music and
     /// ringback, the module's timeout and `on_fail`, and only extensions of the directory as

@@ -44,16 +44,6 @@ const KEPT_KEYS: usize = 32;
 /// on the final NOTIFY) before it is hung up.
 pub const REFER_BYE_GRACE_MS: u64 = 5_000;
 
-/// The final status a NOTIFY reports for a target that failed for `reason`.
-fn refer_status(reason: &str) -> u16 {
-    match reason {
-        "timeout" => 408,
-        "target_hung_up" | "failed" => 480,
-        "transferee_hung_up" | "cancelled" | "takeback" | "resumed" | "api" => 487,
-        _ => 500,
-    }
-}
-
 /// Reasons a SIP final response gives for a failed leg.
 pub fn failure_reason(status: u16) -> &'static str {
     match status {
@@ -391,7 +381,8 @@ impl Transfer {
         if let Some(x) = self.x {
             ctx.hangup(x);
         }
-        self.notify(ctx, refer_status(how), true);
+        // The target was dropped: its INVITE ended as a cancelled one does.
+        self.notify(ctx, 487, true);
         ctx.bridge(self.t, self.e);
         ctx.event(EventKind::TransferTakenBack { how }, &self.legs());
         Step::Done
