@@ -100,6 +100,7 @@ pub async fn render(State(api): State<AppState>) -> Response {
             ("{reason=\"foreign\"}".into(), load(&relay.foreign)),
             ("{reason=\"malformed\"}".into(), load(&relay.malformed)),
             ("{reason=\"withheld\"}".into(), load(&relay.withheld)),
+            ("{reason=\"codec\"}".into(), load(&relay.unaccepted)),
         ],
     );
     family(

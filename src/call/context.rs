@@ -85,11 +85,17 @@ impl CallState {
         // The new party's keys are heard by its own metaflow (a directory user), the one it was
         // called for being the other party.
         self.listen(leg, caller_id_of);
-        // The codecs of the call: the caller's offer, anchored on the new leg's port.
-        let offer = self.legs[0].sdp.clone();
+        // The laws hookflash allows, the caller's own first (the relay transcodes the others),
+        // anchored on the new leg's port.
+        let offer = if self.legs[0].sdp.is_empty() {
+            Ok(self.codecs.own_offer())
+        } else {
+            sdp::codecs::steer_offer(&self.legs[0].sdp, &self.codecs)
+        };
         let l = &mut self.legs[leg.index()];
-        let sdp =
-            sdp::anchor(&offer, local, &mut l.origin, None).map_err(|e| (488, e.to_string()))?;
+        let sdp = offer
+            .and_then(|offer| sdp::anchor(&offer, local, &mut l.origin, None))
+            .map_err(|e| (488, e.to_string()))?;
         let presented = self
             .leg(caller_id_of)
             .map(|l| l.party.clone())

@@ -11,6 +11,7 @@ use crate::keys::Key;
 use crate::leg::LegId;
 use crate::media::call::MediaEvent;
 use crate::media::inband::InbandPolicy;
+use crate::sdp::CodecPolicy;
 
 /// Who is on a leg.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +44,8 @@ pub struct CallSetup {
     pub offer: Vec<u8>,
     /// Whose audio is listened to for in-band keys.
     pub inband: InbandPolicy,
+    /// The G.711 laws the call's legs may end on (`media.codecs`).
+    pub codecs: CodecPolicy,
 }
 
 /// An in-dialog request waiting for the core's answer (the shell keeps its transaction).

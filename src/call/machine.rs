@@ -80,6 +80,7 @@ impl CallCore {
                 ring_deadline: None,
                 b_target: setup.target,
                 max_forwards: setup.max_forwards,
+                codecs: setup.codecs,
                 recording: false,
                 api_transfer: None,
                 placed: None,
@@ -126,20 +127,18 @@ impl CallCore {
         for (leg, peer) in [(LegId::A, LegId::B), (LegId::B, LegId::A)] {
             call.listen(leg, peer);
         }
-        // The callee gets the caller's offer anchored on our b-side port (our own offer when the
-        // caller made none).
+        // The callee gets the caller's offer steered to the laws hookflash allows and anchored on
+        // our b-side port (our own offer when the caller made none).
         let offer = if call.late_offer {
-            sdp::OWN_OFFER.as_bytes().to_vec()
+            Ok(call.codecs.own_offer())
         } else {
-            call.legs[0].sdp.clone()
+            sdp::codecs::steer_offer(&call.legs[0].sdp, &call.codecs)
         };
         let b = &mut call.legs[1];
-        let anchored = b
-            .local
-            .ok_or_else(|| "the b-leg has no port".to_string())
-            .and_then(|local| {
-                sdp::anchor(&offer, local, &mut b.origin, None).map_err(|e| e.to_string())
-            });
+        let anchored = offer.map_err(|e| e.to_string()).and_then(|offer| {
+            let local = b.local.ok_or_else(|| "the b-leg has no port".to_string())?;
+            sdp::anchor(&offer, local, &mut b.origin, None).map_err(|e| e.to_string())
+        });
         let sdp = match anchored {
             Ok(sdp) => sdp,
             Err(why) => {

@@ -2,9 +2,11 @@
 //! answers — the callee's answer anchored for the caller, re-INVITEs and UPDATEs answered from the
 //! anchor without disturbing the other party, offers made in a 2xx answered in the ACK.
 //!
-//! Codecs are negotiated end to end (the caller's offer goes to the callee as it is); what the
-//! call changes is where media goes (our ports), our origin per leg, and directions answered for
-//! a hold. The party's media as the relay needs it ([`PartyMedia`]) is read from each SDP.
+//! Codecs are steered (`sdp::codecs`): the callee is offered the G.711 laws `media.codecs`
+//! allows, each party is answered one law it offered, and the relay transcodes when the two
+//! parties' laws differ. What else the call changes is where media goes (our ports), our origin
+//! per leg, and directions answered for a hold. The party's media as the relay needs it
+//! ([`PartyMedia`]) is read from each SDP.
 
 use tracing::{debug, info};
 
@@ -13,13 +15,14 @@ use crate::media::call::MediaCommand;
 use crate::media::g711::Law;
 use crate::media::leg::PartyMedia;
 use crate::modules::context::Source;
-use crate::sdp::{self, AudioSdp, Direction, SdpError};
+use crate::sdp::{self, AudioSdp, Direction, G711, SdpError};
 
 use super::command::Command;
 use super::input::RequestId;
 use super::state::CallState;
 
-/// What the relay needs to know of a party's audio.
+/// What the relay needs to know of a party's audio: its G.711 law is the first one its SDP
+/// lists (an answer lists one; an offer is answered with one of its own by [`steered`]).
 pub fn party_media(sdp: &AudioSdp) -> PartyMedia {
     PartyMedia {
         rtp: sdp.rtp,
@@ -27,29 +30,35 @@ pub fn party_media(sdp: &AudioSdp) -> PartyMedia {
         telephone_event: sdp.telephone_event,
         receives: sdp.rtp.is_some()
             && matches!(sdp.direction, Direction::SendRecv | Direction::RecvOnly),
-        g711: sdp.primary_codec().and_then(|c| {
-            let law = match c.name.to_ascii_uppercase().as_str() {
-                "PCMU" => Law::Ulaw,
-                "PCMA" => Law::Alaw,
-                _ => return None,
-            };
-            (c.clock_rate == 8000).then_some((c.payload_type, law))
-        }),
+        g711: sdp
+            .codecs
+            .iter()
+            .find_map(|c| G711::of(c).map(|g| (c.payload_type, law_of(g)))),
     }
 }
 
-/// `law` (payload type and G.711 law) if `offer` still lists it.
-pub fn still_offered(law: Option<(u8, Law)>, offer: &AudioSdp) -> Option<(u8, Law)> {
-    let (pt, law) = law?;
-    let name = match law {
-        Law::Ulaw => "PCMU",
-        Law::Alaw => "PCMA",
-    };
-    offer
-        .codecs
-        .iter()
-        .any(|c| c.payload_type == pt && c.clock_rate == 8000 && c.name.eq_ignore_ascii_case(name))
-        .then_some((pt, law))
+/// The relay's name for a G.711 law.
+pub fn law_of(g: G711) -> Law {
+    match g {
+        G711::Pcmu => Law::Ulaw,
+        G711::Pcma => Law::Alaw,
+    }
+}
+
+fn g711_of(law: Law) -> G711 {
+    match law {
+        Law::Ulaw => G711::Pcmu,
+        Law::Alaw => G711::Pcma,
+    }
+}
+
+/// A party that offered `offer` and was answered `chosen` (payload type and law): what it sends
+/// and wants to receive.
+fn steered(offer: &AudioSdp, chosen: (u8, G711)) -> PartyMedia {
+    PartyMedia {
+        g711: Some((chosen.0, law_of(chosen.1))),
+        ..party_media(offer)
+    }
 }
 
 impl CallState {
@@ -63,27 +72,43 @@ impl CallState {
     }
 
     /// The party on `from` (the a- or b-leg) sent an SDP answer (or early answer): its media is
-    /// updated, and the same answer comes back anchored for the other of the two.
+    /// updated, and the other of the two, who made the offer, is answered one law it offered —
+    /// the answerer's own when it has it, so that nothing is transcoded — anchored on our port.
+    /// With a late offer the answer goes on as our offer (the caller answers in its ACK).
     pub fn answer_from(&mut self, from: LegId, body: &[u8]) -> Result<Vec<u8>, SdpError> {
         let desc = sdp::describe(body)?;
         let to = if from == LegId::A { LegId::B } else { LegId::A };
-        let other = &mut self.legs[to.index()];
-        let local = other.local.ok_or(SdpError::NoConnection)?;
-        let anchored = sdp::anchor(body, local, &mut other.origin, None)?;
-        self.legs[from.index()].sdp = body.to_vec();
+        let local = self.legs[to.index()].local.ok_or(SdpError::NoConnection)?;
         let party = party_media(&desc);
+        let offer = &self.legs[to.index()].sdp;
+        let (steered_body, offerer) = if offer.is_empty() {
+            (body.to_vec(), None)
+        } else {
+            let offer = sdp::describe(offer)?;
+            let prefer = party.g711.map(|(_, law)| g711_of(law));
+            let (body, chosen) = sdp::codecs::steer_answer(body, &offer, prefer, &self.codecs)?;
+            (body, Some(steered(&offer, chosen)))
+        };
+        let other = &mut self.legs[to.index()];
+        let anchored = sdp::anchor(&steered_body, local, &mut other.origin, None)?;
+        self.legs[from.index()].sdp = body.to_vec();
         self.set_party(from, party);
-        // The callee's answer says which G.711 law the call uses; the caller offered several and
-        // gets that one from us too (generated audio, and a transferred party's, transcoded).
-        let caller = self.legs[0].media;
-        if from == LegId::B && party.g711.is_some() && party.g711 != caller.g711 {
-            self.set_party(
-                LegId::A,
-                PartyMedia {
-                    g711: party.g711,
-                    ..caller
-                },
+        if let Some(offerer) = offerer
+            && offerer != self.legs[to.index()].media
+        {
+            let law = |m: &PartyMedia| m.g711.map_or("no G.711", |(_, l)| g711_of(l).name());
+            info!(
+                call = %self.id,
+                "codecs: {to} on {}, {from} on {}{}",
+                law(&offerer),
+                law(&party),
+                if offerer.g711.map(|g| g.1) != party.g711.map(|g| g.1) {
+                    " (transcoded by the relay)"
+                } else {
+                    ""
+                }
             );
+            self.set_party(to, offerer);
         }
         Ok(anchored)
     }
@@ -111,7 +136,10 @@ impl CallState {
                 return respond(self, 200, None);
             }
             let l = &mut self.legs[leg.index()];
-            match sdp::anchor(&peer_sdp, local, &mut l.origin, Some(Direction::SendRecv)) {
+            let offer = sdp::codecs::steer_offer(&peer_sdp, &self.codecs).and_then(|offer| {
+                sdp::anchor(&offer, local, &mut l.origin, Some(Direction::SendRecv))
+            });
+            match offer {
                 Ok(offer) => {
                     l.offer_in_ack = true;
                     respond(self, 200, Some(offer));
@@ -132,17 +160,20 @@ impl CallState {
         } else {
             peer_sdp
         };
+        // The party goes on with the law the call runs on if it offers it again, whatever its
+        // first choice now.
         let l = &mut self.legs[leg.index()];
-        match sdp::anchor(&base, local, &mut l.origin, Some(desc.direction.answer())) {
-            Ok(answer) => {
+        let prefer = l.media.g711.map(|(_, law)| g711_of(law));
+        let answer = sdp::codecs::steer_answer(&base, &desc, prefer, &self.codecs).and_then(
+            |(answer, chosen)| {
+                sdp::anchor(&answer, local, &mut l.origin, Some(desc.direction.answer()))
+                    .map(|answer| (answer, chosen))
+            },
+        );
+        match answer {
+            Ok((answer, chosen)) => {
                 l.sdp = body.to_vec();
-                let mut party = party_media(&desc);
-                if leg == LegId::A {
-                    // Our answer carries the callee's codecs: the caller goes on with the law
-                    // the call negotiated if it offers it again, whatever its first choice.
-                    party.g711 = still_offered(l.media.g711, &desc).or(party.g711);
-                }
-                self.set_party(leg, party);
+                self.set_party(leg, steered(&desc, chosen));
                 info!(
                     call = %self.id,
                     leg = %leg,
@@ -202,18 +233,14 @@ mod tests {
     }
 
     #[test]
-    fn a_re_offer_keeps_the_negotiated_law_while_it_is_offered() {
-        let maps = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
-        // The caller now prefers A-law, but the call runs on µ-law: it stays µ-law.
-        let both = offer("8 0", maps);
-        assert_eq!(party_media(&both).g711, Some((8, Law::Alaw)));
+    fn a_partys_law_is_the_first_g711_its_sdp_lists() {
+        let maps = "a=rtpmap:96 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!(
-            still_offered(Some((0, Law::Ulaw)), &both),
-            Some((0, Law::Ulaw))
+            party_media(&offer("96 8 0", maps)).g711,
+            Some((8, Law::Alaw))
         );
-        // µ-law no longer offered: the offer's own first choice applies.
-        let alaw_only = offer("8", "a=rtpmap:8 PCMA/8000\r\n");
-        assert_eq!(still_offered(Some((0, Law::Ulaw)), &alaw_only), None);
-        assert_eq!(still_offered(None, &both), None);
+        assert_eq!(party_media(&offer("96", maps)).g711, None);
+        let answered = steered(&offer("96 8 0", maps), (0, G711::Pcmu));
+        assert_eq!(answered.g711, Some((0, Law::Ulaw)));
     }
 }

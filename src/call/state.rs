@@ -17,6 +17,7 @@ use crate::leg::LegId;
 use crate::media::call::MediaCommand;
 use crate::modules::ModuleData;
 use crate::modules::context::{LegState, Source};
+use crate::sdp::CodecPolicy;
 
 use super::command::Command;
 use super::input::Input;
@@ -39,6 +40,8 @@ pub struct CallState {
     /// The b-leg's Request-URI (to call the callee again).
     pub b_target: String,
     pub max_forwards: u32,
+    /// The G.711 laws legs may end on (`media.codecs` when the call began).
+    pub codecs: CodecPolicy,
     pub recording: bool,
     /// The API transfer running on the call: its events carry this id.
     pub api_transfer: Option<String>,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Pos, Report};
 use crate::media::inband::InbandPolicy;
 use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
+use crate::sdp::{CodecPolicy, G711};
 use crate::yaml::Node;
 use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, one_of, string};
 
@@ -60,6 +61,10 @@ pub struct MediaSettings {
     /// A party that holds with its phone's button (a re-INVITE with `sendonly`, `inactive` or
     /// no address) makes the other party hear `music_on_hold` until it resumes.
     pub hold_music_on_phone_hold: bool,
+    /// The G.711 laws a leg may end on, in order of preference: every SDP hookflash sends lists
+    /// only these (and telephone-event), so music, ringback, tones and in-band keys work on
+    /// every leg, and the relay transcodes between the laws.
+    pub codecs: CodecPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -267,13 +272,68 @@ pub fn read_media(
         Some(n) => boolean(n, "hold_music_on_phone_hold", report),
         None => Some(true),
     };
+    let codecs = match f.get("codecs") {
+        Some(n) => codec_policy(n, report),
+        None => Some(CodecPolicy::default()),
+    };
     f.finish(report);
     Some(MediaSettings {
         dir: dir?,
         music_on_hold: music_on_hold?,
         ringback: ringback?,
         hold_music_on_phone_hold: hold_music_on_phone_hold?,
+        codecs: codecs?,
     })
+}
+
+/// `media.codecs`: a non-empty list of `PCMU` and `PCMA`, each once.
+fn codec_policy(node: &Node, report: &mut Report) -> Option<CodecPolicy> {
+    let crate::yaml::NodeKind::Seq(items) = &node.kind else {
+        report.error(
+            node.pos,
+            format!(
+                "`codecs`: expected a list such as [PCMU, PCMA], found {}",
+                node.describe()
+            ),
+        );
+        return None;
+    };
+    let mut order = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let Some(name) = string(item, "codecs", report) else {
+            ok = false;
+            continue;
+        };
+        match G711::parse(&name) {
+            Some(g) if order.contains(&g) => {
+                report.error(item.pos, format!("`codecs`: `{name}` is listed twice"));
+                ok = false;
+            }
+            Some(g) => order.push(g),
+            None => {
+                report.error(
+                    item.pos,
+                    format!(
+                        "`codecs`: hookflash writes and hears PCMU and PCMA only (music, ringback, \
+                         tones and in-band keys on every leg), found `{name}`"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let policy = CodecPolicy::new(order);
+    if policy.is_none() {
+        report.error(
+            node.pos,
+            "`codecs`: the list is empty; name PCMU, PCMA or both",
+        );
+    }
+    policy
 }
 
 pub fn read_routing(node: Option<&Node>, report: &mut Report) -> Option<Routing> {
@@ -344,7 +404,51 @@ fn socket_addr(n: &Node, what: &str, report: &mut Report) -> Option<SocketAddr> 
 
 #[cfg(test)]
 mod tests {
-    use super::sip_uri;
+    use super::{G711, read_media, sip_uri};
+    use crate::diagnostics::Report;
+    use std::path::Path;
+
+    /// `media.codecs` as written in `yaml` (a `media:` mapping): the policy, or the errors.
+    fn codecs(yaml: &str) -> Result<Vec<G711>, Vec<String>> {
+        let mut report = Report::new();
+        let file = report.add_file(Path::new("hookflash.yaml"));
+        let node = crate::yaml::parse(yaml, file, &mut report).unwrap();
+        match read_media(node.get("media"), Path::new("."), &mut report) {
+            Some(m) if !report.has_errors() => Ok(m.codecs.order().to_vec()),
+            _ => Err(report.rendered().iter().map(|d| d.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn media_codecs_names_the_g711_laws_in_order_and_nothing_else() {
+        assert_eq!(codecs("media: {}"), Ok(vec![G711::Pcmu, G711::Pcma]));
+        assert_eq!(
+            codecs("media:\n  codecs: [pcma, PCMU]"),
+            Ok(vec![G711::Pcma, G711::Pcmu])
+        );
+        assert_eq!(
+            codecs("media:\n  codecs: [PCMU, opus]"),
+            Err(vec![
+                "hookflash.yaml:2:18: `codecs`: hookflash writes and hears PCMU and PCMA only \
+                 (music, ringback, tones and in-band keys on every leg), found `opus`"
+                    .to_string()
+            ])
+        );
+        assert_eq!(
+            codecs("media:\n  codecs: [PCMA, PCMA]"),
+            Err(vec![
+                "hookflash.yaml:2:18: `codecs`: `PCMA` is listed twice".to_string()
+            ])
+        );
+        assert_eq!(
+            codecs("media:\n  codecs: []"),
+            Err(vec![
+                "hookflash.yaml:2:11: `codecs`: the list is empty; name PCMU, PCMA or both"
+                    .to_string()
+            ])
+        );
+        assert!(codecs("media:\n  codecs: PCMU").is_err());
+    }
 
     #[test]
     fn sip_uris_are_checked_and_completed() {

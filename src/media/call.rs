@@ -137,6 +137,8 @@ pub struct Counters {
     /// Withheld keys' packets (silenced or dropped), and packets for a party that does not
     /// receive.
     pub withheld: u64,
+    /// Audio in a payload type the listener did not accept (not G.711, to a G.711 party).
+    pub unaccepted: u64,
 }
 
 /// One call's media.
@@ -625,6 +627,15 @@ impl MediaCall {
                 && (!pass || other.party.telephone_event.is_none())
             {
                 // A dropped packet of the party's stream leaves no gap in the other's.
+                other.out.skip();
+                continue;
+            }
+            if let Kind::Audio { law: None } = kind
+                && other.party.g711.is_some()
+            {
+                // Every leg negotiated G.711 (the SDP is steered so); anything else a party
+                // sends (comfort noise, a codec it was not answered) is not for the listener.
+                self.counters.unaccepted += 1;
                 other.out.skip();
                 continue;
             }

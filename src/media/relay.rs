@@ -48,6 +48,8 @@ pub struct RelayStats {
     pub malformed: AtomicU64,
     /// Withheld keys' packets, and packets for a party that does not receive.
     pub withheld: AtomicU64,
+    /// Audio in a payload type its listener did not accept.
+    pub unaccepted: AtomicU64,
     /// Replayed keys' packets and clip frames hookflash wrote.
     pub generated: AtomicU64,
 }
@@ -752,5 +754,8 @@ fn count_drops(stats: &RelayStats, counters: &mut Counters) {
     }
     if c.withheld > 0 {
         stats.withheld.fetch_add(c.withheld, Ordering::Relaxed);
+    }
+    if c.unaccepted > 0 {
+        stats.unaccepted.fetch_add(c.unaccepted, Ordering::Relaxed);
     }
 }

@@ -442,6 +442,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             max_forwards: routed.max_forwards,
             offer: request.body.clone(),
             inband: config.rtp.inband_dtmf,
+            codecs: config.media.codecs.clone(),
         },
     })
 }

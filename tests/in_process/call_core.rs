@@ -803,7 +803,7 @@ fn sdp_text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn the_callee_gets_the_callers_codecs_on_our_port_with_the_callers_identity() {
+fn the_callee_gets_both_laws_on_our_port_with_the_callers_identity() {
     let c = Call::ringing();
     let invite = c
         .log
@@ -820,7 +820,9 @@ fn the_callee_gets_the_callers_codecs_on_our_port_with_the_callers_identity() {
     );
     assert_eq!(invite.max_forwards, 69);
     let offer = sdp_text(&invite.sdp);
-    assert!(offer.contains("m=audio 20002 RTP/AVP 0 101"), "{offer}");
+    // The caller offered µ-law only; the callee may answer A-law too (the relay transcodes).
+    assert!(offer.contains("m=audio 20002 RTP/AVP 0 8 101"), "{offer}");
+    assert!(offer.contains("a=rtpmap:8 PCMA/8000"), "{offer}");
     assert!(
         offer.contains("a=rtpmap:101 telephone-event/8000"),
         "{offer}"
@@ -907,6 +909,7 @@ fn an_unusable_offer_or_answer_is_refused_with_488() {
         max_forwards: 70,
         offer: offer.to_vec(),
         inband: Default::default(),
+        codecs: Default::default(),
     };
     assert!(hookflash::call::CallCore::new(setup(b"not sdp at all")).is_err());
     let mut c = Call::ringing();
@@ -1014,17 +1017,82 @@ fn a_hold_reoffer_is_answered_from_the_anchor_and_the_other_party_is_not_disturb
 }
 
 #[test]
-fn the_caller_takes_the_law_the_callee_answered() {
+fn a_callee_answering_the_other_law_is_transcoded_and_the_caller_keeps_its_own() {
     let mut c = Call::ringing();
     let pcma = sdp_text(&sdp(party_port(B)))
         .replace("RTP/AVP 0 101", "RTP/AVP 8 101")
         .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
-    c.input(Input::Answered {
+    let out = c.input(Input::Answered {
         leg: B,
         sdp: pcma.into_bytes(),
     });
-    assert_eq!(c.media[&A].party.unwrap().g711, Some((8, Law::Alaw)));
+    let answer = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Accept { sdp } => Some(sdp_text(sdp)),
+            _ => None,
+        })
+        .expect("the caller is answered");
+    assert!(answer.contains("RTP/AVP 0 101\r\n"), "{answer}");
+    assert!(!answer.contains("PCMA"), "{answer}");
+    assert_eq!(c.media[&A].party.unwrap().g711, Some((0, Law::Ulaw)));
+    assert_eq!(c.media[&B].party.unwrap().g711, Some((8, Law::Alaw)));
     c.end();
+}
+
+#[test]
+fn an_opus_first_caller_is_answered_g711_and_a_g729_only_caller_gets_488_with_the_reason() {
+    let opus_first = sdp_text(&sdp(party_port(A)))
+        .replace("RTP/AVP 0 101", "RTP/AVP 96 0 101")
+        .replace("a=rtpmap:0", "a=rtpmap:96 opus/48000/2\r\na=rtpmap:0");
+    let mut c = Call::ringing_with(None, opus_first.into_bytes());
+    let invite = c
+        .log
+        .iter()
+        .find_map(|c| match c {
+            Command::Invite(i) if i.leg == B => Some(sdp_text(&i.sdp)),
+            _ => None,
+        })
+        .expect("the callee is called");
+    assert!(invite.contains("RTP/AVP 0 8 101\r\n"), "{invite}");
+    assert!(!invite.contains("opus"), "{invite}");
+    let out = c.input(Input::Answered {
+        leg: B,
+        sdp: sdp(party_port(B)),
+    });
+    let answer = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Accept { sdp } => Some(sdp_text(sdp)),
+            _ => None,
+        })
+        .expect("the caller is answered");
+    assert!(answer.contains("RTP/AVP 0 101\r\n"), "{answer}");
+    assert_eq!(c.media[&A].party.unwrap().g711, Some((0, Law::Ulaw)));
+    c.end();
+
+    let g729_only = sdp_text(&sdp(party_port(A)))
+        .replace("RTP/AVP 0 101", "RTP/AVP 18 101")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    let refused = Call::ringing_with(None, g729_only.into_bytes());
+    assert!(refused.core.is_over());
+    let reject = refused
+        .log
+        .iter()
+        .find_map(|c| match c {
+            Command::Reject { status, reason } => Some((*status, reason.clone())),
+            _ => None,
+        })
+        .expect("the caller is refused");
+    assert_eq!(reject.0, 488);
+    assert!(
+        reject
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("no codec in common"),
+        "{reject:?}"
+    );
 }
 
 #[test]

@@ -147,6 +147,7 @@ impl Call {
             max_forwards: 69,
             offer,
             inband: InbandPolicy::Auto,
+            codecs: Default::default(),
         };
         let mut c = Call {
             core: CallCore::new(setup).expect("a usable offer"),

@@ -553,6 +553,28 @@ fn parties_of_different_laws_hear_each_other_transcoded() {
 }
 
 #[test]
+fn a_payload_type_the_listener_did_not_accept_never_reaches_it() {
+    let (mut m, mut a, _) = two_parties();
+    m.rtp(A, a.audio());
+    // Comfort noise (13) and a codec A was never answered (96): B accepted neither.
+    for pt in [13u8, 96] {
+        let mut p = a.audio();
+        p[1] = (p[1] & 0x80) | pt;
+        m.rtp(A, p);
+    }
+    m.rtp(A, a.audio());
+    let got = m.to(B);
+    assert_eq!(got.len(), 2, "the two µ-law packets only");
+    assert!(got.iter().all(|s| header(&s.bytes).pt == 0));
+    assert_eq!(
+        header(&got[1].bytes).seq,
+        header(&got[0].bytes).seq.wrapping_add(1),
+        "no gap in B's stream"
+    );
+    assert_eq!(m.call.counters.unaccepted, 2);
+}
+
+#[test]
 fn an_info_key_reaches_a_party_with_rfc4733_as_an_event_and_one_without_as_a_tone() {
     let (mut m, _, _) = two_parties();
     m.command(MediaCommand::Key(A, key('5')));

@@ -71,6 +71,7 @@ impl Whole {
             max_forwards: 69,
             offer: caller_sdp,
             inband: InbandPolicy::Auto,
+            codecs: Default::default(),
         };
         let mut w = Whole {
             core: CallCore::new(setup).unwrap(),

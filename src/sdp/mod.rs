@@ -1,9 +1,8 @@
 //! SDP for the media anchor: read what a party offers or answers, and rewrite an SDP so that the
-//! other party sends its media to hookflash. Sans-IO; sdp-types stays inside this file.
+//! other party sends its media to hookflash. Sans-IO; sdp-types stays inside this folder.
 //!
-//! hookflash relays audio without transcoding, so the codecs a party offers are passed to the
-//! other party unchanged and the answer comes back the same way: codecs are negotiated end to
-//! end. What changes is where media goes (`c=`, the audio `m=` port), who the session belongs to
+//! Which codecs an SDP lists is steered by [`codecs`] (only the G.711 laws hookflash writes and
+//! hears, per `media.codecs`). What [`anchor`] changes is where media goes (`c=`, the audio `m=` port), who the session belongs to
 //! (`o=`, with our own session id and a version that grows with every SDP we send on a leg), and
 //! what cannot cross the anchor (ICE candidates, `a=rtcp`, `a=rtcp-mux`: RTCP goes to port + 1),
 //! and what describes the other party's own stream rather than ours (`a=ssrc` with its `cname`,
@@ -14,6 +13,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use sdp_types::{Attribute, Connection, Media, Origin, Session};
+
+pub mod codecs;
+
+pub use codecs::{CodecPolicy, G711};
 
 /// Media direction (RFC 3264 §6.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub struct AudioSdp {
     pub codecs: Vec<Codec>,
     /// The party's payload type for `telephone-event/8000`, if it offers RFC 4733.
     pub telephone_event: Option<u8>,
+    /// Its `a=fmtp` value (the events it takes, `0-16`), if given.
+    pub telephone_event_fmtp: Option<String>,
     pub direction: Direction,
     /// Packet time in milliseconds, if given.
     pub ptime: Option<u32>,
@@ -94,6 +99,10 @@ pub enum SdpError {
     NoConnection,
     #[error("SDP connection address `{0}` is not an IP address")]
     BadAddress(String),
+    #[error(
+        "no codec in common: the SDP offers {offered}; hookflash takes {allowed} (media.codecs)"
+    )]
+    NoCommonCodec { offered: String, allowed: String },
 }
 
 /// Our `o=` line for one leg: a fixed session id and a version that grows with each SDP sent.
@@ -207,6 +216,14 @@ pub fn describe(body: &[u8]) -> Result<AudioSdp, SdpError> {
         .iter()
         .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000)
         .map(|c| c.payload_type);
+    let telephone_event_fmtp = telephone_event.and_then(|pt| {
+        media
+            .get_attribute_values("fmtp")
+            .flatten()
+            .filter_map(|v| v.split_once(' '))
+            .find(|(p, _)| p.parse::<u8>() == Ok(pt))
+            .map(|(_, events)| events.trim().to_string())
+    });
     let ptime = media
         .get_first_attribute_value("ptime")
         .flatten()
@@ -216,6 +233,7 @@ pub fn describe(body: &[u8]) -> Result<AudioSdp, SdpError> {
         rtcp,
         codecs,
         telephone_event,
+        telephone_event_fmtp,
         direction,
         ptime,
     })
@@ -251,13 +269,6 @@ const NOT_CROSSING: [&str; 15] = [
     "mid",
     "group",
 ];
-
-/// hookflash's own audio offer, for a callee when the caller's INVITE had none: G.711 µ-law and
-/// A-law and telephone-events. [`anchor`] puts our address, port and origin in.
-pub const OWN_OFFER: &str = "v=0\r\no=hookflash 0 0 IN IP4 0.0.0.0\r\ns=hookflash\r\n\
-    c=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n\
-    a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
-    a=ptime:20\r\na=sendrecv\r\n";
 
 /// Rewrites `body` so that media goes to `local` (RTP; RTCP on the next port): our origin for
 /// the leg (its version incremented), our address, the audio port; other streams declined.
