@@ -92,12 +92,12 @@ impl CallState {
         let other = &mut self.legs[to.index()];
         let anchored = sdp::anchor(&steered_body, local, &mut other.origin, None)?;
         self.legs[from.index()].sdp = body.to_vec();
+        let answerer_law_changed = self.legs[from.index()].media.g711 != party.g711;
         self.set_party(from, party);
-        if let Some(offerer) = offerer
-            && offerer != self.legs[to.index()].media
-        {
+        if let Some(offerer) = offerer {
             let law = |m: &PartyMedia| m.g711.map_or("no G.711", |(_, l)| g711_of(l).name());
-            info!(
+            if answerer_law_changed || offerer.g711 != self.legs[to.index()].media.g711 {
+                info!(
                 call = %self.id,
                 "codecs: {to} on {}, {from} on {}{}",
                 law(&offerer),
@@ -107,8 +107,11 @@ impl CallState {
                 } else {
                     ""
                 }
-            );
-            self.set_party(to, offerer);
+                );
+            }
+            if offerer != self.legs[to.index()].media {
+                self.set_party(to, offerer);
+            }
         }
         Ok(anchored)
     }

@@ -539,6 +539,10 @@ impl Shell {
             }
             Command::Reject { status, reason } => {
                 if let Some(a) = a {
+                    // RFC 3326's form, which phones log: `SIP;cause=488;text="…"`.
+                    let reason = reason.map(|why| {
+                        format!("SIP;cause={status};text=\"{}\"", why.replace('"', "'"))
+                    });
                     let _ = a.reject(Some(StatusCode::from(status)), reason);
                 }
             }

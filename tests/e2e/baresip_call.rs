@@ -19,7 +19,13 @@ struct Phone {
 }
 
 impl Phone {
+    /// A phone of µ-law only.
     fn start(user: &str, password: &str, registrar: u16, answer: &str) -> Phone {
+        Phone::start_with(user, password, registrar, answer, "PCMU")
+    }
+
+    /// A phone offering `codecs` (baresip's full names: `opus/48000/2,G722/16000/1,PCMU/8000`).
+    fn start_with(user: &str, password: &str, registrar: u16, answer: &str, codecs: &str) -> Phone {
         let dir = tempfile::tempdir().unwrap();
         // baresip also opens TCP on its SIP port and TLS on the next one.
         let sip = free_pair();
@@ -31,7 +37,8 @@ impl Phone {
              audio_player aubridge,nil\naudio_source ausine,440\nausrc_srate 48000\n\
              ausrc_channels 2\naudio_alert aubridge,nil\naudio_level no\naudio_buffer 20-160\n\
              rtp_ports {rtp}-{}\nrtcp_mux no\njitter_buffer_delay 5-10\nrtp_stats no\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule opus.so\n\
+             module ausine.so\n\
              module aubridge.so\nmodule_tmp uuid.so\nmodule_tmp account.so\n\
              module_app contact.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n",
             // A range, not one pair: a port taken meanwhile (tests run in parallel) would make
@@ -43,7 +50,7 @@ impl Phone {
             dir.path().join("accounts"),
             format!(
                 "<sip:{user}@127.0.0.1:{registrar}>;auth_pass={password};regint=600;\
-                 answermode={answer};audio_codecs=PCMU\n"
+                 answermode={answer};audio_codecs={codecs}\n"
             ),
         )
         .unwrap();
@@ -264,4 +271,90 @@ fn a_baresip_phones_ssrc_label_and_rtcp_mode_do_not_reach_the_other_party() {
     let out = callee.finish();
     assert!(out.status.success(), "callee: {}", describe(&out));
     daemon.wait_for("call ended");
+}
+
+#[test]
+fn opus_and_g722_first_baresip_phones_talk_g711_and_transfer_to_a_pcmu_only_target() {
+    // Both phones offer opus, then G.722, then µ-law. End to end they would settle on opus, in
+    // which hookflash can play no music, ringback or tone and hear no in-band key. Steered, Bob
+    // is offered the two laws only and answers µ-law; Alice is answered µ-law. Alice presses
+    // *2 1003: the target, a µ-law-only sipp phone, is offered the two laws, answers, and once
+    // Alice hangs up it hears Bob's sine in µ-law on its own socket.
+    assert!(
+        have_baresip(),
+        "baresip is needed (apt-get install baresip)"
+    );
+    const WIDEBAND_FIRST: &str = "opus/48000/2,G722/16000/1,PCMU/8000";
+    let target_media = crate::common::media_phone::Phone::new();
+    let uas = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uas_codecs.xml"),
+    )
+    .unwrap()
+    .replace("{{OFFER}}", "0 8 101")
+    .replace("{{ABSENT}}", "opus|G722")
+    .replace("{{FORMATS}}", "0 101")
+    .replace(
+        "{{RTPMAPS}}",
+        "a=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-16\n",
+    );
+    let sandbox = Sandbox::from_example();
+    let uas_path = sandbox.path("uas_pcmu_target.xml");
+    std::fs::write(&uas_path, uas).unwrap();
+    let target = SippProcess::spawn(
+        &uas_path,
+        "u1",
+        &["-key", "capture_port", &target_media.port()],
+    );
+    let config = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace(
+            "password: pass1003",
+            &format!(
+                "password: pass1003\n        contact: \"sip:1003@127.0.0.1:{}\"",
+                target.port
+            ),
+        );
+    sandbox.write("config.yaml", &config);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let bob = Phone::start_with("1002", "pass1002", sandbox.sip_port, "auto", WIDEBAND_FIRST);
+    daemon.wait_for("`1002@127.0.0.1` registered");
+    let alice = Phone::start_with(
+        "1001",
+        "pass1001",
+        sandbox.sip_port,
+        "manual",
+        WIDEBAND_FIRST,
+    );
+    daemon.wait_for("`1001@127.0.0.1` registered");
+
+    alice.command("dial", &format!("sip:1002@127.0.0.1:{}", sandbox.sip_port));
+    daemon.wait_for("codecs: a on PCMU, b on PCMU");
+    daemon.wait_for("answered");
+    for key in ["*", "2", "1", "0", "0", "3"] {
+        alice.command("sndcode", key);
+    }
+    let started = daemon.wait_for("\"event\":\"transfer.started\"");
+    assert!(started.contains("\"detail\":\"1003\""), "{started}");
+    daemon.wait_for("\"event\":\"target.answered\"");
+    alice.command("hangup", "");
+    daemon.wait_for("\"event\":\"transfer.completed\"");
+    // Bob's 440 Hz sine reaches the target as µ-law (PT 0), not silence.
+    let sine = |p: &[u8]| p.len() == 172 && p[1] & 0x7f == 0 && p[12..].iter().any(|&b| b != p[12]);
+    assert!(
+        target_media.wait_for(WAIT, sine).is_some(),
+        "the target never heard Bob in µ-law"
+    );
+    assert!(
+        target_media.drain().iter().all(|(_, p)| p[1] & 0x7f == 0),
+        "the target got a payload type it did not accept"
+    );
+    bob.command("hangup", "");
+    let out = target.finish();
+    assert!(out.status.success(), "target: {}", describe(&out));
+    let ended = daemon.wait_for("call ended");
+    assert!(
+        ended.contains("calls_left=0") && ended.contains("rtp_pairs_in_use=0"),
+        "{ended}"
+    );
 }

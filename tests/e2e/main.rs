@@ -15,6 +15,7 @@ mod baresip_call;
 mod call_path;
 mod cli_check;
 mod cli_match;
+mod codecs;
 mod daemon_reload;
 mod media_playback;
 mod sip_register;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod media_phone;
 pub mod rtp;
 
 use std::io::{BufRead, BufReader};
