@@ -37,6 +37,14 @@ pub struct RecordTo {
 
 #[derive(Debug)]
 pub enum Command {
+    /// Tell the party on `leg` whom it now talks to (connected identity after a transfer):
+    /// `P-Asserted-Identity` in an UPDATE, when the party's `Allow` takes UPDATE.
+    Identify {
+        leg: LegId,
+        display: Option<String>,
+        /// `sip:user@domain` of the party it talks to.
+        uri: String,
+    },
     /// 180 to the caller, or 183 with `sdp` (early media).
     Ringing {
         sdp: Option<Vec<u8>>,

@@ -111,6 +111,9 @@ impl CallState {
             })
             .collect();
         let transfer_id = self.api_transfer.clone().filter(|_| kind.of_transfer());
+        if matches!(kind, EventKind::TransferCompleted) {
+            self.identify_after_transfer(roles);
+        }
         self.events.push_back(CallEvent {
             call: Arc::clone(&self.id),
             at: self.now,
@@ -118,6 +121,30 @@ impl CallState {
             legs,
             transfer_id,
         });
+    }
+
+    /// A transfer completed: the transferee and the target each learn whom they now talk to
+    /// (connected identity: the target was called with the transferor's caller ID, and the
+    /// transferee last saw the transferor).
+    fn identify_after_transfer(&mut self, roles: &[(Role, LegId)]) {
+        let find = |role: Role| roles.iter().find(|(r, _)| *r == role).map(|&(_, l)| l);
+        let (Some(e), Some(x)) = (find(Role::Transferee), find(Role::Target)) else {
+            return;
+        };
+        for (to, about) in [(e, x), (x, e)] {
+            let (Some(to_leg), Some(about_leg)) = (self.leg(to), self.leg(about)) else {
+                continue;
+            };
+            if to_leg.gone() || about_leg.party.user.is_empty() {
+                continue;
+            }
+            let command = Command::Identify {
+                leg: to,
+                display: about_leg.party.display.clone(),
+                uri: format!("sip:{}@{}", about_leg.party.user, self.domain),
+            };
+            self.commands.push_back(command);
+        }
     }
 
     /// A code that came while another feature runs: said, not run.

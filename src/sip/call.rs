@@ -15,7 +15,7 @@ use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, StatusCode, StatusCodeKind};
+use rsipstack::sip::{Header, Method, StatusCode, StatusCodeKind};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{debug, info, warn};
@@ -95,6 +95,7 @@ const INVITE_WAIT: Duration = Duration::from_secs(40);
 /// call, and a call's memory is mostly its task.
 pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv>) {
     let CallPlan { admission, setup } = plan;
+    let caller_takes_update = capabilities::allows(&tx.original.headers, "UPDATE");
     let call_id = setup.call_id.clone();
     let inband = setup.inband;
     let (caller, callee) = (setup.caller.name.clone(), setup.callee.name.clone());
@@ -183,6 +184,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         contact,
         pending: Vec::new(),
         notifiers: Vec::new(),
+        takes_update: vec![caller_takes_update],
         env: Arc::clone(&env),
     };
     let now = env.relay.now();
@@ -256,6 +258,8 @@ struct Shell {
     pending: Vec<Input>,
     /// Per leg whose REFER was accepted: its NOTIFYs (and a hang-up after them), in order.
     notifiers: Vec<ReferNotifier>,
+    /// By [`LegId`]: whether the party's `Allow` (in its INVITE, or its 2xx) takes UPDATE.
+    takes_update: Vec<bool>,
     env: Arc<CallEnv>,
 }
 
@@ -347,7 +351,11 @@ impl Shell {
                     }
                 }
                 Some((leg, outcome)) = self.invites.next(), if !self.invites.is_empty() => {
-                    let input = invite_outcome(leg, outcome);
+                    let (input, takes_update) = invite_outcome(leg, outcome);
+                    if self.takes_update.len() <= leg.index() {
+                        self.takes_update.resize(leg.index() + 1, false);
+                    }
+                    self.takes_update[leg.index()] = takes_update;
                     Box::pin(self.input(input)).await;
                 }
                 Ok(request) = requests.recv() => Box::pin(self.on_request(request)).await,
@@ -601,6 +609,7 @@ impl Shell {
                 None => self.hang_up(leg),
             },
             Command::Hear { leg, source } => self.hear(leg, source),
+            Command::Identify { leg, display, uri } => self.identify(leg, display, uri),
             Command::Media(command) => self.media.command(command),
             Command::Record(to) => {
                 let Some(to) = to else {
@@ -688,6 +697,37 @@ impl Shell {
         });
     }
 
+    /// Tells the party on `leg` whom it now talks to: an UPDATE without SDP carrying
+    /// `P-Asserted-Identity` (what phones show as the connected party; RFC 4916's use of UPDATE
+    /// for a changed identity), sent only if the party's `Allow` takes UPDATE.
+    fn identify(&mut self, leg: LegId, display: Option<String>, uri: String) {
+        let name = match &display {
+            Some(d) => format!("\"{}\" <{uri}>", d.replace('"', "'")),
+            None => format!("<{uri}>"),
+        };
+        let call = self.core.id().clone();
+        if !self.takes_update.get(leg.index()).copied().unwrap_or(false) {
+            info!(call = %call, leg = %leg, "now talks to {name} (not told: its Allow has no UPDATE)");
+            return;
+        }
+        let Some(d) = self.dialog(leg) else {
+            return;
+        };
+        info!(call = %call, leg = %leg, "now talks to {name}: UPDATE with P-Asserted-Identity");
+        let d = d.clone();
+        while self.hangups.try_join_next().is_some() {}
+        self.hangups.spawn(async move {
+            let headers = vec![Header::Other("P-Asserted-Identity".into(), name)];
+            match d.request(Method::Update, Some(headers), None).await {
+                Ok(Some(r)) if r.status_code.kind() != StatusCodeKind::Successful => {
+                    debug!(call = %call, leg = %leg, "UPDATE answered {}", r.status_code)
+                }
+                Err(e) => debug!(call = %call, leg = %leg, "UPDATE: {e}"),
+                _ => {}
+            }
+        });
+    }
+
     /// `leg` hears `source`: another leg, a clip from the library, or silence. A clip that cannot
     /// be played is silence, and one not looped counts as played at once (what waited for it
     /// goes on).
@@ -713,33 +753,37 @@ impl Shell {
 }
 
 /// An INVITE's outcome as a core input.
-fn invite_outcome(leg: LegId, outcome: Result<InviteAsyncResult, tokio::task::JoinError>) -> Input {
+/// An INVITE's outcome as a core input, and whether the party's 2xx `Allow` takes UPDATE.
+fn invite_outcome(
+    leg: LegId,
+    outcome: Result<InviteAsyncResult, tokio::task::JoinError>,
+) -> (Input, bool) {
     let response = match outcome {
         Ok(Ok((_, Some(response)))) => response,
-        Ok(Ok((_, None))) => return Input::Refused { leg, status: 500 },
+        Ok(Ok((_, None))) => return (Input::Refused { leg, status: 500 }, false),
         Ok(Err(e)) => {
             info!(leg = %leg, "INVITE failed: {e}");
             let status = match e {
                 rsipstack::Error::TransactionError(..) => 408,
                 _ => 503,
             };
-            return Input::Refused { leg, status };
+            return (Input::Refused { leg, status }, false);
         }
         Err(e) => {
             warn!(leg = %leg, "INVITE task failed: {e}");
-            return Input::Refused { leg, status: 500 };
+            return (Input::Refused { leg, status: 500 }, false);
         }
     };
     if response.status_code.kind() == StatusCodeKind::Successful {
-        Input::Answered {
+        let takes_update = capabilities::allows(&response.headers, "UPDATE");
+        let input = Input::Answered {
             leg,
             sdp: response.body,
-        }
+        };
+        (input, takes_update)
     } else {
-        Input::Refused {
-            leg,
-            status: response.status_code.code(),
-        }
+        let status = response.status_code.code();
+        (Input::Refused { leg, status }, false)
     }
 }
 

@@ -15,6 +15,16 @@ pub const SUPPORTED: &str = "norefersub";
 /// SDP for sessions, SIP INFO keys in both common bodies.
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 
+/// Whether a party's `Allow` headers among `headers` name `method` (what hookflash may send it
+/// in its dialog: an UPDATE with the connected identity only to a party that takes UPDATE).
+pub fn allows(headers: &rsipstack::sip::Headers, method: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("Allow"))
+        .flat_map(|h| h.value().split(','))
+        .any(|m| m.trim().eq_ignore_ascii_case(method))
+}
+
 /// `Allow` and `Supported` as rsipstack headers, for the messages of a call.
 pub fn headers() -> Vec<Header> {
     vec![

@@ -44,12 +44,18 @@ fn with_blind_code(flow: String) -> String {
 /// Starts E (answers, waits for a BYE), X (`x_scenario` with `x_args`) and the daemon; the
 /// account metaflow (metaflows/default.yaml) is the example's changed by `flow`.
 fn setup(x_scenario: &std::path::Path, x_args: &[&str], flow: fn(String) -> String) -> Setup {
+    setup_with(&scenario("uas_answer.xml"), x_scenario, x_args, flow)
+}
+
+/// [`setup`] with E's scenario `e_scenario`.
+fn setup_with(
+    e_scenario: &std::path::Path,
+    x_scenario: &std::path::Path,
+    x_args: &[&str],
+    flow: fn(String) -> String,
+) -> Setup {
     let (e, x) = (Phone::new(), Phone::new());
-    let callee_e = SippProcess::spawn(
-        &scenario("uas_answer.xml"),
-        "u1",
-        &["-key", "capture_port", &e.port()],
-    );
+    let callee_e = SippProcess::spawn(e_scenario, "u1", &["-key", "capture_port", &e.port()]);
     let x_port = x.port();
     let mut args = vec!["-key", "capture_port", &x_port];
     args.extend_from_slice(x_args);
@@ -626,4 +632,65 @@ fn a_refer_to_a_number_outside_the_directory_is_refused_and_the_call_goes_on() {
             .any(|l| l.contains("calling sip:0090555123456")),
         "the number was called"
     );
+}
+
+/// A callee scenario whose 200 says it takes UPDATE, and which then expects an UPDATE whose
+/// `P-Asserted-Identity` matches `identity` (answered 200) once `after` has happened; written to
+/// `dir`.
+fn expecting_identity(
+    dir: &std::path::Path,
+    name: &str,
+    identity: &str,
+    after: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(scenario(name)).unwrap();
+    let ok = text.find("SIP/2.0 200 OK").unwrap();
+    let body = ok + text[ok..].find("Content-Type: application/sdp").unwrap();
+    let mut text = format!(
+        "{}Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE\n{}",
+        &text[..body],
+        &text[body..]
+    );
+    let at = text.find(after).unwrap() + after.len();
+    text.insert_str(
+        at,
+        &format!(
+            "\n  <recv request=\"UPDATE\">\n    <action>\n      <ereg regexp=\"{identity}\" \
+             search_in=\"hdr\" header=\"P-Asserted-Identity:\" check_it=\"true\" \
+             assign_to=\"pai\"/>\n    </action>\n  </recv>\n  <Reference variables=\"pai\"/>\n  \
+             <send>\n    <![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n\
+             [last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n    ]]>\n  </send>\n"
+        ),
+    );
+    let path = dir.join(format!("identity-{name}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn after_a_transfer_the_transferee_and_the_target_learn_whom_they_talk_to() {
+    // E and X say in their 200 that they take UPDATE. Once T has left, E gets an UPDATE naming
+    // X (1003) in P-Asserted-Identity, and X (called with T's caller ID) one naming E (1002);
+    // each scenario fails without it. The phones of the other tests say nothing of UPDATE and
+    // are sent none.
+    let dir = tempfile::tempdir().unwrap();
+    let e_sf = expecting_identity(
+        dir.path(),
+        "uas_answer.xml",
+        "sip:1003@",
+        "<recv request=\"ACK\" crlf=\"true\"/>",
+    );
+    let x_sf = expecting_identity(
+        dir.path(),
+        "uas_target.xml",
+        "sip:1002@",
+        "<recv request=\"ACK\" crlf=\"true\"/>",
+    );
+    let mut s = setup_with(&e_sf, &x_sf, &["-d", "3000"], as_is);
+    let transferor = s.transferor("uac_call.xml", "*21003,,");
+    s.daemon.event("transfer.completed");
+    let t = transferor.join().unwrap();
+    assert!(t.status.success(), "transferor: {}", describe(&t));
+    s.daemon.seen_or_wait("now talks to <sip:1003@");
+    s.finish();
 }

@@ -106,9 +106,27 @@ fn full_attended_transfer() {
     c.answer(X);
     assert!(c.talking(B, X), "consultation");
     assert_eq!(c.hears(A), hears_media(MOH, true));
-    c.hang_up(B);
+    let out = c.hang_up(B);
     assert!(c.talking(A, X), "completed");
     assert!(c.hung_up().is_empty(), "nobody was hung up by us");
+    // Connected identity: the transferee learns it talks to 2600, and 2600 (called with the
+    // transferor's caller ID) that it talks to the transferee, 1001 (Alice).
+    let told: Vec<(LegId, Option<&str>, &str)> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::Identify { leg, display, uri } => {
+                Some((*leg, display.as_deref(), uri.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (A, None, "sip:2600@demo.test"),
+            (X, Some("Alice"), "sip:1001@demo.test")
+        ]
+    );
     assert_eq!(
         c.events(),
         [

@@ -528,6 +528,11 @@ fn copy(c: &Command) -> Command {
             sdp: sdp.clone(),
         },
         Command::Hangup { leg } => Command::Hangup { leg: *leg },
+        Command::Identify { leg, display, uri } => Command::Identify {
+            leg: *leg,
+            display: display.clone(),
+            uri: uri.clone(),
+        },
         Command::AcceptRefer {
             leg,
             request,
