@@ -155,6 +155,10 @@ fn router(api: AppState) -> Router {
             "/v1/transfers/{id}/complete",
             post(voipbin::complete_transfer),
         )
+        .route(
+            "/v1/transfers/{id}/threeway",
+            post(voipbin::three_way_transfer),
+        )
         .route("/v2/accounts/{account}/channels", get(kazoo::list_channels))
         .route(
             "/v2/accounts/{account}/channels/{call_id}",

@@ -178,6 +178,8 @@ impl Transfers {
             EventKind::TransferStarted { .. } => ("dialing", false),
             EventKind::TargetRinging => ("ringing", false),
             EventKind::TargetAnswered => ("answered", false),
+            EventKind::TransferThreeWay { joined: true } => ("threeway", false),
+            EventKind::TransferThreeWay { joined: false } => ("answered", false),
             EventKind::TransferPartial => {
                 record.partial = true;
                 ("unattended", false)
@@ -238,12 +240,21 @@ impl Transfers {
 
     /// Waits until record `id` has settled; its final state (or `None` if it is gone).
     pub async fn settled(&self, id: &str) -> Option<TransferRecord> {
+        self.reached(id, |r| r.settled).await
+    }
+
+    /// Waits until transfer `id`'s record satisfies `done` (or is gone: `None`).
+    pub async fn reached(
+        &self,
+        id: &str,
+        done: impl Fn(&TransferRecord) -> bool,
+    ) -> Option<TransferRecord> {
         loop {
             let notified = self.changed.notified();
             {
                 let inner = self.lock();
                 let record = inner.records.get(id)?;
-                if record.settled {
+                if done(record) {
                     return Some(record.clone());
                 }
             }

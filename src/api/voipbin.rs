@@ -78,11 +78,19 @@ pub fn call_json(call: &CallInfo, leg: &LegInfo) -> Value {
     v
 }
 
-/// What a leg hears, for people: `{"leg": Call-ID}`, `{"media": name}` or `{"silence": true}`.
+/// What a leg hears, for people: `{"leg": Call-ID}`, `{"mix": [Call-ID, …]}` (a three-way
+/// call), `{"media": name}` or `{"silence": true}`.
 pub fn hears_json(call: &CallInfo, hears: &Hears) -> Value {
     match hears {
         Hears::Leg(l) => json!({ "leg": call.leg(*l).map(|l| l.call_id.as_str()) }),
         Hears::Media(m) => json!({ "media": m }),
+        Hears::Mix(legs) => {
+            let ids: Vec<Option<&str>> = legs
+                .iter()
+                .map(|l| call.leg(*l).map(|l| l.call_id.as_str()))
+                .collect();
+            json!({ "mix": ids })
+        }
         Hears::Silence => json!({ "silence": true }),
     }
 }
@@ -292,7 +300,7 @@ pub async fn start_transfer(
 pub fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::NotBridged => ApiError::required("other_leg_call_id", refusal.message()),
-        Refusal::Busy | Refusal::NoTransfer | Refusal::Gone => {
+        Refusal::Busy | Refusal::NoTransfer | Refusal::Gone | Refusal::NotConsulting => {
             ApiError::conflict(refusal.message())
         }
     }
@@ -340,6 +348,17 @@ pub async fn complete_transfer(
     act_on_transfer(state, caller, id, what).await
 }
 
+/// Beyond VoIPBIN: transferer, transferee and target in one conversation (the transferer must
+/// be consulting the target); `complete` and `cancel` go on from there.
+pub async fn three_way_transfer(
+    state: State<AppState>,
+    caller: Caller,
+    id: PathParams<String>,
+) -> Result<Response, ApiError> {
+    let what = CallRequest::ThreeWayTransfer { id: id.0.clone() };
+    act_on_transfer(state, caller, id, what).await
+}
+
 async fn act_on_transfer(
     State(api): State<AppState>,
     caller: Caller,
@@ -357,19 +376,34 @@ async fn act_on_transfer(
             record.status
         )));
     }
+    let what_kind = match what {
+        CallRequest::ThreeWayTransfer { .. } => WhatKind::ThreeWay,
+        _ => WhatKind::Other,
+    };
     match api.ask(&caller.account, &record.call, what).await {
         Some(Ok(_)) => {}
         Some(Err(refusal)) => return Err(refused(refusal)),
         None => return Err(ApiError::conflict("the call has ended")),
     }
     // The call published what happened before it answered; the follower settles the record
-    // (a completion while the target still rings settles only when it answers).
-    let _ = tokio::time::timeout(SETTLING, api.transfers.settled(&id)).await;
+    // (a completion while the target still rings settles only when it answers), or marks it
+    // three-way.
+    let three_way = matches!(what_kind, WhatKind::ThreeWay);
+    let done = |r: &crate::api::transfers::TransferRecord| {
+        r.settled || (three_way && r.status == "threeway")
+    };
+    let _ = tokio::time::timeout(SETTLING, api.transfers.reached(&id, done)).await;
     let record = api
         .transfers
         .get(&caller.account, &id)
         .ok_or_else(not_found)?;
     Ok(Json(record.json()).into_response())
+}
+
+/// What an action on a transfer waits for before it answers.
+enum WhatKind {
+    ThreeWay,
+    Other,
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub enum Hears {
     Leg(LegId),
     /// Music, ringback, a prompt.
     Media(String),
+    /// These legs' parties at once (a three-way call).
+    Mix(Vec<LegId>),
     Silence,
 }
 
@@ -267,6 +269,7 @@ impl CallGuard {
                     (_, LegStatus::Ended) => Hears::Silence,
                     (Source::Leg(other), _) => Hears::Leg(*other),
                     (Source::Media { media, .. }, _) => Hears::Media(media.clone()),
+                    (Source::Mix(legs), _) => Hears::Mix(legs.clone()),
                     (Source::Silence, _) => Hears::Silence,
                 };
                 match info.legs.iter_mut().find(|l| l.leg == leg.id) {

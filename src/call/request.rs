@@ -35,6 +35,8 @@ pub enum CallRequest {
     CancelTransfer { id: String },
     /// Complete the API transfer `id` now: the transferor leaves.
     CompleteTransfer { id: String },
+    /// The API transfer `id`'s transferor, transferee and target talk together.
+    ThreeWayTransfer { id: String },
     /// Play a clip, as the `play` module does for a key pressed on `by`.
     Play { by: LegId, data: PlayData },
 }
@@ -51,6 +53,9 @@ pub enum Refusal {
     NoTransfer,
     /// The leg has already ended.
     Gone,
+    /// A three-way call needs the transferor to be consulting the target (it answered, and
+    /// the three are not together already).
+    NotConsulting,
 }
 
 impl Refusal {
@@ -60,6 +65,10 @@ impl Refusal {
             Refusal::Busy => "another feature is running on the call",
             Refusal::NoTransfer => "no transfer in progress that can be taken back or completed",
             Refusal::Gone => "the leg has ended",
+            Refusal::NotConsulting => {
+                "the transferer is not consulting the target (it has not answered yet, or the \
+                 three already talk)"
+            }
         }
     }
 }
@@ -91,6 +100,7 @@ impl CallRequest {
             CallRequest::HangupCall => "hang up the call".into(),
             CallRequest::CancelTransfer { id } => format!("cancel transfer {id}"),
             CallRequest::CompleteTransfer { id } => format!("complete transfer {id}"),
+            CallRequest::ThreeWayTransfer { id } => format!("three-way transfer {id}"),
             CallRequest::Play { by, data } => format!("play {:?} for leg {by}", data.media),
         }
     }
@@ -130,9 +140,9 @@ impl CallCore {
                     self.call.reject(487, None);
                     Ok(())
                 }
-                CallRequest::CancelTransfer { .. } | CallRequest::CompleteTransfer { .. } => {
-                    Err(Refusal::NoTransfer)
-                }
+                CallRequest::CancelTransfer { .. }
+                | CallRequest::CompleteTransfer { .. }
+                | CallRequest::ThreeWayTransfer { .. } => Err(Refusal::NoTransfer),
                 _ => Err(Refusal::NotBridged),
             };
         }
@@ -167,13 +177,18 @@ impl CallCore {
                 }
                 Ok(())
             }
-            CallRequest::CancelTransfer { id } | CallRequest::CompleteTransfer { id }
+            CallRequest::CancelTransfer { id }
+            | CallRequest::CompleteTransfer { id }
+            | CallRequest::ThreeWayTransfer { id }
                 if !ours(self, &id) =>
             {
                 Err(Refusal::NoTransfer)
             }
             CallRequest::CancelTransfer { .. } => self.on_transfer(env, |t, ctx| t.cancel(ctx)),
             CallRequest::CompleteTransfer { .. } => self.on_transfer(env, |t, ctx| t.complete(ctx)),
+            CallRequest::ThreeWayTransfer { .. } => self
+                .on_transfer(env, |t, ctx| t.three_way(ctx))
+                .map_err(|_| Refusal::NotConsulting),
         }
     }
 

@@ -93,6 +93,11 @@ pub enum EventKind {
     /// The transferor left while the target rang: the transferee joins it when it answers.
     TransferPartial,
     TransferSwapped,
+    /// `joined`: transferor, transferee and target now talk together; else the transferor is
+    /// back to consulting the target (the transferee hears music again).
+    TransferThreeWay {
+        joined: bool,
+    },
     TransferCompleted,
     /// `reason`: `not_found`, `busy`, `no_answer`, `declined`, `cancelled`, `timeout`,
     /// `target_hung_up`, `not_allowed` (then `target` is the refused target), `failed`.
@@ -150,6 +155,7 @@ impl EventKind {
             EventKind::TargetAnswered => "target.answered",
             EventKind::TransferPartial => "transfer.partial",
             EventKind::TransferSwapped => "transfer.swapped",
+            EventKind::TransferThreeWay { .. } => "transfer.threeway",
             EventKind::TransferCompleted => "transfer.completed",
             EventKind::TransferFailed { .. } => "transfer.failed",
             EventKind::TransferTakenBack { .. } => "transfer.taken_back",
@@ -183,13 +189,15 @@ impl EventKind {
     }
 
     /// The transfer target as dialled, the media played, the recording path, the module that was
-    /// ignored.
+    /// ignored, whether a three-way call was joined or left.
     pub fn detail(&self) -> Option<&str> {
         match self {
             EventKind::TransferStarted { target } => Some(target),
             EventKind::TransferFailed { target, .. } => target.as_deref(),
             EventKind::PlayStarted { media } | EventKind::PlayEnded { media, .. } => Some(media),
             EventKind::ActionIgnored { module } => Some(module),
+            EventKind::TransferThreeWay { joined: true } => Some("joined"),
+            EventKind::TransferThreeWay { joined: false } => Some("left"),
             EventKind::RecordStarted { path } | EventKind::RecordStopped { path } => Some(path),
             _ => None,
         }
@@ -204,6 +212,7 @@ impl EventKind {
                 | EventKind::TargetAnswered
                 | EventKind::TransferPartial
                 | EventKind::TransferSwapped
+                | EventKind::TransferThreeWay { .. }
                 | EventKind::TransferCompleted
                 | EventKind::TransferFailed { .. }
                 | EventKind::TransferTakenBack { .. }

@@ -38,6 +38,7 @@ use super::inband::InbandPolicy;
 use super::latch::Verdict;
 use super::leg::{Hearing, Hears, MediaLeg, PartyMedia, Playing};
 use super::lookahead::{Held, InbandListener};
+use super::mix::{Mixing, Sum};
 use super::recorder::{Frame, MAX_FRAME};
 use super::rfc4733::Heard;
 use super::tone::Plays;
@@ -270,11 +271,23 @@ impl MediaCall {
                 self.map_payload_types();
             }
             MediaCommand::Hear(leg, hearing) => {
+                let hearing = match hearing {
+                    Hearing::Mix(sources) => {
+                        let mix = self.start_mix(leg, &sources, now);
+                        let Some(l) = self.leg_mut(leg.index()) else {
+                            return;
+                        };
+                        l.hears = Hears::Mix(mix);
+                        return self.map_payload_types();
+                    }
+                    other => other,
+                };
                 let Some(l) = self.leg_mut(leg.index()) else {
                     return;
                 };
                 l.hears = match hearing {
                     Hearing::Leg(other) => Hears::Leg(other),
+                    Hearing::Mix(_) => Hears::Silence,
                     Hearing::Silence => Hears::Silence,
                     Hearing::Clip { clip, looped } => {
                         let playback = if looped {
@@ -423,6 +436,83 @@ impl MediaCall {
             }
             self.send_keys(i, ms, out);
             self.play_clip(i, now, out);
+            self.play_mix(i, now, out);
+        }
+    }
+
+    /// A mix of `sources` for `leg`'s party, from their next frames on; each source keeps its
+    /// frames from now.
+    fn start_mix(&mut self, leg: LegId, sources: &[LegId], now: Micros) -> Box<Mixing> {
+        let mut mixing = Mixing {
+            sources: Vec::with_capacity(sources.len()),
+            next_due: now,
+        };
+        for &source in sources {
+            if source == leg {
+                continue;
+            }
+            if let Some(s) = self.leg_mut(source.index()) {
+                let said = s.said.get_or_insert_with(Default::default);
+                mixing.sources.push((source, said.count()));
+            }
+        }
+        Box::new(mixing)
+    }
+
+    /// Sends the mixed frames due to leg `i`, each scheduling the next 20 ms later.
+    fn play_mix(&mut self, i: usize, now: Micros, out: &mut impl Output) {
+        loop {
+            let Some(l) = self.legs.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            let Hears::Mix(mixing) = &mut l.hears else {
+                return;
+            };
+            let due = mixing.next_due;
+            if due > now {
+                return;
+            }
+            mixing.next_due = if due + 3 * FRAME_US < now {
+                now + FRAME_US
+            } else {
+                due + FRAME_US
+            };
+            // The sources' frames are read while the listener's own state is borrowed: take it.
+            let mut sources = std::mem::take(&mut mixing.sources);
+            let mut sum = Sum::default();
+            for (source, taken) in &mut sources {
+                if let Some(said) = self
+                    .legs
+                    .get(source.index())
+                    .and_then(Option::as_ref)
+                    .and_then(|s| s.said.as_deref())
+                    && let Some(frame) = said.next(taken)
+                {
+                    sum.add(frame);
+                }
+            }
+            let Some(l) = self.legs.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if let Hears::Mix(mixing) = &mut l.hears {
+                mixing.sources = sources;
+            }
+            let (Some((pt, law)), Some(to)) = (l.party.g711, l.destination()) else {
+                continue;
+            };
+            let mut packet = [0u8; 12 + FRAME];
+            let mut frame = [0u8; FRAME];
+            sum.encode(law, &mut frame);
+            packet[12..].copy_from_slice(&frame);
+            let (seq, ts, marker) = l.out.next_generated(FRAME as u32, due / 1000);
+            write_header(&mut packet, (pt, marker, seq, ts, l.out.ssrc()));
+            out.transmit(Transmit {
+                leg: LegId(i as u16),
+                rtcp: false,
+                to,
+                packet: &packet,
+                generated: true,
+            });
         }
     }
 
@@ -604,6 +694,13 @@ impl MediaCall {
         {
             out.record(frame);
         }
+        if let Some(law) = law
+            && let Some(said) = self.legs[i].as_mut().and_then(|l| l.said.as_mut())
+            && let Ok(rtp) = RtpPacket::parse(packet)
+        {
+            // Heard in a mix: what the others hear of this party (after privacy).
+            said.push(law, rtp.payload());
+        }
         self.fan_out(i, packet, ms, Kind::Audio { law }, out);
     }
 
@@ -632,6 +729,7 @@ impl MediaCall {
             }
             if let Kind::Audio { law: None } = kind
                 && other.party.g711.is_some()
+                && packet.len() >= 12
             {
                 // Every leg negotiated G.711 (the SDP is steered so); anything else a party
                 // sends (comfort noise, a codec it was not answered) is not for the listener.

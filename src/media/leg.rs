@@ -14,6 +14,7 @@ use super::g711::Law;
 use super::keys_out::KeysOut;
 use super::latch::Latch;
 use super::lookahead::InbandListener;
+use super::mix::{Mixing, Said};
 use super::rfc4733::Detector;
 use super::stream::OutStream;
 
@@ -42,6 +43,8 @@ pub enum Hearing {
         clip: Clip,
         looped: bool,
     },
+    /// The sum of these legs' parties (a three-way call: each party hears the others).
+    Mix(Vec<LegId>),
     Silence,
 }
 
@@ -57,6 +60,7 @@ pub struct Playing {
 pub enum Hears {
     Leg(LegId),
     Clip(Box<Playing>),
+    Mix(Box<Mixing>),
     Silence,
 }
 
@@ -80,6 +84,8 @@ pub struct MediaLeg {
     pub hears: Hears,
     /// Keys written into the stream toward this party.
     pub keys_out: KeysOut,
+    /// Its party's last frames, while another leg hears it in a mix.
+    pub said: Option<Box<Said>>,
 }
 
 impl MediaLeg {
@@ -96,6 +102,7 @@ impl MediaLeg {
             out: OutStream::new(r as u32, (r >> 32) as u16, (r >> 40) as u32, 8000),
             hears: Hears::Silence,
             keys_out: KeysOut::default(),
+            said: None,
         }
     }
 
@@ -124,6 +131,7 @@ impl MediaLeg {
             self.inband.as_ref().and_then(|i| i.deadline()),
             match &self.hears {
                 Hears::Clip(p) => Some(p.next_due),
+                Hears::Mix(m) => Some(m.next_due),
                 _ => None,
             },
         ]

@@ -15,6 +15,7 @@ pub mod latch;
 pub mod leg;
 pub mod library;
 pub mod lookahead;
+pub mod mix;
 pub mod ports;
 pub mod recorder;
 pub mod relay;

@@ -32,6 +32,8 @@ pub enum Source {
         media: String,
         looped: bool,
     },
+    /// The sum of these legs' parties: a conversation of three (each hears the other two).
+    Mix(Vec<LegId>),
     Silence,
 }
 

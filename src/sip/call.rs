@@ -734,6 +734,7 @@ impl Shell {
     fn hear(&mut self, leg: LegId, source: Source) {
         let hearing = match source {
             Source::Leg(other) => Hearing::Leg(other),
+            Source::Mix(legs) => Hearing::Mix(legs),
             Source::Silence => Hearing::Silence,
             Source::Media { media, looped } => match self.env.library.get(&media) {
                 Ok(Media::Clip(clip)) => Hearing::Clip { clip, looped },

@@ -144,6 +144,7 @@ fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
         )
         .replace("  tokens:", "  rate_limit: -5\n  tokens:")
         .replace("inband_dtmf: auto", "inband_dtmf: sometimes")
+        .replace("codecs: [PCMU, PCMA]", "codecs: [PCMU, G722]")
         .replace(
             "    metaflow: default ",
             "    webhooks: [\"https://hooks.test/x\", \"ftp://a/\", \"http://127.0.0.1:9000/ok\"]\n    metaflow: default ",
@@ -159,10 +160,13 @@ fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
         format!("{c}:17:16: `inband_dtmf` must be one of auto, always, never, found `sometimes`"),
         format!("{c}:21:15: `rate_limit` must be between 1 and 10000000, found -5"),
         format!(
-            "{c}:39:17: webhook URL `https://hooks.test/x`: https is not supported; post to a local http:// proxy instead"
+            "{c}:29:18: `codecs`: hookflash writes and hears PCMU and PCMA only (music, ringback, tones and in-band keys on every leg), found `G722`"
         ),
-        format!("{c}:39:41: webhook URL `ftp://a/`: scheme `ftp` is not http"),
-        "6 errors found".to_string(),
+        format!(
+            "{c}:40:17: webhook URL `https://hooks.test/x`: https is not supported; post to a local http:// proxy instead"
+        ),
+        format!("{c}:40:41: webhook URL `ftp://a/`: scheme `ftp` is not http"),
+        "7 errors found".to_string(),
     ];
     assert_eq!(stdout_lines(&o), expected);
 }

@@ -19,4 +19,5 @@ mod codecs;
 mod daemon_reload;
 mod media_playback;
 mod sip_register;
+mod three_way;
 mod transfer_calls;

@@ -376,6 +376,95 @@ fn swap_alternates_between_the_two_parties() {
     c.end();
 }
 
+/// Whether the three hear each other in one mix.
+fn three_way(c: &Call, t: LegId, e: LegId, x: LegId) -> bool {
+    c.hears(t) == Some(Source::Mix(vec![e, x]))
+        && c.hears(e) == Some(Source::Mix(vec![t, x]))
+        && c.hears(x) == Some(Source::Mix(vec![t, e]))
+}
+
+#[test]
+fn three_way_joins_the_three_and_pressed_again_returns_to_the_consultation() {
+    let mut c = attended();
+    c.answer(X);
+    c.keys(B, "*3");
+    assert!(three_way(&c, B, A, X), "each hears the other two");
+    assert_eq!(
+        c.key_route(B),
+        KeyRoute::Control,
+        "the transferor's keys stay the transfer's"
+    );
+    c.keys(B, "*3");
+    assert!(c.talking(B, X), "back to consulting");
+    assert_eq!(c.hears(A), hears_media(MOH, true));
+    c.keys(B, "*3");
+    assert!(three_way(&c, B, A, X));
+    // The transferor hangs up: the two others talk, and learn whom they talk to.
+    let out = c.hang_up(B);
+    assert!(c.talking(A, X));
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::Identify { leg, .. } if *leg == A))
+    );
+    assert_eq!(
+        c.events(),
+        [
+            "transfer.started",
+            "target.answered",
+            "transfer.threeway",
+            "transfer.threeway",
+            "transfer.threeway",
+            "transfer.completed"
+        ]
+    );
+    c.end();
+}
+
+#[test]
+fn from_a_three_way_call_each_way_out_leaves_two_talking() {
+    // The transferor completes (*2): A and X.
+    let mut c = attended();
+    c.answer(X);
+    c.keys(B, "*3");
+    c.keys(B, "*2");
+    assert_eq!(c.hung_up(), [B]);
+    assert!(c.talking(A, X));
+    c.end();
+    // The transferor takes back (*1): X is dropped, A and B.
+    let mut c = attended();
+    c.answer(X);
+    c.keys(B, "*3");
+    c.keys(B, "*1");
+    assert_eq!(c.hung_up(), [X]);
+    assert!(c.talking(A, B));
+    c.end();
+    // The target hangs up: A and B again, the transfer failed.
+    let mut c = attended();
+    c.answer(X);
+    c.keys(B, "*3");
+    c.hang_up(X);
+    assert!(c.talking(A, B));
+    assert!(
+        c.events()
+            .contains(&"transfer.failed(target_hung_up)".to_string())
+    );
+    c.end();
+    // The transferee hangs up: B and X.
+    let mut c = attended();
+    c.answer(X);
+    c.keys(B, "*3");
+    c.hang_up(A);
+    assert!(c.talking(B, X));
+    c.end();
+    // While X still rings there is nothing to join: *3 does nothing.
+    let mut c = attended();
+    c.keys(B, "*3");
+    assert_eq!(c.hears(A), hears_media(MOH, true));
+    c.answer(X);
+    assert!(c.talking(B, X));
+    c.end();
+}
+
 #[test]
 fn blind_transfer_releases_the_transferor_and_connects_on_answer() {
     let mut c = Call::new();

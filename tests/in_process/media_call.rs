@@ -552,6 +552,75 @@ fn parties_of_different_laws_hear_each_other_transcoded() {
     assert!(carries_tone(Law::Alaw, &got[0].bytes[12..], key('5')));
 }
 
+/// A 20 ms packet of `law` whose every sample is `level`, numbered `seq`.
+fn level_packet(law: Law, level: i16, seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, law.payload_type()];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(seq as u32 * 160).to_be_bytes());
+    p.extend_from_slice(&0xfeed_u32.to_be_bytes());
+    p.extend_from_slice(&[law.encode(level); 160]);
+    p
+}
+
+#[test]
+fn in_a_three_way_mix_each_party_hears_the_sum_of_the_other_two_in_its_own_law() {
+    let mut m = Media::new(InbandPolicy::Never);
+    m.party(A, Some(101), Law::Ulaw);
+    m.party(B, Some(101), Law::Alaw);
+    m.party(C, Some(101), Law::Ulaw);
+    for (leg, others) in [(A, [B, C]), (B, [A, C]), (C, [A, B])] {
+        m.command(MediaCommand::Hear(leg, Hearing::Mix(others.to_vec())));
+    }
+    let levels = [
+        (A, Law::Ulaw, 1000i16),
+        (B, Law::Alaw, 2000),
+        (C, Law::Ulaw, 4000),
+    ];
+    for seq in 0..10u16 {
+        for (leg, law, level) in levels {
+            m.rtp(leg, level_packet(law, level, seq));
+        }
+        m.advance_ms(20);
+    }
+    for (leg, law, want) in [
+        (A, Law::Ulaw, 6000),
+        (B, Law::Alaw, 5000),
+        (C, Law::Ulaw, 3000),
+    ] {
+        let got = m.to(leg);
+        assert!(
+            got.len() >= 9,
+            "a frame every 20 ms to {leg}: {}",
+            got.len()
+        );
+        let last = &got[got.len() - 1].bytes;
+        assert_eq!(header(last).pt, law.payload_type(), "{leg}'s own law");
+        let heard = law.decode(last[12]) as i32;
+        assert!(
+            (heard - want).abs() <= want / 16,
+            "{leg} heard {heard}, the others sum to {want}"
+        );
+        assert!(
+            last[12..].iter().all(|&b| b == last[12]),
+            "every sample is the sum"
+        );
+    }
+    // A source that falls silent adds nothing: A hears C alone.
+    for seq in 10..14u16 {
+        m.rtp(C, level_packet(Law::Ulaw, 4000, seq));
+        m.advance_ms(20);
+    }
+    let got = m.to(A);
+    let heard = Law::Ulaw.decode(got[got.len() - 1].bytes[12]) as i32;
+    assert!((heard - 4000).abs() <= 250, "A heard {heard}");
+    // Back to two: A hears B again, relayed as it came.
+    m.bridge(A, B);
+    m.rtp(B, level_packet(Law::Alaw, 2000, 20));
+    let last = m.to(A).last().unwrap().bytes.clone();
+    assert_eq!(header(&last).pt, 0, "transcoded to A's µ-law");
+    assert!(m.call.poll_timeout().is_some(), "C still hears its mix");
+}
+
 #[test]
 fn a_payload_type_the_listener_did_not_accept_never_reaches_it() {
     let (mut m, mut a, _) = two_parties();

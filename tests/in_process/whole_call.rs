@@ -150,6 +150,7 @@ impl Whole {
             Command::Hear { leg, source } => {
                 let hearing = match source {
                     Source::Leg(l) => Hearing::Leg(l),
+                    Source::Mix(legs) => Hearing::Mix(legs),
                     Source::Silence => Hearing::Silence,
                     Source::Media { media, looped } => match self.library.get(&media) {
                         Ok(Media::Clip(clip)) => Hearing::Clip { clip, looped },

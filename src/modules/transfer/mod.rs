@@ -31,6 +31,8 @@ pub const DEFAULT_TAKEBACK: &str = "*1";
 /// Asterisk's complete-now and swap keys.
 pub const DEFAULT_COMPLETE: &str = "*2";
 pub const DEFAULT_SWAP: &str = "*4";
+/// Asterisk's `atxferthreeway`: transferor, transferee and target in one conversation.
+pub const DEFAULT_THREEWAY: &str = "*3";
 const MAX_TIMEOUT_MS: u64 = 10 * 60_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -155,6 +157,10 @@ pub struct TransferData {
     /// Pressed while consulting: talk to the other of the two parties.
     #[serde(serialize_with = "as_keys")]
     pub swap_dtmf: Vec<Key>,
+    /// Pressed while consulting: the three talk together (each hears the other two); pressed
+    /// again, back to the consultation.
+    #[serde(serialize_with = "as_keys")]
+    pub threeway_dtmf: Vec<Key>,
     pub moh: String,
     pub ringback: String,
     #[serde(rename = "timeout", serialize_with = "as_duration")]
@@ -192,16 +198,22 @@ impl TransferData {
                 keys: default(DEFAULT_SWAP),
                 written: false,
             },
+            Sequence {
+                name: "threeway_dtmf",
+                keys: default(DEFAULT_THREEWAY),
+                written: false,
+            },
         ];
         // Only one sequence is written: nothing can clash.
         let _ = settle_clashes(&mut sequences);
-        let [takeback_dtmf, complete_dtmf, swap_dtmf] = sequences.map(|s| s.keys);
+        let [takeback_dtmf, complete_dtmf, swap_dtmf, threeway_dtmf] = sequences.map(|s| s.keys);
         TransferData {
             kind,
             target: Some(target),
             takeback_dtmf,
             complete_dtmf,
             swap_dtmf,
+            threeway_dtmf,
             moh,
             ringback,
             timeout_ms: DEFAULT_TIMEOUT_MS,
@@ -281,6 +293,7 @@ pub fn parse(
         dtmf("takeback_dtmf", DEFAULT_TAKEBACK),
         dtmf("complete_dtmf", DEFAULT_COMPLETE),
         dtmf("swap_dtmf", DEFAULT_SWAP),
+        dtmf("threeway_dtmf", DEFAULT_THREEWAY),
     ];
     let moh = media_field(
         fields,
@@ -348,7 +361,7 @@ pub fn parse(
         );
         ok = false;
     }
-    let [takeback_dtmf, complete_dtmf, swap_dtmf] = sequences.map(|s| s.keys);
+    let [takeback_dtmf, complete_dtmf, swap_dtmf, threeway_dtmf] = sequences.map(|s| s.keys);
     fields.ignore(
         "captures",
         "captures come from the pattern that matched",
@@ -365,6 +378,7 @@ pub fn parse(
         takeback_dtmf,
         complete_dtmf,
         swap_dtmf,
+        threeway_dtmf,
         moh,
         ringback,
         timeout_ms,

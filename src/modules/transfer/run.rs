@@ -11,7 +11,10 @@
 //! answer, `timeout`) or hangs up during the consultation → T and E talk again. T's keys since
 //! the start ending in `takeback_dtmf` (a suffix match, as Kazoo) → X is hung up, T and E talk
 //! again. `swap_dtmf` while consulting → T talks to the other party, the one left hears music.
-//! E hangs up → T stays with X.
+//! `threeway_dtmf` while consulting (or the API's `threeway`) → T, E and X talk together, each
+//! hearing the other two; pressed again → back to consulting X. From the three-way call the
+//! transfer goes on as from a consultation: T hangs up or completes → E and X talk; takeback or
+//! X hangs up → T and E; E hangs up → T and X. E hangs up → T stays with X.
 //!
 //! Blind: T is released at once, E hears ringback (or X's early media), X answers → E and X
 //! talk. Failure with T gone (blind, or a partial transfer) → `on_fail`: `recall` and
@@ -62,6 +65,8 @@ enum Stage {
     Ringing { early: bool },
     /// T and X talk (`swapped`: T and E talk, X hears music).
     Consulting { swapped: bool },
+    /// T, E and X talk together, each hearing the other two.
+    ThreeWay,
     /// T has gone; E hears music (attended) or ringback (blind) until X answers.
     Unattended,
     /// E has gone while X rang: T waits for X alone, and talks to X if it answers.
@@ -208,7 +213,11 @@ impl Transfer {
     /// The transferor's keys are the transfer's while T is on the call and the transfer is not
     /// settled.
     pub fn wants_keys(&self, leg: LegId) -> bool {
-        leg == self.t && matches!(self.stage, Stage::Ringing { .. } | Stage::Consulting { .. })
+        leg == self.t
+            && matches!(
+                self.stage,
+                Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::ThreeWay
+            )
     }
 
     fn legs(&self) -> Vec<(Role, LegId)> {
@@ -247,9 +256,10 @@ impl Transfer {
     /// `resume` while the transfer runs: like a takeback.
     pub fn resume(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
-                self.take_back(ctx, "resumed")
-            }
+            Stage::Ringing { .. }
+            | Stage::Consulting { .. }
+            | Stage::ThreeWay
+            | Stage::Referred => self.take_back(ctx, "resumed"),
             _ => Step::Continue,
         }
     }
@@ -258,9 +268,10 @@ impl Transfer {
     /// is past the point where it could be taken back.
     pub fn cancel(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
-                Some(self.take_back(ctx, "api"))
-            }
+            Stage::Ringing { .. }
+            | Stage::Consulting { .. }
+            | Stage::ThreeWay
+            | Stage::Referred => Some(self.take_back(ctx, "api")),
             _ => None,
         }
     }
@@ -269,11 +280,37 @@ impl Transfer {
     /// T is released); `None` when T has already left.
     pub fn complete(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
         match self.stage {
-            Stage::Ringing { .. } | Stage::Consulting { .. } | Stage::Referred => {
-                Some(self.complete_now(ctx))
+            Stage::Ringing { .. }
+            | Stage::Consulting { .. }
+            | Stage::ThreeWay
+            | Stage::Referred => Some(self.complete_now(ctx)),
+            _ => None,
+        }
+    }
+
+    /// An API's three-way: as if T pressed `threeway_dtmf` while consulting; `None` unless T
+    /// consults X now.
+    pub fn three_way(&mut self, ctx: &mut dyn CallContext) -> Option<Step> {
+        match self.stage {
+            Stage::Consulting { .. } => {
+                self.join_three(ctx);
+                Some(Step::Continue)
             }
             _ => None,
         }
+    }
+
+    /// T, E and X in one conversation.
+    fn join_three(&mut self, ctx: &mut dyn CallContext) {
+        let Some(x) = self.x else {
+            return;
+        };
+        let (t, e) = (self.t, self.e);
+        for (leg, others) in [(t, [e, x]), (e, [t, x]), (x, [t, e])] {
+            ctx.hear(leg, Source::Mix(others.to_vec()));
+        }
+        self.stage = Stage::ThreeWay;
+        ctx.event(EventKind::TransferThreeWay { joined: true }, &self.legs());
     }
 
     pub fn handle(&mut self, ctx: &mut dyn CallContext, input: &Happened) -> Step {
@@ -362,6 +399,21 @@ impl Transfer {
         if typed(&self.data.complete_dtmf) {
             self.keys.clear();
             return self.complete_now(ctx);
+        }
+        if typed(&self.data.threeway_dtmf) {
+            self.keys.clear();
+            match (self.stage, self.x) {
+                (Stage::Consulting { .. }, Some(_)) => self.join_three(ctx),
+                (Stage::ThreeWay, Some(x)) => {
+                    // Back to the consultation: T and X, E waits with music.
+                    ctx.bridge(self.t, x);
+                    ctx.play(self.e, &self.data.moh, true);
+                    self.stage = Stage::Consulting { swapped: false };
+                    ctx.event(EventKind::TransferThreeWay { joined: false }, &self.legs());
+                }
+                _ => {}
+            }
+            return Step::Continue;
         }
         if typed(&self.data.swap_dtmf) {
             self.keys.clear();
@@ -497,7 +549,7 @@ impl Transfer {
 
     fn target_hung_up(&mut self, ctx: &mut dyn CallContext) -> Step {
         match self.stage {
-            Stage::Consulting { .. } => {
+            Stage::Consulting { .. } | Stage::ThreeWay => {
                 ctx.bridge(self.t, self.e);
                 ctx.event(
                     EventKind::TransferFailed {
@@ -528,7 +580,7 @@ impl Transfer {
                 self.stage = Stage::Unattended;
                 Step::Continue
             }
-            Stage::Consulting { .. } => {
+            Stage::Consulting { .. } | Stage::ThreeWay => {
                 ctx.bridge(self.e, x);
                 ctx.event(EventKind::TransferCompleted, &self.legs());
                 Step::Done
@@ -546,7 +598,7 @@ impl Transfer {
     fn transferee_left(&mut self, ctx: &mut dyn CallContext) -> Step {
         ctx.event(EventKind::TransfereeHungUp, &self.legs());
         match self.stage {
-            Stage::Consulting { .. } => {
+            Stage::Consulting { .. } | Stage::ThreeWay => {
                 if let Some(x) = self.x {
                     ctx.bridge(self.t, x);
                 }
