@@ -2,6 +2,9 @@
 //! side by side in one run: plain relaying between two parties of one G.711 law, and relaying
 //! with the transcode between µ-law and A-law that steered codecs (`media.codecs`) make common
 //! (a PCMA-only phone calling a PCMU-only one, a transfer target answering the other law).
+//! Then 20 ms of a call, all packets in and out: two parties relayed (2 in, 2 out) beside a
+//! three-way call (3 in, each decoded once; 3 mixed frames out, each encoded in its listener's
+//! law).
 //!
 //! Run: `cargo bench --bench media_call`. Results and method: docs/BENCHMARKS.md.
 
@@ -83,6 +86,47 @@ fn bench(c: &mut Criterion) {
         });
         black_box(out.0);
     }
+    group.finish();
+
+    let mut group = c.benchmark_group("media_call_per_20ms");
+    let from = |i: u16| address(LegId(i));
+    // Two parties: each sends one packet, each gets the other's.
+    let mut two = call(&[Law::Ulaw, Law::Ulaw]);
+    let mut out = Discard(0);
+    let (mut seq, mut now) = (0u16, 1_000_000u64);
+    group.bench_function("two_party_relay", |b| {
+        b.iter(|| {
+            now += 20_000;
+            for i in 0..2u16 {
+                let mut p = packet(seq);
+                two.handle_rtp(now, LegId(i), from(i), black_box(&mut p), &mut out);
+            }
+            seq = seq.wrapping_add(1);
+        })
+    });
+    // Three parties in one mix: each sends one packet; the 20 ms tick sends each its mix.
+    let mut three = call(&[Law::Ulaw, Law::Alaw, Law::Ulaw]);
+    for i in 0..3u16 {
+        let others: Vec<LegId> = (0..3).filter(|&j| j != i).map(LegId).collect();
+        three.handle(
+            0,
+            MediaCommand::Hear(LegId(i), Hearing::Mix(others)),
+            &mut out,
+        );
+    }
+    let (mut seq, mut now) = (0u16, 1_000_000u64);
+    group.bench_function("three_way_mix", |b| {
+        b.iter(|| {
+            now += 20_000;
+            for i in 0..3u16 {
+                let mut p = packet(seq);
+                three.handle_rtp(now, LegId(i), from(i), black_box(&mut p), &mut out);
+            }
+            three.handle_timeout(now, &mut out);
+            seq = seq.wrapping_add(1);
+        })
+    });
+    black_box(out.0);
     group.finish();
 }
 

@@ -37,6 +37,13 @@ pub struct RecordTo {
 
 #[derive(Debug)]
 pub enum Command {
+    /// The new dialog of `Input::Replacing` `request` takes `leg`'s place: the old dialog is
+    /// ended (CANCEL while it rang, else BYE) and the new one answered 200 with `sdp`.
+    AcceptReplacing {
+        leg: LegId,
+        request: RequestId,
+        sdp: Vec<u8>,
+    },
     /// Tell the party on `leg` whom it now talks to (connected identity after a transfer):
     /// `P-Asserted-Identity` in an UPDATE, when the party's `Allow` takes UPDATE.
     Identify {

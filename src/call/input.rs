@@ -85,6 +85,18 @@ pub enum Input {
         referred_by: Option<String>,
         subscribe: bool,
     },
+    /// An INVITE with `Replaces` (RFC 3891) names `leg`'s dialog: its party (`user`,
+    /// `display`, on the new dialog `call_id`, offering `sdp`) asks to take the leg's place — a
+    /// pickup while the leg rings, a takeover once it is answered. Answered with
+    /// `Command::AcceptReplacing` or `Command::Respond` (the shell holds the new dialog meanwhile).
+    Replacing {
+        leg: LegId,
+        request: RequestId,
+        call_id: String,
+        sdp: Vec<u8>,
+        user: String,
+        display: Option<String>,
+    },
     /// From the call's media.
     Media(MediaEvent),
 }

@@ -297,6 +297,14 @@ impl CallCore {
                 referred_by,
                 subscribe,
             } => self.refer(leg, request, &refer_to, referred_by, subscribe, env),
+            Input::Replacing {
+                leg,
+                request,
+                call_id,
+                sdp,
+                user,
+                display,
+            } => self.replacing(leg, request, call_id, sdp, user, display, env),
             Input::InfoKey { leg, key } => self
                 .call
                 .commands
@@ -400,16 +408,7 @@ impl CallCore {
                 return;
             }
             match call.answer_from(LegId::B, &sdp) {
-                Ok(answer) => {
-                    call.commands.push_back(Command::Accept { sdp: answer });
-                    call.answered = true;
-                    call.ring_deadline = None;
-                    call.legs[0].state = LegState::Answered;
-                    call.legs[1].state = LegState::Answered;
-                    call.changed = true;
-                    info!(call = %call.id, "answered");
-                    call.event(EventKind::CallAnswered, &[]);
-                }
+                Ok(answer) => call.caller_answered(answer),
                 Err(e) => {
                     info!(call = %call.id, "the callee's answer is unusable ({e}); ending");
                     call.hangup(LegId::B);

@@ -5,7 +5,8 @@
 //! the same scenario runs end to end with real phones (tests/e2e/). Around it: one record per leg
 //! (`leg.rs`), the session descriptions (`session.rs`), the running feature's view of the call
 //! (`context.rs`; the features themselves are `crate::modules`), API requests (`request.rs`), a
-//! phone's REFER (`refer.rs`) and hold button (`phone_hold.rs`), and the registry of calls in
+//! phone's REFER (`refer.rs`) and hold button (`phone_hold.rs`), an INVITE with Replaces taking a
+//! leg's place (`replace.rs`), and the registry of calls in
 //! progress that the dispatcher and the API read (`registry.rs`, the one piece here shared across
 //! tasks).
 
@@ -17,6 +18,7 @@ mod machine;
 mod phone_hold;
 mod refer;
 pub mod registry;
+mod replace;
 pub mod request;
 mod session;
 mod state;

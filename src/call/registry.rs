@@ -277,6 +277,11 @@ impl CallGuard {
                         if status == LegStatus::Answered && entry.answered_at.is_none() {
                             entry.answered_at = Some(now);
                         }
+                        if entry.call_id != leg.call_id {
+                            // Another dialog took the leg's place (an INVITE with Replaces).
+                            entry.call_id = leg.call_id.clone();
+                            entry.party = leg.party.name.clone();
+                        }
                         entry.status = status;
                         entry.hears = hears;
                     }
@@ -310,7 +315,15 @@ impl CallGuard {
         let Some(entry) = calls.get_mut(&self.key) else {
             return;
         };
+        let before: Vec<String> = entry.info.legs.iter().map(|l| l.call_id.clone()).collect();
         f(&mut entry.info);
+        for gone in before {
+            if !entry.info.legs.iter().any(|l| l.call_id == gone)
+                && by_call_id.get(&gone) == Some(&self.key)
+            {
+                by_call_id.remove(&gone);
+            }
+        }
         for leg in &entry.info.legs {
             if !leg.call_id.is_empty() && !by_call_id.contains_key(&leg.call_id) {
                 by_call_id.insert(leg.call_id.clone(), self.key);

@@ -123,6 +123,19 @@ impl CallState {
         });
     }
 
+    /// The callee answered (or a pickup took its place): the caller gets `answer`, and the call
+    /// is answered.
+    pub fn caller_answered(&mut self, answer: Vec<u8>) {
+        self.commands.push_back(Command::Accept { sdp: answer });
+        self.answered = true;
+        self.ring_deadline = None;
+        self.legs[0].state = LegState::Answered;
+        self.legs[1].state = LegState::Answered;
+        self.changed = true;
+        info!(call = %self.id, "answered");
+        self.event(EventKind::CallAnswered, &[]);
+    }
+
     /// A transfer completed: the transferee and the target each learn whom they now talk to
     /// (connected identity: the target was called with the transferor's caller ID, and the
     /// transferee last saw the transferor).
@@ -131,20 +144,24 @@ impl CallState {
         let (Some(e), Some(x)) = (find(Role::Transferee), find(Role::Target)) else {
             return;
         };
-        for (to, about) in [(e, x), (x, e)] {
-            let (Some(to_leg), Some(about_leg)) = (self.leg(to), self.leg(about)) else {
-                continue;
-            };
-            if to_leg.gone() || about_leg.party.user.is_empty() {
-                continue;
-            }
-            let command = Command::Identify {
-                leg: to,
-                display: about_leg.party.display.clone(),
-                uri: format!("sip:{}@{}", about_leg.party.user, self.domain),
-            };
-            self.commands.push_back(command);
+        self.identify(e, x);
+        self.identify(x, e);
+    }
+
+    /// Tells the party on `to` that it talks to the party on `about` (connected identity).
+    pub fn identify(&mut self, to: LegId, about: LegId) {
+        let (Some(to_leg), Some(about_leg)) = (self.leg(to), self.leg(about)) else {
+            return;
+        };
+        if to_leg.gone() || about_leg.party.user.is_empty() {
+            return;
         }
+        let command = Command::Identify {
+            leg: to,
+            display: about_leg.party.display.clone(),
+            uri: format!("sip:{}@{}", about_leg.party.user, self.domain),
+        };
+        self.commands.push_back(command);
     }
 
     /// A code that came while another feature runs: said, not run.

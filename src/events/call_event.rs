@@ -116,6 +116,8 @@ pub enum EventKind {
         reason: &'static str,
     },
     TransfereeHungUp,
+    /// Another dialog took the leg's place (an INVITE with Replaces: a pickup, a takeover).
+    LegReplaced,
     HoldStarted,
     HoldEnded {
         reason: Option<&'static str>,
@@ -164,6 +166,7 @@ impl EventKind {
             EventKind::TransferRecalled => "transfer.recalled",
             EventKind::TransferAbandoned { .. } => "transfer.abandoned",
             EventKind::TransfereeHungUp => "transfer.transferee_hung_up",
+            EventKind::LegReplaced => "leg.replaced",
             EventKind::HoldStarted => "hold.started",
             EventKind::HoldEnded { .. } => "hold.ended",
             EventKind::PlayStarted { .. } => "play.started",

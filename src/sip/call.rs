@@ -21,9 +21,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{debug, info, warn};
 
 use super::capabilities;
-use super::dialog_events::{DialogEvents, Inbox, InboxHandle};
+use super::dialog_events::{DialogEvents, Inbox, InboxHandle, Mail};
 use super::info_dtmf::{InfoError, key_of};
 use super::refer_notifier::{Notice, ReferNotifier};
+use super::replaces::Replaces;
 use crate::call::registry::{CallGuard, CallInfo, Calls};
 use crate::call::request::{Request, RequestReceiver};
 use crate::call::{CallCore, CallSetup, Command, Input, Invite, RequestId, Surroundings};
@@ -184,6 +185,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         contact,
         pending: Vec::new(),
         notifiers: Vec::new(),
+        replacing: HashMap::new(),
         takes_update: vec![caller_takes_update],
         env: Arc::clone(&env),
     };
@@ -258,6 +260,9 @@ struct Shell {
     pending: Vec<Input>,
     /// Per leg whose REFER was accepted: its NOTIFYs (and a hang-up after them), in order.
     notifiers: Vec<ReferNotifier>,
+    /// Dialogs of INVITEs with Replaces the core has not decided about yet, by request, with
+    /// whether their party's `Allow` takes UPDATE.
+    replacing: HashMap<RequestId, (InviteDialog, bool)>,
     /// By [`LegId`]: whether the party's `Allow` (in its INVITE, or its 2xx) takes UPDATE.
     takes_update: Vec<bool>,
     env: Arc<CallEnv>,
@@ -342,14 +347,19 @@ impl Shell {
                 }
             }
             tokio::select! {
-                Some(state) = states.recv() => {
+                Some(mail) = states.recv() => match mail {
                     // Each leg has a Call-ID of its own; the a-leg's names the call.
-                    if let Some(leg) = self.core.leg_of(&state.id().call_id) {
-                        // Boxed: its future is large and short-lived, and inline it would be
-                        // part of every call's task while it waits.
-                        Box::pin(self.on_dialog(leg, state)).await;
+                    Mail::Dialog(state) => {
+                        if let Some(leg) = self.core.leg_of(&state.id().call_id) {
+                            // Boxed: its future is large and short-lived, and inline it would
+                            // be part of every call's task while it waits.
+                            Box::pin(self.on_dialog(leg, state)).await;
+                        }
                     }
-                }
+                    Mail::Replacing(tx, replaces) => {
+                        Box::pin(self.on_replacing(tx, replaces)).await;
+                    }
+                },
                 Some((leg, outcome)) = self.invites.next(), if !self.invites.is_empty() => {
                     let (input, takes_update) = invite_outcome(leg, outcome);
                     if self.takes_update.len() <= leg.index() {
@@ -566,7 +576,9 @@ impl Shell {
                 status,
                 sdp,
             } => {
-                if let Some(handle) = self.transactions.remove(&request) {
+                if let Some((dialog, _)) = self.replacing.remove(&request) {
+                    let _ = dialog.reject(Some(StatusCode::from(status)), None);
+                } else if let Some(handle) = self.transactions.remove(&request) {
                     let status = StatusCode::from(status);
                     let _ = match sdp {
                         Some(sdp) => handle.respond(status, sdp_headers(), Some(sdp)).await,
@@ -610,6 +622,9 @@ impl Shell {
             },
             Command::Hear { leg, source } => self.hear(leg, source),
             Command::Identify { leg, display, uri } => self.identify(leg, display, uri),
+            Command::AcceptReplacing { leg, request, sdp } => {
+                self.accept_replacing(leg, request, sdp)
+            }
             Command::Media(command) => self.media.command(command),
             Command::Record(to) => {
                 let Some(to) = to else {
@@ -695,6 +710,99 @@ impl Shell {
                 debug!(call = %call, leg = %leg, "hang-up: {e}");
             }
         });
+    }
+
+    /// An INVITE with `Replaces` for one of the call's dialogs (the server found the call by its
+    /// Call-ID): 481 unless the tags match a leg's dialog too (as a request in that dialog would
+    /// carry them: `to-tag` ours, `from-tag` the party's), 486 for `early-only` on an answered
+    /// leg; otherwise the new dialog is created and held while the core decides.
+    async fn on_replacing(&mut self, mut tx: Box<Transaction>, replaces: Replaces) {
+        let request = crate::sip::message::Request::from_stack(&tx.original);
+        let matched = self.dialogs.iter().enumerate().find_map(|(i, d)| {
+            let id = d.as_ref()?.id();
+            (id.call_id == replaces.call_id
+                && id.local_tag == replaces.to_tag
+                && id.remote_tag == replaces.from_tag)
+                .then_some(LegId(i as u16))
+        });
+        let Some(leg) = matched.filter(|&l| self.core.leg_of(&replaces.call_id) == Some(l)) else {
+            info!(call = %self.core.id(), "INVITE with Replaces from {} refused 481: no dialog with those tags", request.sender());
+            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            return;
+        };
+        let answered = self
+            .core
+            .legs()
+            .get(leg.index())
+            .is_some_and(|l| l.state == crate::modules::context::LegState::Answered);
+        if replaces.early_only && answered {
+            info!(call = %self.core.id(), leg = %leg, "INVITE with Replaces refused 486: early-only, and the leg is answered");
+            let _ = tx.reply(StatusCode::BusyHere).await;
+            return;
+        }
+        let call_id = request.header("Call-ID").unwrap_or("").trim().to_string();
+        if call_id.is_empty() || !self.inbox.add(&call_id) {
+            let _ = tx.reply(StatusCode::LoopDetected).await;
+            return;
+        }
+        let dialog = match self.env.dialogs.get_or_create_server_invite(
+            &tx,
+            self.env.dialog_events.sender(),
+            None,
+            self.contact.clone(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(call = %self.core.id(), "cannot create the replacing dialog: {e}");
+                let _ = tx.reply(StatusCode::ServerInternalError).await;
+                return;
+            }
+        };
+        let takes_update = capabilities::allows(&tx.original.headers, "UPDATE");
+        {
+            let mut d = dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = d.handle(&mut tx).await {
+                    debug!("replacing INVITE transaction: {e}");
+                }
+            });
+        }
+        let from = request.header("From").unwrap_or("");
+        let user = crate::sip::message::user_and_host(crate::sip::message::uri_of(from))
+            .map(|(u, _)| u.to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "anonymous".to_string());
+        let id = self.next_request;
+        self.next_request += 1;
+        self.replacing.insert(id, (dialog, takes_update));
+        self.input(Input::Replacing {
+            leg,
+            request: id,
+            call_id,
+            sdp: request.body.clone(),
+            user,
+            display: crate::sip::message::display_name(from),
+        })
+        .await;
+    }
+
+    /// The new dialog takes `leg`'s place: the old one is ended, the new one answered.
+    fn accept_replacing(&mut self, leg: LegId, request: RequestId, sdp: Vec<u8>) {
+        let Some((dialog, takes_update)) = self.replacing.remove(&request) else {
+            return;
+        };
+        // The old dialog ends (CANCEL while it rang, BYE once answered); its events no longer
+        // name a leg of the call.
+        self.hang_up(leg);
+        if let Err(e) = dialog.accept(call_headers(), Some(sdp)) {
+            info!(call = %self.core.id(), leg = %leg, "could not answer the replacing INVITE: {e}");
+            self.pending.push(Input::HungUp { leg });
+        }
+        self.dialogs[leg.index()] = Some(dialog);
+        if self.takes_update.len() <= leg.index() {
+            self.takes_update.resize(leg.index() + 1, false);
+        }
+        self.takes_update[leg.index()] = takes_update;
     }
 
     /// Tells the party on `leg` whom it now talks to: an UPDATE without SDP carrying

@@ -9,9 +9,9 @@ use rsipstack::sip::Header;
 /// The methods hookflash takes. REFER: a phone's transfer button (RFC 3515). Not NOTIFY,
 /// SUBSCRIBE, MESSAGE or PUBLISH: they are answered 501.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, REGISTER";
-/// RFC 4488 (`Refer-Sub: false`) is honoured. Not `replaces` yet (a REFER or INVITE with
-/// Replaces is answered 501 / treated as a new call), not `100rel` or `timer`.
-pub const SUPPORTED: &str = "norefersub";
+/// RFC 4488 (`Refer-Sub: false`) is honoured, and RFC 3891's `Replaces` in an INVITE (a pickup
+/// or takeover of one of hookflash's dialogs). Not `100rel` or `timer`.
+pub const SUPPORTED: &str = "norefersub, replaces";
 /// SDP for sessions, SIP INFO keys in both common bodies.
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 

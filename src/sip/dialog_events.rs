@@ -6,6 +6,10 @@
 //! call, most of an established call's memory. A call's own inbox here is a `futures` channel,
 //! which allocates per queued event (a call holds a few at most), so an idle call costs a few
 //! hundred bytes instead.
+//!
+//! The inbox also takes what another part of the SIP shell hands a call: an INVITE with
+//! `Replaces` naming one of its dialogs (RFC 3891) arrives at the server, which finds the call by
+//! the replaced dialog's Call-ID here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +17,26 @@ use std::sync::{Arc, Mutex};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
 use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::transaction::transaction::Transaction;
 use tracing::debug;
+
+use super::replaces::Replaces;
+
+/// What reaches a call's inbox.
+// The large variant is the common one (every dialog event); boxing it would add an allocation
+// to each event for the sake of a rare hand-off.
+#[allow(clippy::large_enum_variant)]
+pub enum Mail {
+    /// An event of one of its dialogs.
+    Dialog(DialogState),
+    /// A new INVITE that would take the place of one of its dialogs.
+    Replacing(Box<Transaction>, Replaces),
+}
 
 /// Routes dialog events from the shared channel to the calls' inboxes.
 pub struct DialogEvents {
     sender: DialogStateSender,
-    inboxes: Mutex<HashMap<String, UnboundedSender<DialogState>>>,
+    inboxes: Mutex<HashMap<String, UnboundedSender<Mail>>>,
 }
 
 impl DialogEvents {
@@ -75,6 +93,29 @@ impl DialogEvents {
         })
     }
 
+    /// Hands an INVITE with `Replaces` to the call that has the replaced dialog; gives it back
+    /// when no call has it (the caller answers 481).
+    pub fn deliver_replacing(
+        &self,
+        tx: Box<Transaction>,
+        replaces: Replaces,
+    ) -> Result<(), Box<Transaction>> {
+        let inbox = self
+            .inboxes
+            .lock()
+            .ok()
+            .and_then(|inboxes| inboxes.get(replaces.call_id.as_str()).cloned());
+        let Some(inbox) = inbox else {
+            return Err(tx);
+        };
+        inbox
+            .unbounded_send(Mail::Replacing(tx, replaces))
+            .map_err(|e| match e.into_inner() {
+                Mail::Replacing(tx, _) => tx,
+                Mail::Dialog(_) => unreachable!("sent a Replacing"),
+            })
+    }
+
     fn deliver(&self, state: DialogState) {
         let call_id = &state.id().call_id;
         let inbox = self
@@ -84,7 +125,7 @@ impl DialogEvents {
             .and_then(|inboxes| inboxes.get(call_id.as_str()).cloned());
         match inbox {
             Some(inbox) => {
-                let _ = inbox.unbounded_send(state);
+                let _ = inbox.unbounded_send(Mail::Dialog(state));
             }
             // The call has ended; rsipstack still reports on its dialogs' last transactions.
             None => debug!(call = %call_id, "dialog event after the call ended: {state}"),
@@ -96,13 +137,13 @@ impl DialogEvents {
 pub struct Inbox {
     events: Arc<DialogEvents>,
     call_ids: Arc<Mutex<Vec<String>>>,
-    sender: UnboundedSender<DialogState>,
-    receiver: UnboundedReceiver<DialogState>,
+    sender: UnboundedSender<Mail>,
+    receiver: UnboundedReceiver<Mail>,
 }
 
 impl Inbox {
-    /// The next event (`None` once the router is gone).
-    pub async fn recv(&mut self) -> Option<DialogState> {
+    /// The next event or hand-off (`None` once the router is gone).
+    pub async fn recv(&mut self) -> Option<Mail> {
         self.receiver.recv().await.ok()
     }
 
@@ -135,7 +176,7 @@ impl Drop for Inbox {
 pub struct InboxHandle {
     events: Arc<DialogEvents>,
     call_ids: Arc<Mutex<Vec<String>>>,
-    sender: UnboundedSender<DialogState>,
+    sender: UnboundedSender<Mail>,
 }
 
 impl InboxHandle {

@@ -12,6 +12,7 @@ pub mod refer_notifier;
 pub mod register;
 pub mod registrar;
 pub mod repair;
+pub mod replaces;
 pub mod route;
 pub mod server;
 pub mod udp;

@@ -35,6 +35,7 @@ use super::digest::Nonces;
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
+use super::replaces::Replaces;
 use super::route::{InviteContext, route_dialled, route_invite};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
@@ -313,6 +314,33 @@ async fn handle(mut tx: Transaction, state: &State) {
                 debug!("REGISTER {}: {}", outcome.reply.status, outcome.note);
             }
             outcome.reply
+        }
+        Method::Invite if request.header("Replaces").is_some() => {
+            // RFC 3891: the new dialog takes the place of one of ours, in the call that has it.
+            let value = request.header("Replaces").unwrap_or("");
+            let Some(replaces) = Replaces::parse(value) else {
+                info!(
+                    "INVITE from {} refused 400: unusable Replaces `{value}`",
+                    request.sender()
+                );
+                return send(&mut tx, Reply::status(400)).await;
+            };
+            match state
+                .env
+                .dialog_events
+                .deliver_replacing(Box::new(tx), replaces)
+            {
+                Ok(()) => return,
+                Err(back) => {
+                    tx = *back;
+                    info!(
+                        "INVITE with Replaces from {} refused 481: no dialog `{}` here",
+                        request.sender(),
+                        value
+                    );
+                    Reply::status(481)
+                }
+            }
         }
         Method::Invite => match admit(&request, state) {
             Ok(plan) => {

@@ -18,6 +18,7 @@ mod cli_match;
 mod codecs;
 mod daemon_reload;
 mod media_playback;
+mod replaces;
 mod sip_register;
 mod three_way;
 mod transfer_calls;

@@ -119,7 +119,7 @@ fn options_and_refusals_tell_phones_the_truth_about_what_hookflash_takes() {
         )
     };
     // OPTIONS: the methods (REFER among them: the phone's transfer button works), the
-    // extensions (RFC 4488's norefersub) and the bodies hookflash reads.
+    // extensions (RFC 4488's norefersub, RFC 3891's replaces) and the bodies hookflash reads.
     let options = final_response(&target, &request("OPTIONS"));
     assert!(options.starts_with("SIP/2.0 200"), "{options}");
     let allow = header(&options, "Allow").expect("OPTIONS answers with Allow");
@@ -132,7 +132,7 @@ fn options_and_refusals_tell_phones_the_truth_about_what_hookflash_takes() {
         !allow.contains("SUBSCRIBE") && !allow.contains("MESSAGE"),
         "{allow}"
     );
-    assert_eq!(header(&options, "Supported"), Some("norefersub"));
+    assert_eq!(header(&options, "Supported"), Some("norefersub, replaces"));
     assert!(header(&options, "Accept").is_some_and(|a| a.contains("application/sdp")));
     // A method hookflash does not take: 501, with what it does take, and a log line that says
     // who asked for what.

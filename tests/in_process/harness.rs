@@ -528,6 +528,11 @@ fn copy(c: &Command) -> Command {
             sdp: sdp.clone(),
         },
         Command::Hangup { leg } => Command::Hangup { leg: *leg },
+        Command::AcceptReplacing { leg, request, sdp } => Command::AcceptReplacing {
+            leg: *leg,
+            request: *request,
+            sdp: sdp.clone(),
+        },
         Command::Identify { leg, display, uri } => Command::Identify {
             leg: *leg,
             display: display.clone(),
