@@ -26,6 +26,8 @@ pub struct Invite {
     pub max_forwards: u32,
     /// `Referred-By` (RFC 3892) when the leg is placed for a REFER: passed on as the REFER had it.
     pub referred_by: Option<String>,
+    /// `Replaces` (RFC 3891): the leg takes the place of this dialog at its party's phone.
+    pub replaces: Option<String>,
 }
 
 /// Where a recording goes.

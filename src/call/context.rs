@@ -48,6 +48,12 @@ impl CallState {
             },
             // Called again as the party it was (a recall).
             Target::PartyOf(l) => self.leg(*l).map(|l| l.party.clone()).unwrap_or_default(),
+            Target::Replacing(r) => Party {
+                user: r.user.clone(),
+                display: r.display.clone(),
+                name: r.user.clone(),
+                flow: env.flow_of(&self.domain, &r.user),
+            },
         };
         self.legs
             .push(Leg::new(leg, new_call_id(), party, true, Source::Silence));
@@ -71,6 +77,8 @@ impl CallState {
     ) -> Result<(), (u16, String)> {
         let uri = match target {
             Target::Dial(dialled) => env.route(&self.domain, dialled)?,
+            // Its phone, as its dialog with hookflash knows it: not routed again.
+            Target::Replacing(r) => r.uri.clone(),
             Target::PartyOf(l) if *l == LegId::B => self.b_target.clone(),
             Target::PartyOf(l) => {
                 let user = self
@@ -111,6 +119,10 @@ impl CallState {
             sdp,
             max_forwards: PLACED_MAX_FORWARDS,
             referred_by,
+            replaces: match target {
+                Target::Replacing(r) => Some(r.replaces.clone()),
+                _ => None,
+            },
         })));
         Ok(())
     }

@@ -11,6 +11,7 @@ use crate::keys::Key;
 use crate::leg::LegId;
 use crate::media::call::MediaEvent;
 use crate::media::inband::InbandPolicy;
+use crate::modules::context::ReplacingTarget;
 use crate::sdp::CodecPolicy;
 
 /// Who is on a leg.
@@ -46,6 +47,15 @@ pub struct CallSetup {
     pub inband: InbandPolicy,
     /// The G.711 laws the call's legs may end on (`media.codecs`).
     pub codecs: CodecPolicy,
+}
+
+/// The party at the other end of the dialog a REFER's `Replaces` names, as the call that has the
+/// dialog described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReferReplaces {
+    Found(ReplacingTarget),
+    /// No call through hookflash has that dialog (or it did not say in time).
+    Unknown,
 }
 
 /// An in-dialog request waiting for the core's answer (the shell keeps its transaction).
@@ -84,6 +94,8 @@ pub enum Input {
         refer_to: String,
         referred_by: Option<String>,
         subscribe: bool,
+        /// For a `Refer-To` with `Replaces`: what the call that has the named dialog said of it.
+        replaces: Option<ReferReplaces>,
     },
     /// An INVITE with `Replaces` (RFC 3891) names `leg`'s dialog: its party (`user`,
     /// `display`, on the new dialog `call_id`, offering `sdp`) asks to take the leg's place — a

@@ -164,6 +164,7 @@ impl CallCore {
             sdp,
             max_forwards: call.max_forwards,
             referred_by: None,
+            replaces: None,
         })));
         let (caller, callee) = (a.party.name.clone(), b.party.name.clone());
         call.event(
@@ -269,6 +270,11 @@ impl CallCore {
         self.call.answered
     }
 
+    /// Whom `leg` talks to: the leg it hears (answered), else the other of the first two.
+    pub fn peer_of(&self, leg: LegId) -> Option<LegId> {
+        self.call.peer_of(leg)
+    }
+
     /// The legs, in order.
     pub fn legs(&self) -> &[Leg] {
         &self.call.legs
@@ -296,7 +302,16 @@ impl CallCore {
                 refer_to,
                 referred_by,
                 subscribe,
-            } => self.refer(leg, request, &refer_to, referred_by, subscribe, env),
+                replaces,
+            } => self.refer(
+                leg,
+                request,
+                &refer_to,
+                referred_by,
+                subscribe,
+                replaces,
+                env,
+            ),
             Input::Replacing {
                 leg,
                 request,

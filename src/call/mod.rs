@@ -23,8 +23,10 @@ pub mod request;
 mod session;
 mod state;
 
+pub use crate::modules::context::ReplacingTarget;
 pub use command::{Command, Invite, RecordTo};
-pub use input::{CallSetup, Input, Party, RequestId, Surroundings};
+pub use input::{CallSetup, Input, Party, ReferReplaces, RequestId, Surroundings};
 pub use leg::Leg;
 pub use machine::{CallCore, RING_TIMEOUT_MS};
+pub use refer::{ReferTo, refer_target};
 pub use session::party_media;

@@ -3,35 +3,50 @@
 //! `Refer-To` names someone the transferor's metaflow lets a `*2` code call — and answers 202 then
 //! runs the transfer (`crate::modules::transfer`, which reports progress by NOTIFY), or answers
 //! the final refusal and the call goes on as it was.
+//!
+//! An attended transfer (`Refer-To: <…?Replaces=…>`, the transferor's own dialog with the target
+//! in its other call through hookflash): the shell asks that call about the party at the other
+//! end of it ([`ReferReplaces`]); the transferee's new leg is placed to that party's phone with
+//! `Replaces` naming hookflash's dialog with it (RFC 3891), so the target's phone swaps its call
+//! with the transferor for the call with the transferee and hangs up the old one — whose call
+//! then ends. A REFER whose `Replaces` names no call through hookflash is refused 403.
 
 use tracing::info;
 
 use crate::engine::metaflow::Metaflow;
 use crate::events::{EventKind, Role};
 use crate::leg::LegId;
+use crate::modules::context::Target;
 use crate::modules::transfer::{Transfer, TransferData};
 use crate::modules::{ModuleData, Running};
 
 use super::command::Command;
-use super::input::{RequestId, Surroundings};
+use super::input::{ReferReplaces, RequestId, Surroundings};
 use super::machine::CallCore;
 use super::request::Refusal;
 
-/// Why a `Refer-To` cannot be followed, and the final answer that says so.
+/// Why a `Refer-To` cannot be followed (answered 400).
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReferToError {
-    /// Not a SIP or tel URI with a user part: 400.
+    /// Not a SIP or tel URI with a user part.
     Unusable(String),
-    /// An attended transfer (`?Replaces=`), which hookflash does not carry out by REFER yet:
-    /// 501.
-    Replaces,
 }
 
-/// The number a `Refer-To` asks for: the user part of its `sip:`/`sips:` URI, or the number of
-/// its `tel:` URI, percent-decoded. Where the URI points (its host) is not followed: the number
-/// is routed in the call's account as a dialled one would be, so a REFER reaches nothing a key
-/// code could not.
-pub fn refer_target(refer_to: &str) -> Result<String, ReferToError> {
+/// What a `Refer-To` asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReferTo {
+    /// The number to call: the user part of its `sip:`/`sips:` URI, or the number of its `tel:`
+    /// URI, percent-decoded. Where the URI points (its host) is not followed: the number is
+    /// routed in the call's account as a dialled one would be, so a REFER reaches nothing a key
+    /// code could not.
+    pub user: String,
+    /// An attended transfer: the URI's `Replaces` header parameter as written (escaped), naming
+    /// the transferor's dialog with the target.
+    pub replaces: Option<String>,
+}
+
+/// Reads a `Refer-To` value.
+pub fn refer_target(refer_to: &str) -> Result<ReferTo, ReferToError> {
     let value = refer_to.trim();
     let uri = match value.find('<') {
         Some(open) => {
@@ -48,12 +63,11 @@ pub fn refer_target(refer_to: &str) -> Result<String, ReferToError> {
         Some((u, h)) => (u, Some(h)),
         None => (uri, None),
     };
-    if headers.is_some_and(|h| {
+    let replaces = headers.and_then(|h| {
         h.split('&')
-            .any(|p| p.to_ascii_lowercase().starts_with("replaces="))
-    }) {
-        return Err(ReferToError::Replaces);
-    }
+            .find(|p| p.to_ascii_lowercase().starts_with("replaces="))
+            .map(|p| p["replaces=".len()..].to_string())
+    });
     let lower = uri.to_ascii_lowercase();
     let user = if let Some(rest) = lower
         .strip_prefix("sip:")
@@ -83,7 +97,7 @@ pub fn refer_target(refer_to: &str) -> Result<String, ReferToError> {
             "`{uri}` names no user to call"
         )));
     }
-    Ok(user)
+    Ok(ReferTo { user, replaces })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -118,6 +132,8 @@ fn transfer_node_of(flow: &Metaflow) -> Option<&TransferData> {
 
 impl CallCore {
     /// `leg`'s party sent a REFER (`request`, to answer).
+    // The fields of `Input::Refer`, one by one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn refer(
         &mut self,
         leg: LegId,
@@ -125,6 +141,7 @@ impl CallCore {
         refer_to: &str,
         referred_by: Option<String>,
         subscribe: bool,
+        replaces: Option<ReferReplaces>,
         env: &mut dyn Surroundings,
     ) {
         let id = self.call.id.clone();
@@ -151,13 +168,24 @@ impl CallCore {
             };
             return respond(self, status, refusal.message());
         }
-        let target = match refer_target(refer_to) {
-            Ok(target) => target,
-            Err(ReferToError::Replaces) => {
-                return respond(self, 501, "REFER with Replaces is not supported yet");
-            }
+        let wanted = match refer_target(refer_to) {
+            Ok(wanted) => wanted,
             Err(ReferToError::Unusable(why)) => return respond(self, 400, &why),
         };
+        // An attended transfer: the target is the party of the transferor's other call, which
+        // the shell has asked that call about.
+        let replacing = match (&wanted.replaces, replaces) {
+            (None, _) => None,
+            (Some(_), Some(ReferReplaces::Found(found))) => Some(found),
+            (Some(_), _) => {
+                return respond(
+                    self,
+                    403,
+                    "the dialog it would replace is not a call through hookflash",
+                );
+            }
+        };
+        let target = wanted.user;
         let Some(transferee) = self.call.peer_of(leg) else {
             return respond(self, 403, "not talking with anyone");
         };
@@ -170,7 +198,9 @@ impl CallCore {
             }
         };
         data.target = Some(target.clone());
-        if !data.allows(&target, |t| env.is_extension(t)) {
+        // An attended transfer joins a call the transferor already made through hookflash (its
+        // routing let it through): `allowed_targets` guards what a REFER would newly dial.
+        if replacing.is_none() && !data.allows(&target, |t| env.is_extension(t)) {
             self.call.event(
                 EventKind::TransferFailed {
                     reason: "not_allowed",
@@ -180,7 +210,16 @@ impl CallCore {
             );
             return respond(self, 403, "the target is not allowed (`allowed_targets`)");
         }
-        info!(call = %id, leg = %leg, "REFER: transferring {transferee} to `{target}`");
+        let place = match replacing {
+            Some(found) => {
+                info!(call = %id, leg = %leg, "REFER: transferring {transferee} to `{}`, who replaces its call with the transferor", found.user);
+                Target::Replacing(Box::new(found))
+            }
+            None => {
+                info!(call = %id, leg = %leg, "REFER: transferring {transferee} to `{target}`");
+                Target::Dial(target.clone())
+            }
+        };
         self.call.commands.push_back(Command::AcceptRefer {
             leg,
             request,
@@ -191,7 +230,7 @@ impl CallCore {
             leg,
             transferee,
             data,
-            target,
+            place,
             subscribe,
             referred_by,
         );
@@ -206,7 +245,7 @@ mod tests {
 
     #[test]
     fn refer_to_values_give_the_number_to_dial() {
-        let ok = |v: &str| refer_target(v).unwrap();
+        let ok = |v: &str| refer_target(v).unwrap().user;
         assert_eq!(ok("<sip:1003@127.0.0.1:5060>"), "1003");
         assert_eq!(ok("sip:1003@example.com"), "1003");
         assert_eq!(ok("<sip:1003@h;transport=udp>;x=1"), "1003");
@@ -220,7 +259,10 @@ mod tests {
     fn unusable_refer_to_values_are_told_apart_from_replaces() {
         assert_eq!(
             refer_target("<sip:1003@h?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
-            Err(ReferToError::Replaces)
+            Ok(ReferTo {
+                user: "1003".into(),
+                replaces: Some("abc%3Bto-tag%3D1%3Bfrom-tag%3D2".into())
+            })
         );
         for bad in [
             "<sip:h>",

@@ -22,6 +22,8 @@ use super::machine::CallCore;
 use super::session::{law_of, party_media};
 
 impl CallCore {
+    /// The new party of `Input::Replacing` takes `leg`'s place.
+    // The fields of `Input::Replacing`, one by one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn replacing(
         &mut self,

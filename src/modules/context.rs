@@ -44,6 +44,20 @@ pub enum Target {
     Dial(String),
     /// The party of an existing (or ended) leg, called back: a blind transfer's recall.
     PartyOf(LegId),
+    /// The party at the other end of another call's dialog, asked to replace that dialog with
+    /// this leg (RFC 3891): an attended transfer by the phone's button.
+    Replacing(Box<ReplacingTarget>),
+}
+
+/// Where a leg that replaces a dialog of hookflash's is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplacingTarget {
+    /// The party's address (its Contact): the Request-URI.
+    pub uri: String,
+    /// The `Replaces` value naming hookflash's dialog with it, as that party reads it.
+    pub replaces: String,
+    pub user: String,
+    pub display: Option<String>,
 }
 
 /// What a running feature is told.

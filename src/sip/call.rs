@@ -27,7 +27,10 @@ use super::refer_notifier::{Notice, ReferNotifier};
 use super::replaces::Replaces;
 use crate::call::registry::{CallGuard, CallInfo, Calls};
 use crate::call::request::{Request, RequestReceiver};
-use crate::call::{CallCore, CallSetup, Command, Input, Invite, RequestId, Surroundings};
+use crate::call::{
+    CallCore, CallSetup, Command, Input, Invite, ReferReplaces, ReplacingTarget, RequestId,
+    Surroundings,
+};
 use crate::engine::metaflow::Metaflow;
 use crate::events::EventBus;
 use crate::leg::LegId;
@@ -359,6 +362,9 @@ impl Shell {
                     Mail::Replacing(tx, replaces) => {
                         Box::pin(self.on_replacing(tx, replaces)).await;
                     }
+                    Mail::AboutDialog(replaces, reply) => {
+                        let _ = reply.send(self.other_end_of(&replaces));
+                    }
                 },
                 Some((leg, outcome)) = self.invites.next(), if !self.invites.is_empty() => {
                     let (input, takes_update) = invite_outcome(leg, outcome);
@@ -481,12 +487,29 @@ impl Shell {
                     let _ = handle.reply(StatusCode::BadRequest).await;
                     return;
                 };
+                // An attended transfer: the call that has the dialog to replace says who is at
+                // its other end.
+                let asked = crate::call::refer_target(&refer_to)
+                    .ok()
+                    .and_then(|r| r.replaces)
+                    .map(|value| self.ask_about_dialog(&value));
+                let replaces = match asked {
+                    Some(Some(answer)) => {
+                        Some(match tokio::time::timeout(ASK_WAIT, answer).await {
+                            Ok(Ok(Some(found))) => ReferReplaces::Found(found),
+                            _ => ReferReplaces::Unknown,
+                        })
+                    }
+                    Some(None) => Some(ReferReplaces::Unknown),
+                    None => None,
+                };
                 let request = self.next_request;
                 self.next_request += 1;
                 self.transactions.insert(request, handle);
                 Input::Refer {
                     leg,
                     request,
+                    replaces,
                     refer_to,
                     referred_by: header(&["Referred-By", "b"]),
                     // RFC 4488: `Refer-Sub: false` asks for no NOTIFYs.
@@ -652,6 +675,7 @@ impl Shell {
             sdp,
             max_forwards,
             referred_by,
+            replaces,
         } = invite;
         let callee =
             rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
@@ -676,6 +700,7 @@ impl Shell {
                 std::iter::once(Header::MaxForwards(max_forwards.into()))
                     .chain(capabilities::headers())
                     .chain(referred_by.map(|r| Header::ReferredBy(r.into())))
+                    .chain(replaces.map(|r| Header::Other("Replaces".into(), r)))
                     .collect(),
             ),
             ..Default::default()
@@ -712,12 +737,9 @@ impl Shell {
         });
     }
 
-    /// An INVITE with `Replaces` for one of the call's dialogs (the server found the call by its
-    /// Call-ID): 481 unless the tags match a leg's dialog too (as a request in that dialog would
-    /// carry them: `to-tag` ours, `from-tag` the party's), 486 for `early-only` on an answered
-    /// leg; otherwise the new dialog is created and held while the core decides.
-    async fn on_replacing(&mut self, mut tx: Box<Transaction>, replaces: Replaces) {
-        let request = crate::sip::message::Request::from_stack(&tx.original);
+    /// The leg whose dialog `replaces` names: its Call-ID, and the tags as a request in that
+    /// dialog would carry them (`to-tag` ours, `from-tag` the party's).
+    fn leg_named(&self, replaces: &Replaces) -> Option<LegId> {
         let matched = self.dialogs.iter().enumerate().find_map(|(i, d)| {
             let id = d.as_ref()?.id();
             (id.call_id == replaces.call_id
@@ -725,7 +747,59 @@ impl Shell {
                 && id.remote_tag == replaces.from_tag)
                 .then_some(LegId(i as u16))
         });
-        let Some(leg) = matched.filter(|&l| self.core.leg_of(&replaces.call_id) == Some(l)) else {
+        matched.filter(|&l| self.core.leg_of(&replaces.call_id) == Some(l))
+    }
+
+    /// Another call asks (for a REFER with `Replaces`) who is at the other end of the dialog
+    /// `replaces` names: the party the leg talks with, where its phone is, and how it would
+    /// name hookflash's dialog with it.
+    fn other_end_of(&self, replaces: &Replaces) -> Option<ReplacingTarget> {
+        let leg = self.leg_named(replaces)?;
+        let peer = self.core.peer_of(leg)?;
+        let dialog = self.dialog(peer)?;
+        let id = dialog.id();
+        let snapshot = dialog.snapshot();
+        let uri = snapshot
+            .remote_contact
+            .as_ref()
+            .map(|c| crate::sip::message::uri_of(c.value()).to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| snapshot.remote_uri.to_string());
+        let party = &self.core.legs()[peer.index()].party;
+        info!(call = %self.core.id(), leg = %leg, "another call asks for {peer}'s dialog, to replace it");
+        Some(ReplacingTarget {
+            uri,
+            // As the peer's phone reads it: its own tag is the to-tag.
+            replaces: format!(
+                "{};to-tag={};from-tag={}",
+                id.call_id, id.remote_tag, id.local_tag
+            ),
+            user: party.user.clone(),
+            display: party.display.clone(),
+        })
+    }
+
+    /// Asks the call that has the dialog a REFER's `Replaces` (`value`, escaped) names who is at
+    /// its other end; `None` when no other call has it.
+    fn ask_about_dialog(
+        &self,
+        value: &str,
+    ) -> Option<tokio::sync::oneshot::Receiver<Option<ReplacingTarget>>> {
+        let replaces = Replaces::parse(value)?;
+        if self.core.leg_of(&replaces.call_id).is_some() {
+            // A dialog of this very call: not a consultation call through hookflash.
+            return None;
+        }
+        self.env.dialog_events.ask_about(replaces)
+    }
+
+    /// An INVITE with `Replaces` for one of the call's dialogs (the server found the call by its
+    /// Call-ID): 481 unless the tags match a leg's dialog too (as a request in that dialog would
+    /// carry them: `to-tag` ours, `from-tag` the party's), 486 for `early-only` on an answered
+    /// leg; otherwise the new dialog is created and held while the core decides.
+    async fn on_replacing(&mut self, mut tx: Box<Transaction>, replaces: Replaces) {
+        let request = crate::sip::message::Request::from_stack(&tx.original);
+        let Some(leg) = self.leg_named(&replaces) else {
             info!(call = %self.core.id(), "INVITE with Replaces from {} refused 481: no dialog with those tags", request.sender());
             let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
             return;
@@ -860,6 +934,10 @@ impl Shell {
         self.media.hear(leg, hearing);
     }
 }
+
+/// How long a REFER with `Replaces` waits for the other call to say who is at the other end of
+/// the dialog (it answers between two of its own turns, at once unless it is stuck).
+const ASK_WAIT: Duration = Duration::from_secs(2);
 
 /// An INVITE's outcome as a core input.
 /// An INVITE's outcome as a core input, and whether the party's 2xx `Allow` takes UPDATE.

@@ -21,6 +21,8 @@ use rsipstack::transaction::transaction::Transaction;
 use tracing::debug;
 
 use super::replaces::Replaces;
+use crate::modules::context::ReplacingTarget;
+use tokio::sync::oneshot;
 
 /// What reaches a call's inbox.
 // The large variant is the common one (every dialog event); boxing it would add an allocation
@@ -31,6 +33,9 @@ pub enum Mail {
     Dialog(DialogState),
     /// A new INVITE that would take the place of one of its dialogs.
     Replacing(Box<Transaction>, Replaces),
+    /// Another call asks who is at the other end of one of its dialogs (a REFER with
+    /// `Replaces` in that call names it).
+    AboutDialog(Replaces, oneshot::Sender<Option<ReplacingTarget>>),
 }
 
 /// Routes dialog events from the shared channel to the calls' inboxes.
@@ -112,8 +117,26 @@ impl DialogEvents {
             .unbounded_send(Mail::Replacing(tx, replaces))
             .map_err(|e| match e.into_inner() {
                 Mail::Replacing(tx, _) => tx,
-                Mail::Dialog(_) => unreachable!("sent a Replacing"),
+                _ => unreachable!("sent a Replacing"),
             })
+    }
+
+    /// Asks the call that has the dialog `replaces` names who is at its other end; `None` when
+    /// no call has it.
+    pub fn ask_about(
+        &self,
+        replaces: Replaces,
+    ) -> Option<oneshot::Receiver<Option<ReplacingTarget>>> {
+        let inbox = self
+            .inboxes
+            .lock()
+            .ok()
+            .and_then(|inboxes| inboxes.get(replaces.call_id.as_str()).cloned())?;
+        let (reply, answer) = oneshot::channel();
+        inbox
+            .unbounded_send(Mail::AboutDialog(replaces, reply))
+            .ok()?;
+        Some(answer)
     }
 
     fn deliver(&self, state: DialogState) {

@@ -694,3 +694,115 @@ fn after_a_transfer_the_transferee_and_the_target_learn_whom_they_talk_to() {
     s.daemon.seen_or_wait("now talks to <sip:1003@");
     s.finish();
 }
+
+#[test]
+fn an_attended_transfer_by_the_phone_replaces_the_consultation_call_at_the_target() {
+    // T consults X in a call of its own through hookflash (T2: 1001 → 1003), calls E (T1:
+    // 1001 → 1002) and presses transfer: its REFER names the consultation dialog in
+    // `Refer-To: <sip:1003@…?Replaces=…>`. hookflash calls X's phone for E with `Replaces`
+    // naming its own dialog with X — exactly as X's phone names it (checked) —, X swaps the
+    // calls and hangs up the consultation (whose call then ends, T2 getting a BYE), and E and X
+    // talk (each hears the other's own payload).
+    let dir = tempfile::tempdir().unwrap();
+    let (dialog_file, replaces_file) = (dir.path().join("x-dialog"), dir.path().join("x-replaces"));
+    let x_text = std::fs::read_to_string(scenario("uas_replaceable_target.xml"))
+        .unwrap()
+        .replace("{{DIALOG_FILE}}", dialog_file.to_str().unwrap())
+        .replace("{{REPLACES_FILE}}", replaces_file.to_str().unwrap())
+        .replace("{{CONSULT_MS}}", "6000")
+        .replace("{{TALK_MS}}", "6000");
+    let x_sf = dir.path().join("uas_replaceable_target.xml");
+    std::fs::write(&x_sf, x_text).unwrap();
+    let mut s = setup_with(&scenario("uas_answer.xml"), &x_sf, &["-m", "2"], as_is);
+
+    // T2: the consultation call, which writes how T names its dialog (hookflash's tag as to-tag).
+    let t2_file = dir.path().join("t2-dialog");
+    let t2_text = std::fs::read_to_string(scenario("uac_media_until_bye.xml"))
+        .unwrap()
+        .replace(
+            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>",
+            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>\n      <ereg regexp=\"tag=([^;> ]+)\" search_in=\"hdr\" header=\"To:\" assign_to=\"twhole,ttag\"/>",
+        )
+        .replace(
+            "echo [$port] > {{PORT_FILE}}.tmp ; mv {{PORT_FILE}}.tmp {{PORT_FILE}}",
+            &format!(
+                "echo '[call_id];to-tag=[$ttag];from-tag=[pid]SIPpTag00[call_number]' > {f}.tmp ; mv {f}.tmp {f}",
+                f = t2_file.display()
+            ),
+        )
+        .replace("<Reference variables=\"whole\"/>", "<Reference variables=\"whole,twhole,port\"/>");
+    let t2_sf = dir.path().join("uac_consult.xml");
+    std::fs::write(&t2_sf, t2_text).unwrap();
+    let target = format!("127.0.0.1:{}", s.sandbox.sip_port);
+    let t2_media = Phone::new();
+    let t2_port = t2_media.port();
+    let t2 = std::thread::spawn(move || {
+        sipp(
+            t2_sf.to_str().unwrap(),
+            &target,
+            "u1",
+            &[
+                "-s",
+                "1003",
+                "-key",
+                "caller",
+                "1001",
+                "-key",
+                "capture_port",
+                &t2_port,
+            ],
+        )
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let consultation = loop {
+        if let Ok(text) = std::fs::read_to_string(&t2_file)
+            && !text.trim().is_empty()
+        {
+            break text.trim().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "T never consulted X");
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
+    let escaped = consultation
+        .replace('@', "%40")
+        .replace(';', "%3B")
+        .replace('=', "%3D");
+
+    // T1: T and E talk, T presses transfer.
+    let t1_media = Phone::new();
+    let transferor = refer_transferor(
+        &s,
+        &format!(
+            "<sip:1003@127.0.0.1:{}?Replaces={escaped}>",
+            s.sandbox.sip_port
+        ),
+        202,
+        &[("100 Trying", "active"), ("200 OK", "terminated")],
+        0,
+        &t1_media.port(),
+    );
+    s.daemon.event("transfer.completed");
+    let out = transferor.join().unwrap();
+    assert!(out.status.success(), "transferor: {}", describe(&out));
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap().trim().to_string();
+    assert_eq!(
+        read(&replaces_file),
+        read(&dialog_file),
+        "the Replaces X got names X's consultation dialog as X knows it"
+    );
+    // E and X talk.
+    let heard_e = s.e.drain();
+    let e_from = heard_e.first().expect("E received media").0;
+    let x_from = first_heard(&s.e, e_from, &s.x);
+    s.e.speak_until_heard(e_from, 0x33, &s.x);
+    s.x.speak_until_heard(x_from, 0x44, &s.e);
+    // X hung up the consultation: T2 got hookflash's BYE.
+    let out = t2.join().unwrap();
+    assert!(out.status.success(), "T's consultation: {}", describe(&out));
+    let x_out = s.callee_x.finish();
+    assert!(x_out.status.success(), "target: {}", describe(&x_out));
+    let e_out = s.callee_e.finish();
+    assert!(e_out.status.success(), "transferee: {}", describe(&e_out));
+    let ended = s.daemon.wait_for("calls_left=0");
+    assert!(ended.contains("rtp_pairs_in_use=0"), "{ended}");
+}

@@ -3,7 +3,7 @@
 //! party hears at every step. The harness checks the call's invariants after every input; each
 //! call ends with every party hanging up and no leg left.
 
-use hookflash::call::{Command, Input};
+use hookflash::call::{Command, Input, ReferReplaces, ReplacingTarget};
 use hookflash::leg::LegId;
 use hookflash::modules::context::Source;
 use hookflash::modules::transfer::REFER_BYE_GRACE_MS;
@@ -14,12 +14,27 @@ use crate::harness::{A, B, Call, DEFAULT_MOH, R, X, flow};
 const TO_1003: &str = "<sip:1003@127.0.0.1:5060>";
 
 fn refer(c: &mut Call, leg: LegId, refer_to: &str, subscribe: bool) -> Vec<Command> {
+    // A `Replaces` the shell could not find among hookflash's calls.
+    let replaces = refer_to
+        .contains("Replaces=")
+        .then_some(ReferReplaces::Unknown);
+    refer_replacing(c, leg, refer_to, subscribe, replaces)
+}
+
+fn refer_replacing(
+    c: &mut Call,
+    leg: LegId,
+    refer_to: &str,
+    subscribe: bool,
+    replaces: Option<ReferReplaces>,
+) -> Vec<Command> {
     c.input(Input::Refer {
         leg,
         request: 7,
         refer_to: refer_to.into(),
         referred_by: Some("<sip:1001@127.0.0.1>".into()),
         subscribe,
+        replaces,
     })
 }
 
@@ -232,7 +247,8 @@ fn refers_that_cannot_be_honoured_get_their_final_answer_and_change_nothing() {
     for (refer_to, status) in [
         ("<sip:127.0.0.1>", 400),
         ("<http://example.com/>", 400),
-        ("<sip:1003@h?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>", 501),
+        // An attended transfer whose dialog is no call through hookflash's.
+        ("<sip:1003@h?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>", 403),
     ] {
         assert_eq!(
             answered_with(&refer(&mut c, A, refer_to, true)),
@@ -317,5 +333,43 @@ fn a_phone_that_holds_then_refers_is_honoured() {
     assert_eq!(answered_with(&out), Some(202), "{out:?}");
     c.answer(X);
     assert!(c.talking(B, X));
+    c.end();
+}
+
+#[test]
+fn an_attended_refer_sends_the_transferee_to_the_phone_of_the_other_call_with_replaces() {
+    // A (1001) consulted 1003 in another call through hookflash and presses transfer: its REFER
+    // names that call's dialog; the shell learnt where 1003's phone is and how it names its
+    // dialog with hookflash.
+    let mut c = Call::new();
+    let found = ReplacingTarget {
+        uri: "sip:1003@127.0.0.1:5099".into(),
+        replaces: "consult-b@hookflash;to-tag=x-tag;from-tag=our-tag".into(),
+        user: "1003".into(),
+        display: Some("Carol".into()),
+    };
+    let out = refer_replacing(
+        &mut c,
+        A,
+        "<sip:1003@127.0.0.1?Replaces=consult-a%3Bto-tag%3Dh%3Bfrom-tag%3Dt>",
+        true,
+        Some(ReferReplaces::Found(found)),
+    );
+    assert_eq!(answered_with(&out), Some(202), "{out:?}");
+    let invite = c.placed().last().cloned().expect("1003's phone is called");
+    assert_eq!(
+        invite.uri, "sip:1003@127.0.0.1:5099",
+        "its own address, not routed"
+    );
+    assert_eq!(
+        invite.replaces.as_deref(),
+        Some("consult-b@hookflash;to-tag=x-tag;from-tag=our-tag")
+    );
+    assert_eq!(invite.from_user, "1002", "presenting the transferee");
+    assert_eq!(c.hears(B), moh(), "the transferee waits with music");
+    c.answer(X);
+    assert!(c.talking(B, X));
+    assert_eq!(c.notifies(A), [(100, false), (200, true)]);
+    c.hang_up(A);
     c.end();
 }

@@ -27,7 +27,8 @@
 //! X answers → E and X talk, and T — whose phone should now say BYE — is hung up if it has not
 //! within [`REFER_BYE_GRACE_MS`]. X fails → T and E talk again (the NOTIFY says why). T hangs up
 //! before X answers (most phones do right after the 202) → as a blind transfer from there,
-//! `on_fail` included.
+//! `on_fail` included. An attended REFER (`Replaces`) places X's leg to the phone of T's other
+//! call, which replaces that call with this one: the same stages follow.
 
 use crate::events::{EventKind, Role};
 use crate::keys::Key;
@@ -166,10 +167,16 @@ impl Transfer {
         t: LegId,
         e: LegId,
         data: TransferData,
-        target: String,
+        target: Target,
         notify: bool,
         referred_by: Option<String>,
     ) -> Transfer {
+        // What the events name: the number dialled, or the party whose call is replaced.
+        let name = match &target {
+            Target::Dial(number) => number.clone(),
+            Target::Replacing(r) => r.user.clone(),
+            Target::PartyOf(_) => String::new(),
+        };
         let mut me = Transfer {
             t,
             e,
@@ -178,18 +185,16 @@ impl Transfer {
             stage: Stage::Referred,
             keys: Vec::new(),
             deadline: Some(ctx.now() + data.timeout_ms),
-            target: target.clone(),
+            target: name.clone(),
             refer: Some(notify),
             data,
         };
         ctx.event(
-            EventKind::TransferStarted {
-                target: target.clone(),
-            },
+            EventKind::TransferStarted { target: name },
             &[(Role::Transferor, t), (Role::Transferee, e)],
         );
         me.notify(ctx, 100, false);
-        me.x = Some(ctx.originate_referred(Target::Dial(target), e, referred_by));
+        me.x = Some(ctx.originate_referred(target, e, referred_by));
         ctx.play(e, &me.data.moh, true);
         ctx.hear(t, Source::Silence);
         me
