@@ -4,8 +4,8 @@
 //! daemon on ports picked free at run time and kills everything it spawned. The in-process tier
 //! (sans-IO cores on a virtual clock) is tests/in_process/.
 //!
-//! Needs sipp (Debian `sip-tester`) with CAP_NET_RAW for its RTP playback, baresip, and
-//! schemathesis in `.venv` (`.ci/run` installs them all).
+//! Needs sipp (Debian `sip-tester`) with CAP_NET_RAW for its RTP playback, baresip, linphonec
+//! (`linphone-cli`), and schemathesis in `.venv` (`.ci/run` installs them all).
 
 mod common;
 
@@ -17,6 +17,7 @@ mod cli_check;
 mod cli_match;
 mod codecs;
 mod daemon_reload;
+mod linphone_call;
 mod media_playback;
 mod replaces;
 mod sip_register;
