@@ -47,6 +47,9 @@ pub struct CallSetup {
     pub inband: InbandPolicy,
     /// The G.711 laws the call's legs may end on (`media.codecs`).
     pub codecs: CodecPolicy,
+    /// A REFER's transferee hears ringback, not music, while the target rings
+    /// (`media.refer_ringback`).
+    pub refer_ringback: bool,
 }
 
 /// The party at the other end of the dialog a REFER's `Replaces` names, as the call that has the

@@ -81,6 +81,7 @@ impl CallCore {
                 b_target: setup.target,
                 max_forwards: setup.max_forwards,
                 codecs: setup.codecs,
+                refer_ringback: setup.refer_ringback,
                 recording: false,
                 api_transfer: None,
                 placed: None,

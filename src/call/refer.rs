@@ -225,6 +225,7 @@ impl CallCore {
             request,
             subscribe,
         });
+        let ringback = self.call.refer_ringback;
         let transfer = Transfer::by_refer(
             &mut self.call.ctx(env),
             leg,
@@ -233,6 +234,7 @@ impl CallCore {
             place,
             subscribe,
             referred_by,
+            ringback,
         );
         self.running = Some(Running::Transfer(Box::new(transfer)));
         self.then = None;

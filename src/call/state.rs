@@ -42,6 +42,8 @@ pub struct CallState {
     pub max_forwards: u32,
     /// The G.711 laws legs may end on (`media.codecs` when the call began).
     pub codecs: CodecPolicy,
+    /// `media.refer_ringback` when the call began.
+    pub refer_ringback: bool,
     pub recording: bool,
     /// The API transfer running on the call: its events carry this id.
     pub api_transfer: Option<String>,

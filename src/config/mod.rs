@@ -145,6 +145,7 @@ fn parse_config(path: &Path, text: &str, report: &mut Report) -> Option<Config> 
         music_on_hold: DEFAULT_MUSIC_ON_HOLD.to_string(),
         ringback: DEFAULT_RINGBACK.to_string(),
         hold_music_on_phone_hold: true,
+        refer_ringback: false,
         codecs: Default::default(),
     };
     let media_for_flows = media.as_ref().unwrap_or(&fallback_media);

@@ -61,6 +61,9 @@ pub struct MediaSettings {
     /// A party that holds with its phone's button (a re-INVITE with `sendonly`, `inactive` or
     /// no address) makes the other party hear `music_on_hold` until it resumes.
     pub hold_music_on_phone_hold: bool,
+    /// The transferee of a phone's REFER hears `ringback` while the target rings, rather than
+    /// music on hold.
+    pub refer_ringback: bool,
     /// The G.711 laws a leg may end on, in order of preference: every SDP hookflash sends lists
     /// only these (and telephone-event), so music, ringback, tones and in-band keys work on
     /// every leg, and the relay transcodes between the laws.
@@ -272,6 +275,10 @@ pub fn read_media(
         Some(n) => boolean(n, "hold_music_on_phone_hold", report),
         None => Some(true),
     };
+    let refer_ringback = match f.get("refer_ringback") {
+        Some(n) => boolean(n, "refer_ringback", report),
+        None => Some(false),
+    };
     let codecs = match f.get("codecs") {
         Some(n) => codec_policy(n, report),
         None => Some(CodecPolicy::default()),
@@ -282,6 +289,7 @@ pub fn read_media(
         music_on_hold: music_on_hold?,
         ringback: ringback?,
         hold_music_on_phone_hold: hold_music_on_phone_hold?,
+        refer_ringback: refer_ringback?,
         codecs: codecs?,
     })
 }

@@ -471,6 +471,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             offer: request.body.clone(),
             inband: config.rtp.inband_dtmf,
             codecs: config.media.codecs.clone(),
+            refer_ringback: config.media.refer_ringback,
         },
     })
 }

@@ -1017,6 +1017,7 @@ fn an_unusable_offer_or_answer_is_refused_with_488() {
         offer: offer.to_vec(),
         inband: Default::default(),
         codecs: Default::default(),
+        refer_ringback: false,
     };
     assert!(hookflash::call::CallCore::new(setup(b"not sdp at all")).is_err());
     let mut c = Call::ringing();

@@ -127,7 +127,16 @@ pub struct Call {
 impl Call {
     /// A call from 1001 to 1002, set up but not answered; `caller_flow` hears 1001's keys.
     pub fn ringing_with(caller_flow: Option<Arc<Metaflow>>, offer: Vec<u8>) -> Call {
-        let setup = CallSetup {
+        Call::ringing_edited(caller_flow, offer, |_| {})
+    }
+
+    /// [`Call::ringing_with`], its setup changed by `edit` first (a setting of the config).
+    pub fn ringing_edited(
+        caller_flow: Option<Arc<Metaflow>>,
+        offer: Vec<u8>,
+        edit: impl FnOnce(&mut CallSetup),
+    ) -> Call {
+        let mut setup = CallSetup {
             call_id: "c1@test".into(),
             account: "demo".into(),
             domain: "demo.test".into(),
@@ -148,7 +157,9 @@ impl Call {
             offer,
             inband: InbandPolicy::Auto,
             codecs: Default::default(),
+            refer_ringback: false,
         };
+        edit(&mut setup);
         let mut c = Call {
             core: CallCore::new(setup).expect("a usable offer"),
             env: Fake {

@@ -373,3 +373,30 @@ fn an_attended_refer_sends_the_transferee_to_the_phone_of_the_other_call_with_re
     c.hang_up(A);
     c.end();
 }
+
+#[test]
+fn with_refer_ringback_the_transferee_hears_ringback_while_the_target_rings() {
+    let mut c = Call::ringing_edited(
+        None,
+        crate::harness::sdp(crate::harness::party_port(A)),
+        |s| s.refer_ringback = true,
+    );
+    c.input(Input::Answered {
+        leg: B,
+        sdp: crate::harness::sdp(crate::harness::party_port(B)),
+    });
+    let out = refer(&mut c, A, TO_1003, true);
+    assert_eq!(answered_with(&out), Some(202));
+    assert_eq!(
+        c.hears(B),
+        Some(Source::Media {
+            media: crate::harness::DEFAULT_RINGBACK.into(),
+            looped: true
+        }),
+        "ringback instead of music"
+    );
+    c.answer(X);
+    assert!(c.talking(B, X));
+    c.hang_up(A);
+    c.end();
+}

@@ -72,6 +72,7 @@ impl Whole {
             offer: caller_sdp,
             inband: InbandPolicy::Auto,
             codecs: Default::default(),
+            refer_ringback: false,
         };
         let mut w = Whole {
             core: CallCore::new(setup).unwrap(),

@@ -22,7 +22,8 @@
 //! and hangs up; a recall nobody answers ends the same way.
 //!
 //! By REFER (the phone's own transfer button, RFC 3515): T asked for the transfer of E to X;
-//! X is called presenting E's caller ID, with the REFER's `Referred-By`; E hears music, T
+//! X is called presenting E's caller ID, with the REFER's `Referred-By`; E hears music (or
+//! ringback, with `media.refer_ringback`), T
 //! silence, and T's phone is told X's progress by NOTIFY (`100`, X's 18x, X's final answer).
 //! X answers → E and X talk, and T — whose phone should now say BYE — is hung up if it has not
 //! within [`REFER_BYE_GRACE_MS`]. X fails → T and E talk again (the NOTIFY says why). T hangs up
@@ -170,6 +171,7 @@ impl Transfer {
         target: Target,
         notify: bool,
         referred_by: Option<String>,
+        ringback: bool,
     ) -> Transfer {
         // What the events name: the number dialled, or the party whose call is replaced.
         let name = match &target {
@@ -195,7 +197,12 @@ impl Transfer {
         );
         me.notify(ctx, 100, false);
         me.x = Some(ctx.originate_referred(target, e, referred_by));
-        ctx.play(e, &me.data.moh, true);
+        let waiting = if ringback {
+            &me.data.ringback
+        } else {
+            &me.data.moh
+        };
+        ctx.play(e, waiting, true);
         ctx.hear(t, Source::Silence);
         me
     }

@@ -232,30 +232,79 @@ impl Drop for Daemon {
 
 /// Runs sipp against `target` with a scenario from tests/e2e/sipp; returns its output. sipp comes
 /// from Debian's `sip-tester` package (.ci/run installs it).
+///
+/// Its SIP port (and its `-mp` media port, if given: nobody else needs to know it, the SDP says
+/// it) are picked free, then sipp binds them: another process may take one in between (tests run
+/// in parallel beside other daemons and phones), so a run that could not bind is run again on
+/// fresh ports.
 pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let local_port = free_port().to_string();
-    let mut cmd = Command::new("sipp");
-    cmd.arg(target)
-        .arg("-sf")
-        .arg(root.join("tests/e2e/sipp").join(scenario))
-        .args(["-i", "127.0.0.1", "-p", &local_port, "-t", transport])
-        .args([
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ])
-        .args(args)
-        .current_dir(std::env::temp_dir());
-    match cmd.output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run sipp ({e}); install it: apt-get install sip-tester"),
+    for attempt in 1.. {
+        let local_port = free_port().to_string();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(i) = args.iter().position(|a| a == "-mp")
+            && i + 1 < args.len()
+        {
+            args[i + 1] = free_port().to_string();
+        }
+        let mut cmd = Command::new("sipp");
+        cmd.arg(target)
+            .arg("-sf")
+            .arg(root.join("tests/e2e/sipp").join(scenario))
+            .args(["-i", "127.0.0.1", "-p", &local_port, "-t", transport])
+            .args([
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
+            .args(&args)
+            .current_dir(std::env::temp_dir());
+        let out = match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run sipp ({e}); install it: apt-get install sip-tester"),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.contains("Unable to bind") || attempt == 5 {
+            return out;
+        }
     }
+    unreachable!("the loop returns")
+}
+
+/// Whether process `pid` holds a socket bound to 127.0.0.1:`port` (UDP, or a listening TCP
+/// one): the port is taken by it, not by another process.
+fn holds_port(pid: u32, port: u16, tcp: bool) -> bool {
+    let table = if tcp {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/udp"
+    };
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return false;
+    };
+    let wanted = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == wanted && (!tcp || f[3] == "0A")).then(|| f[9].to_string())
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let t = target.to_string_lossy();
+            inodes.iter().any(|i| t == format!("socket:[{i}]"))
+        })
+    })
 }
 
 /// A sipp running in the background (a callee), killed when dropped.
@@ -268,31 +317,47 @@ impl SippProcess {
     /// Starts sipp with a scenario from tests/e2e/sipp (or a path) listening on a free port; returns
     /// once it listens there.
     pub fn spawn(scenario: &Path, transport: &str, args: &[&str]) -> SippProcess {
-        let port = free_port();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", transport])
-            .args([
-                "-m",
-                "1",
-                "-nostdin",
-                "-timeout",
-                "60s",
-                "-timeout_error",
-                "-trace_err",
-            ])
-            .args(args)
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run sipp ({e}); apt-get install sip-tester"));
-        wait_listening(port, transport.starts_with('t'));
-        SippProcess {
-            child: Some(child),
-            port,
+        // The port is picked free, then sipp binds it: if another process took it in between,
+        // sipp exits, and it is started again on another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("sipp")
+                .arg("-sf")
+                .arg(scenario)
+                .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", transport])
+                .args([
+                    "-m",
+                    "1",
+                    "-nostdin",
+                    "-timeout",
+                    "60s",
+                    "-timeout_error",
+                    "-trace_err",
+                ])
+                .args(args)
+                .current_dir(std::env::temp_dir())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run sipp ({e}); apt-get install sip-tester"));
+            let tcp = transport.starts_with('t');
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if holds_port(child.id(), port, tcp) {
+                    return SippProcess {
+                        child: Some(child),
+                        port,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        panic!("sipp could not listen on a free port in five tries");
     }
 
     /// Waits for sipp to finish; returns its output.
