@@ -17,7 +17,7 @@ use crate::engine::metaflow::Metaflow;
 use crate::events::{EventKind, Role};
 use crate::leg::LegId;
 use crate::modules::context::Target;
-use crate::modules::transfer::{Transfer, TransferData};
+use crate::modules::transfer::{ReferAsk, Transfer, TransferData};
 use crate::modules::{ModuleData, Running};
 
 use super::command::Command;
@@ -231,10 +231,12 @@ impl CallCore {
             leg,
             transferee,
             data,
-            place,
-            subscribe,
-            referred_by,
-            ringback,
+            ReferAsk {
+                target: place,
+                notify: subscribe,
+                referred_by,
+                ringback,
+            },
         );
         self.running = Some(Running::Transfer(Box::new(transfer)));
         self.then = None;

@@ -7,7 +7,7 @@
 
 mod run;
 
-pub use run::{FAILURE_TONE, REFER_BYE_GRACE_MS, REFUSED_TONE, Transfer, failure_reason};
+pub use run::{FAILURE_TONE, REFER_BYE_GRACE_MS, REFUSED_TONE, ReferAsk, Transfer, failure_reason};
 
 use serde::{Serialize, Serializer};
 

@@ -85,6 +85,18 @@ enum Stage {
     Refused,
 }
 
+/// What a REFER asks of a transfer.
+pub struct ReferAsk {
+    /// Whom to call: the number dialled, or the phone of the transferor's other call.
+    pub target: Target,
+    /// The phone wants NOTIFYs (not `Refer-Sub: false`).
+    pub notify: bool,
+    /// Passed on to the target.
+    pub referred_by: Option<String>,
+    /// The transferee hears ringback rather than music while the target rings.
+    pub ringback: bool,
+}
+
 pub struct Transfer {
     data: TransferData,
     t: LegId,
@@ -161,18 +173,21 @@ impl Transfer {
         (Some(me), Step::Continue)
     }
 
-    /// Starts the transfer of `e` to `target` that `t`'s phone asked for by REFER (already
-    /// answered 202, `target` already allowed); `notify`: the phone wants NOTIFYs.
+    /// Starts the transfer of `e` that `t`'s phone asked for by REFER (already answered 202, its
+    /// target already allowed).
     pub fn by_refer(
         ctx: &mut dyn CallContext,
         t: LegId,
         e: LegId,
         data: TransferData,
-        target: Target,
-        notify: bool,
-        referred_by: Option<String>,
-        ringback: bool,
+        asked: ReferAsk,
     ) -> Transfer {
+        let ReferAsk {
+            target,
+            notify,
+            referred_by,
+            ringback,
+        } = asked;
         // What the events name: the number dialled, or the party whose call is replaced.
         let name = match &target {
             Target::Dial(number) => number.clone(),
