@@ -7,12 +7,13 @@
 //! dialog (rsipstack's dialog layer), which hands them to the call; an unknown dialog is 481.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::rate::TokenBucket;
 use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::endpoint::Endpoint;
@@ -282,6 +283,12 @@ async fn handle(mut tx: Transaction, state: &State) {
     if in_dialog || matches!(tx.original.method, Method::Ack) {
         match state.dialogs.match_dialog(&tx) {
             Some(mut dialog) => {
+                if !matches!(
+                    tx.original.method,
+                    Method::Ack | Method::Bye | Method::Cancel | Method::PRack
+                ) {
+                    wait_for_ack(&dialog).await;
+                }
                 // Boxed: rsipstack's handler future is large, and inline it would size every
                 // request's task.
                 if let Err(e) = Box::pin(dialog.handle(&mut tx)).await {
@@ -364,6 +371,20 @@ async fn handle(mut tx: Transaction, state: &State) {
         }
     };
     send(&mut tx, reply).await;
+}
+
+/// A request that overtook the ACK of the dialog's INVITE (a phone that puts the call on hold
+/// the moment it is answered sends its ACK and re-INVITE together; two tasks handle them): while
+/// the dialog waits for that ACK, rsipstack takes a re-INVITE for the first INVITE and drops
+/// other requests, answering neither, and the phone's retransmissions are absorbed by the stuck
+/// transaction. The request waits here for the ACK (2 s at most, then goes on as before).
+async fn wait_for_ack(dialog: &rsipstack::dialog::dialog::Dialog) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while matches!(dialog.state(), DialogState::WaitAck(..))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn wall_ms() -> u64 {

@@ -687,6 +687,20 @@ fn hold_and_resume_by_reinvite_are_answered_from_the_anchor() {
     );
 }
 
+#[test]
+fn a_hold_reinvite_that_overtakes_the_ack_is_answered_once_the_ack_is_in() {
+    // linphone puts a call on hold the moment it is answered: its ACK and its re-INVITE arrive
+    // together, and hookflash's tasks may take the re-INVITE first. This caller sends it first,
+    // on purpose; before the fix the re-INVITE was never answered (the stack took it for the
+    // first INVITE) and the caller timed out.
+    let mut r = run(Options::default(), scenario("uas_answer.xml"), &[], |b| {
+        caller(b, &scenario("uac_reinvite_before_ack.xml"), &[])
+    });
+    r.assert_phones_ok();
+    r.bench.daemon.seen_or_wait("hold=true");
+    r.bench.daemon.seen_or_wait("call ended");
+}
+
 /// The caller presses `keys` by SIP INFO.
 fn info_call(passthrough: &'static str, keys: &str) -> Run {
     let part = std::fs::read_to_string(scenario("info_key.part")).unwrap();

@@ -83,20 +83,34 @@ impl Linphone {
 
     /// Waits until linphonec printed a line containing every one of `needles`; returns it.
     fn wait_line_with(&self, needles: &[&str]) -> String {
-        let needle = needles.join(" … ");
+        self.printed(needles).unwrap_or_else(|printed| {
+            panic!("linphonec never printed {needles:?}; it printed:\n{printed}")
+        })
+    }
+
+    /// [`Linphone::wait_line_with`], and the daemon's log too when it never comes.
+    fn expect(&self, needles: &[&str], daemon: &mut Daemon) -> String {
+        self.printed(needles).unwrap_or_else(|printed| {
+            panic!(
+                "linphonec never printed {needles:?}; it printed:\n{printed}\ndaemon:\n{}",
+                daemon.read_log().join("\n")
+            )
+        })
+    }
+
+    /// A line with every one of `needles`, once printed; else (after [`WAIT`]) what was.
+    fn printed(&self, needles: &[&str]) -> Result<String, String> {
         let deadline = Instant::now() + WAIT;
         let (lines, arrived) = &*self.lines;
         let mut seen = lines.lock().unwrap();
         loop {
             if let Some(line) = seen.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return line.clone();
+                return Ok(line.clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "linphonec never printed {needle:?}; it printed:\n{}",
-                seen.join("\n")
-            );
+            if left.is_zero() {
+                return Err(seen.join("\n"));
+            }
             seen = arrived.wait_timeout(seen, left).unwrap().0;
         }
     }
@@ -171,11 +185,11 @@ fn linphones_attended_transfer_replaces_its_consultation_call_at_the_target() {
     t.send(&format!("call sip:1002@127.0.0.1:{port}"));
     t.wait_line("Media streams established with sip:1002");
     t.send("pause 1");
-    t.wait_line_with(&["Call 1 with sip:1002", "is now paused"]);
+    t.expect(&["Call 1 with sip:1002", "is now paused"], &mut daemon);
     t.send(&format!("call sip:1003@127.0.0.1:{port}"));
-    t.wait_line("Media streams established with sip:1003");
+    t.expect(&["Media streams established with sip:1003"], &mut daemon);
     t.send("transfer 1 --to-call 2");
-    t.wait_line("has been transfered");
+    t.expect(&["has been transfered"], &mut daemon);
     let started = daemon.event("transfer.started");
     assert_eq!(started["detail"], "1003");
     daemon.event("transfer.completed");

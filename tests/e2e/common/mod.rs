@@ -127,7 +127,11 @@ impl Daemon {
             .arg(config)
             // Relative paths the daemon writes (recordings) land in the sandbox.
             .current_dir(config.parent().unwrap_or(Path::new(".")))
-            .env("RUST_LOG", "info,rsipstack=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOKFLASH_TEST_LOG")
+                    .unwrap_or_else(|_| "info,rsipstack=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
