@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::events::{EventKind, Role};
 use crate::leg::LegId;
-use crate::modules::context::{Happened, LegState};
+use crate::modules::context::{Happened, LegState, Source};
 use crate::sdp::{self, G711};
 
 use super::command::Command;
@@ -72,8 +72,10 @@ impl CallCore {
             Err(e) => return refuse(call, 488, &e.to_string()),
         };
         let ringing = old.state == LegState::Ringing;
+        let was_holding = old.phone_hold;
         let l = &mut call.legs[leg.index()];
-        let ours = match sdp::anchor(&as_answer, local, &mut l.origin, None) {
+        let direction = Some(desc.direction.answer());
+        let ours = match sdp::anchor(&as_answer, local, &mut l.origin, direction) {
             Ok(sdp) => sdp,
             Err(e) => return refuse(call, 488, &e.to_string()),
         };
@@ -126,8 +128,15 @@ impl CallCore {
             return;
         }
         // A takeover: the keys of the new party are heard as `listen_on` says for its peer, and
-        // the two learn whom they talk to.
+        // the two learn whom they talk to. A peer that heard music because the old phone held
+        // hears the new one.
         if let Some(peer) = call.peer_of(leg) {
+            if was_holding && call.leg(peer).is_some_and(|p| p.hears == Source::Leg(leg)) {
+                call.commands.push_back(Command::Hear {
+                    leg: peer,
+                    source: Source::Leg(leg),
+                });
+            }
             call.listen(leg, peer);
             call.identify(peer, leg);
             call.identify(leg, peer);

@@ -387,12 +387,17 @@ impl MediaCall {
             self.fan_out(i, packet, ms, Kind::Event { pass }, out);
             return;
         }
-        // The law of what the party sent, by the packet's own (static) payload type: what the
-        // party offered first need not be what was negotiated.
+        // The law of what the party sent, by the packet's own payload type: the one it was
+        // answered (a dynamic one too), else a static one — what the party offered first need
+        // not be what was negotiated.
         let law = if packet.len() < 12 {
             None
         } else {
-            Law::from_payload_type(packet[1] & 0x7f)
+            let pt = packet[1] & 0x7f;
+            match l.party.g711 {
+                Some((answered, law)) if answered == pt => Some(law),
+                _ => Law::from_payload_type(pt),
+            }
         };
         if let Some(law) = law
             && inband.listens(l.party.telephone_event.is_some())
@@ -690,7 +695,8 @@ impl MediaCall {
         out: &mut impl Output,
     ) {
         if self.recording
-            && let Some(frame) = frame_of(i, packet, ms)
+            && let Some(law) = law
+            && let Some(frame) = frame_of(i, packet, ms, law)
         {
             out.record(frame);
         }
@@ -966,10 +972,9 @@ fn write_header(packet: &mut [u8], (pt, marker, seq, ts, ssrc): (u8, bool, u16, 
     packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
-/// A G.711 packet (PT 0 or 8) from the party of leg `i`, as a recording frame.
-fn frame_of(i: usize, packet: &[u8], ms: Millis) -> Option<Box<Frame>> {
+/// A G.711 packet (of `law`) from the party of leg `i`, as a recording frame.
+fn frame_of(i: usize, packet: &[u8], ms: Millis, law: Law) -> Option<Box<Frame>> {
     let rtp = RtpPacket::parse(packet).ok()?;
-    let law = Law::from_payload_type(rtp.payload_type())?;
     let payload = rtp.payload();
     let len = payload.len().min(MAX_FRAME);
     let mut frame = Box::new(Frame {

@@ -189,6 +189,8 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         pending: Vec::new(),
         notifiers: Vec::new(),
         replacing: HashMap::new(),
+        superseded: Vec::new(),
+        retired: Vec::new(),
         takes_update: vec![caller_takes_update],
         env: Arc::clone(&env),
     };
@@ -221,7 +223,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     .await;
     shell.hangups.detach_all();
     // Dialogs leave the layer's table here whatever happened (rsipstack leaves that to us).
-    for d in shell.dialogs.iter().flatten() {
+    for d in shell.dialogs.iter().flatten().chain(&shell.retired) {
         env.dialogs.remove_dialog(&d.id());
     }
     // The call's ports and its registry entry go first, so the line tells what is left.
@@ -266,6 +268,11 @@ struct Shell {
     /// Dialogs of INVITEs with Replaces the core has not decided about yet, by request, with
     /// whether their party's `Allow` takes UPDATE.
     replacing: HashMap<RequestId, (InviteDialog, bool)>,
+    /// Legs picked up while ringing: their first INVITE is still under way, and its outcome
+    /// belongs to the dialog that was replaced (a 200 that crossed the CANCEL is hung up).
+    superseded: Vec<(LegId, InviteDialog)>,
+    /// Dialogs no leg has any more (replaced, refused): removed from the layer at the end.
+    retired: Vec<InviteDialog>,
     /// By [`LegId`]: whether the party's `Allow` (in its INVITE, or its 2xx) takes UPDATE.
     takes_update: Vec<bool>,
     env: Arc<CallEnv>,
@@ -359,15 +366,28 @@ impl Shell {
                             Box::pin(self.on_dialog(leg, state)).await;
                         }
                     }
-                    Mail::Replacing(tx, replaces) => {
-                        Box::pin(self.on_replacing(tx, replaces)).await;
+                    Mail::Replacing(tx, replaces, account) => {
+                        Box::pin(self.on_replacing(tx, replaces, account)).await;
                     }
-                    Mail::AboutDialog(replaces, reply) => {
-                        let _ = reply.send(self.other_end_of(&replaces));
+                    Mail::AboutDialog(replaces, account, reply) => {
+                        let _ = reply.send(self.other_end_of(&replaces, &account));
                     }
                 },
                 Some((leg, outcome)) = self.invites.next(), if !self.invites.is_empty() => {
                     let (input, takes_update) = invite_outcome(leg, outcome);
+                    if let Some(i) = self.superseded.iter().position(|(l, _)| *l == leg) {
+                        // The replaced dialog's answer: the leg has another dialog now.
+                        let (_, old) = self.superseded.remove(i);
+                        if matches!(input, Input::Answered { .. }) {
+                            let call = self.core.id().clone();
+                            self.hangups.spawn(async move {
+                                if let Err(e) = old.hangup().await {
+                                    debug!(call = %call, leg = %leg, "hang-up of a replaced dialog: {e}");
+                                }
+                            });
+                        }
+                        continue;
+                    }
                     if self.takes_update.len() <= leg.index() {
                         self.takes_update.resize(leg.index() + 1, false);
                     }
@@ -601,6 +621,7 @@ impl Shell {
             } => {
                 if let Some((dialog, _)) = self.replacing.remove(&request) {
                     let _ = dialog.reject(Some(StatusCode::from(status)), None);
+                    self.retired.push(dialog);
                 } else if let Some(handle) = self.transactions.remove(&request) {
                     let status = StatusCode::from(status);
                     let _ = match sdp {
@@ -753,8 +774,13 @@ impl Shell {
     /// Another call asks (for a REFER with `Replaces`) who is at the other end of the dialog
     /// `replaces` names: the party the leg talks with, where its phone is, and how it would
     /// name hookflash's dialog with it.
-    fn other_end_of(&self, replaces: &Replaces) -> Option<ReplacingTarget> {
+    fn other_end_of(&self, replaces: &Replaces, account: &str) -> Option<ReplacingTarget> {
         let leg = self.leg_named(replaces)?;
+        if account != self.core.account() {
+            // A call of another account is none of the asking call's business.
+            info!(call = %self.core.id(), "a call of account `{account}` named one of this call's dialogs; not told");
+            return None;
+        }
         let peer = self.core.peer_of(leg)?;
         let dialog = self.dialog(peer)?;
         let id = dialog.id();
@@ -790,16 +816,26 @@ impl Shell {
             // A dialog of this very call: not a consultation call through hookflash.
             return None;
         }
-        self.env.dialog_events.ask_about(replaces)
+        self.env
+            .dialog_events
+            .ask_about(replaces, self.core.account().to_string())
     }
 
     /// An INVITE with `Replaces` for one of the call's dialogs (the server found the call by its
     /// Call-ID): 481 unless the tags match a leg's dialog too (as a request in that dialog would
     /// carry them: `to-tag` ours, `from-tag` the party's), 486 for `early-only` on an answered
     /// leg; otherwise the new dialog is created and held while the core decides.
-    async fn on_replacing(&mut self, mut tx: Box<Transaction>, replaces: Replaces) {
+    async fn on_replacing(
+        &mut self,
+        mut tx: Box<Transaction>,
+        replaces: Replaces,
+        account: String,
+    ) {
         let request = crate::sip::message::Request::from_stack(&tx.original);
-        let Some(leg) = self.leg_named(&replaces) else {
+        let Some(leg) = self
+            .leg_named(&replaces)
+            .filter(|_| account == self.core.account())
+        else {
             info!(call = %self.core.id(), "INVITE with Replaces from {} refused 481: no dialog with those tags", request.sender());
             let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
             return;
@@ -868,6 +904,16 @@ impl Shell {
         // The old dialog ends (CANCEL while it rang, BYE once answered); its events no longer
         // name a leg of the call.
         self.hang_up(leg);
+        if let Some(old) = self.dialog(leg).cloned() {
+            let pending = matches!(
+                old.state(),
+                DialogState::Calling(..) | DialogState::Trying(..) | DialogState::Early(..)
+            );
+            if pending && old.role() == rsipstack::transaction::key::TransactionRole::Client {
+                self.superseded.push((leg, old.clone()));
+            }
+            self.retired.push(old);
+        }
         if let Err(e) = dialog.accept(call_headers(), Some(sdp)) {
             info!(call = %self.core.id(), leg = %leg, "could not answer the replacing INVITE: {e}");
             self.pending.push(Input::HungUp { leg });

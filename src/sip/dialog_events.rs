@@ -31,11 +31,12 @@ use tokio::sync::oneshot;
 pub enum Mail {
     /// An event of one of its dialogs.
     Dialog(DialogState),
-    /// A new INVITE that would take the place of one of its dialogs.
-    Replacing(Box<Transaction>, Replaces),
-    /// Another call asks who is at the other end of one of its dialogs (a REFER with
-    /// `Replaces` in that call names it).
-    AboutDialog(Replaces, oneshot::Sender<Option<ReplacingTarget>>),
+    /// A new INVITE that would take the place of one of its dialogs, from a device of the named
+    /// account.
+    Replacing(Box<Transaction>, Replaces, String),
+    /// Another call (of the named account) asks who is at the other end of one of its dialogs
+    /// (a REFER with `Replaces` in that call names it).
+    AboutDialog(Replaces, String, oneshot::Sender<Option<ReplacingTarget>>),
 }
 
 /// Routes dialog events from the shared channel to the calls' inboxes.
@@ -104,6 +105,7 @@ impl DialogEvents {
         &self,
         tx: Box<Transaction>,
         replaces: Replaces,
+        account: String,
     ) -> Result<(), Box<Transaction>> {
         let inbox = self
             .inboxes
@@ -114,9 +116,9 @@ impl DialogEvents {
             return Err(tx);
         };
         inbox
-            .unbounded_send(Mail::Replacing(tx, replaces))
+            .unbounded_send(Mail::Replacing(tx, replaces, account))
             .map_err(|e| match e.into_inner() {
-                Mail::Replacing(tx, _) => tx,
+                Mail::Replacing(tx, _, _) => tx,
                 _ => unreachable!("sent a Replacing"),
             })
     }
@@ -126,6 +128,7 @@ impl DialogEvents {
     pub fn ask_about(
         &self,
         replaces: Replaces,
+        account: String,
     ) -> Option<oneshot::Receiver<Option<ReplacingTarget>>> {
         let inbox = self
             .inboxes
@@ -134,7 +137,7 @@ impl DialogEvents {
             .and_then(|inboxes| inboxes.get(replaces.call_id.as_str()).cloned())?;
         let (reply, answer) = oneshot::channel();
         inbox
-            .unbounded_send(Mail::AboutDialog(replaces, reply))
+            .unbounded_send(Mail::AboutDialog(replaces, account, reply))
             .ok()?;
         Some(answer)
     }

@@ -122,6 +122,22 @@ pub fn route_dialled(
     }
 }
 
+/// The account of the party sending an INVITE with `Replaces`: it must be a directory device
+/// (digest-challenged when `sip.challenge_invites` is on, as any call), for a dialog of its own
+/// account is all it may take over; otherwise the reply (403, or the challenge).
+pub fn identify_replacer(
+    req: &Request,
+    ctx: &InviteContext<'_>,
+) -> Result<String, (Reply, String)> {
+    match identify_caller(req, ctx)? {
+        Some(party) => Ok(party.account.name.clone()),
+        None => Err((
+            Reply::status(403),
+            "an INVITE with Replaces must come from a directory device".into(),
+        )),
+    }
+}
+
 /// The caller's directory party, after digest authentication when required.
 fn identify_caller<'a>(
     req: &Request,

@@ -37,7 +37,7 @@ use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::replaces::Replaces;
-use super::route::{InviteContext, route_dialled, route_invite};
+use super::route::{InviteContext, identify_replacer, route_dialled, route_invite};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
 use crate::call::{CallSetup, Party as CallParty};
@@ -332,10 +332,14 @@ async fn handle(mut tx: Transaction, state: &State) {
                 );
                 return send(&mut tx, Reply::status(400)).await;
             };
+            let account = match replacer_account(&request, state) {
+                Ok(account) => account,
+                Err(reply) => return send(&mut tx, reply).await,
+            };
             match state
                 .env
                 .dialog_events
-                .deliver_replacing(Box::new(tx), replaces)
+                .deliver_replacing(Box::new(tx), replaces, account)
             {
                 Ok(()) => return,
                 Err(back) => {
@@ -392,6 +396,30 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Who sends an INVITE with `Replaces`: its directory account (after a digest challenge when
+/// `sip.challenge_invites` is on); refused otherwise.
+fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
+    let config = (state.config)();
+    let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
+    let ctx = InviteContext {
+        directory: &config.directory,
+        registrar: &registrar,
+        nonces: &state.nonces,
+        challenge_invites: config.sip.challenge_invites,
+        upstream: config.routing.upstream.as_deref(),
+        now: state.started.elapsed().as_millis() as u64,
+        wall_ms: wall_ms(),
+    };
+    identify_replacer(request, &ctx).map_err(|(reply, note)| {
+        info!(
+            "INVITE with Replaces from {}: {} ({note})",
+            request.sender(),
+            reply.status
+        );
+        reply
+    })
 }
 
 /// Decides about a new INVITE: refused (the reply) or a plan for the call.

@@ -180,8 +180,10 @@ fn a_phone_picks_up_a_call_ringing_elsewhere_by_replaces() {
 }
 
 #[test]
-fn a_replaces_naming_no_dialog_of_hookflashs_gets_481() {
+fn a_replaces_naming_no_dialog_of_hookflashs_gets_481_and_a_stranger_403() {
     let sandbox = Sandbox::from_example();
+    // INVITEs not challenged (a challenged one would get its 407 first).
+    sandbox.write("config.yaml", &sandbox.config_for_callees(&[]));
     let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
     daemon.wait_for("hookflash ready");
     let p_file = sandbox.path("unused");
@@ -209,4 +211,28 @@ fn a_replaces_naming_no_dialog_of_hookflashs_gets_481() {
     );
     assert!(out.status.success(), "{}", describe(&out));
     daemon.seen_or_wait("refused 481: no dialog `nosuch@example");
+    // From no device of the directory: 403, whatever dialog it names.
+    let sf = picker(
+        &sandbox,
+        "nosuch@example;to-tag=a1;from-tag=b2",
+        403,
+        &p_file,
+    );
+    let out = sipp(
+        sf.to_str().unwrap(),
+        &target,
+        "u1",
+        &[
+            "-s",
+            "1002",
+            "-key",
+            "caller",
+            "9999",
+            "-key",
+            "capture_port",
+            "9",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    daemon.seen_or_wait("must come from a directory device");
 }

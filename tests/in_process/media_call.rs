@@ -622,6 +622,22 @@ fn in_a_three_way_mix_each_party_hears_the_sum_of_the_other_two_in_its_own_law()
 }
 
 #[test]
+fn g711_under_a_dynamic_payload_type_is_relayed_as_the_listeners_own() {
+    // A phone that offered PCMU as PT 96 was answered PT 96: its packets are µ-law all the same.
+    let (mut m, mut a, _) = two_parties();
+    let mut party = m.call.party(A).unwrap();
+    party.g711 = Some((96, Law::Ulaw));
+    m.command(MediaCommand::Party(A, party));
+    let mut p = a.audio();
+    p[1] = (p[1] & 0x80) | 96;
+    m.rtp(A, p);
+    let got = m.to(B);
+    assert_eq!(got.len(), 1, "relayed, not dropped as unaccepted");
+    assert_eq!(header(&got[0].bytes).pt, 0, "B's own payload type");
+    assert_eq!(m.call.counters.unaccepted, 0);
+}
+
+#[test]
 fn a_payload_type_the_listener_did_not_accept_never_reaches_it() {
     let (mut m, mut a, _) = two_parties();
     m.rtp(A, a.audio());

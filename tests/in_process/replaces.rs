@@ -129,3 +129,38 @@ fn replacing_what_cannot_be_replaced_is_refused_as_rfc_3891_says() {
     assert!(c.talking(A, B));
     c.end();
 }
+
+#[test]
+fn a_phone_that_held_then_is_taken_over_gives_its_peer_the_conversation_back() {
+    // A holds by its button (B hears music), then picks the call up at another phone, whose
+    // offer is sendrecv: B hears the new phone, and the answer to it says sendrecv.
+    let mut c = Call::new();
+    let held = String::from_utf8(sdp(4000))
+        .unwrap()
+        .replace("a=sendrecv", "a=sendonly");
+    c.input(Input::Reoffer {
+        leg: A,
+        request: 3,
+        sdp: held.into_bytes(),
+    });
+    assert!(!c.talking(A, B), "B hears music while A holds");
+    let out = replacing(&mut c, A, sdp(NEW_PORT));
+    assert_eq!(outcome(&out), Some(200));
+    assert!(c.talking(A, B), "B hears the new phone");
+    c.end();
+    // A new phone that offers sendonly (it holds at once) is answered recvonly.
+    let mut c = Call::new();
+    let sendonly = String::from_utf8(sdp(NEW_PORT))
+        .unwrap()
+        .replace("a=sendrecv", "a=sendonly");
+    let out = replacing(&mut c, A, sendonly.into_bytes());
+    let answer = out
+        .iter()
+        .find_map(|c| match c {
+            Command::AcceptReplacing { sdp, .. } => Some(String::from_utf8(sdp.clone()).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    c.end();
+}
