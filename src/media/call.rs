@@ -477,11 +477,7 @@ impl MediaCall {
             if due > now {
                 return;
             }
-            mixing.next_due = if due + 3 * FRAME_US < now {
-                now + FRAME_US
-            } else {
-                due + FRAME_US
-            };
+            mixing.next_due = next_tick(due, now);
             // The sources' frames are read while the listener's own state is borrowed: take it.
             let mut sources = std::mem::take(&mut mixing.sources);
             let mut sum = Sum::default();
@@ -505,19 +501,9 @@ impl MediaCall {
             let (Some((pt, law)), Some(to)) = (l.party.g711, l.destination()) else {
                 continue;
             };
-            let mut packet = [0u8; 12 + FRAME];
             let mut frame = [0u8; FRAME];
             sum.encode(law, &mut frame);
-            packet[12..].copy_from_slice(&frame);
-            let (seq, ts, marker) = l.out.next_generated(FRAME as u32, due / 1000);
-            write_header(&mut packet, (pt, marker, seq, ts, l.out.ssrc()));
-            out.transmit(Transmit {
-                leg: LegId(i as u16),
-                rtcp: false,
-                to,
-                packet: &packet,
-                generated: true,
-            });
+            send_generated(l, i, pt, due, &frame, to, out);
         }
     }
 
@@ -900,15 +886,9 @@ impl MediaCall {
             if due > now {
                 return;
             }
-            // A worker that fell far behind (a stopped process) resumes from now, not in a burst.
-            playing.next_due = if due + 3 * FRAME_US < now {
-                now + FRAME_US
-            } else {
-                due + FRAME_US
-            };
+            playing.next_due = next_tick(due, now);
             // A party without G.711 hears nothing from us, but the clip still takes its time.
             let (pt, law) = l.party.g711.unwrap_or((0, Law::Ulaw));
-            let mut packet = [0u8; 12 + FRAME];
             let mut frame = [0u8; FRAME];
             if !playing.playback.next_frame(law, &mut frame) {
                 l.hears = Hears::Silence;
@@ -917,19 +897,10 @@ impl MediaCall {
                 });
                 return;
             }
-            packet[12..].copy_from_slice(&frame);
             let Some(to) = l.destination().filter(|_| l.party.g711.is_some()) else {
                 continue;
             };
-            let (seq, ts, marker) = l.out.next_generated(FRAME as u32, due / 1000);
-            write_header(&mut packet, (pt, marker, seq, ts, l.out.ssrc()));
-            out.transmit(Transmit {
-                leg: LegId(i as u16),
-                rtcp: false,
-                to,
-                packet: &packet,
-                generated: true,
-            });
+            send_generated(l, i, pt, due, &frame, to, out);
         }
     }
 
@@ -960,6 +931,40 @@ impl MediaCall {
             }
         }
     }
+}
+
+/// When a 20 ms stream due at `due` (and sent now, at `now`) is due next: 20 ms later, or, for a
+/// worker that fell far behind (a stopped process), 20 ms from now rather than a burst.
+fn next_tick(due: Micros, now: Micros) -> Micros {
+    if due + 3 * FRAME_US < now {
+        now + FRAME_US
+    } else {
+        due + FRAME_US
+    }
+}
+
+/// Sends leg `i`'s party a 20 ms `frame` hookflash made (a clip's, a mix's), in payload type
+/// `pt`, on the leg's own stream, stamped for the time it was due.
+fn send_generated(
+    l: &mut MediaLeg,
+    i: usize,
+    pt: u8,
+    due: Micros,
+    frame: &[u8; FRAME],
+    to: SocketAddr,
+    out: &mut impl Output,
+) {
+    let mut packet = [0u8; 12 + FRAME];
+    packet[12..].copy_from_slice(frame);
+    let (seq, ts, marker) = l.out.next_generated(FRAME as u32, due / 1000);
+    write_header(&mut packet, (pt, marker, seq, ts, l.out.ssrc()));
+    out.transmit(Transmit {
+        leg: LegId(i as u16),
+        rtcp: false,
+        to,
+        packet: &packet,
+        generated: true,
+    });
 }
 
 /// Writes the 12-byte RTP header of a packet hookflash generates: version 2, (payload type,

@@ -16,7 +16,7 @@
 
 use sdp_types::{Attribute, Session};
 
-use super::{AudioSdp, Codec, SdpError, audio, describe, parse};
+use super::{AudioSdp, Codec, SdpError, audio, describe, parse, write};
 
 /// A codec hookflash can write and hear: one of the two G.711 laws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,14 +277,6 @@ fn set_audio_codecs(session: &mut Session, entries: &[Entry]) {
     }
     let at = at.min(media.attributes.len());
     media.attributes.splice(at..at, maps);
-}
-
-fn write(session: &Session) -> Result<Vec<u8>, SdpError> {
-    let mut out = Vec::new();
-    session
-        .write(&mut out)
-        .map_err(|e| SdpError::Syntax(e.to_string()))?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -314,7 +314,12 @@ pub fn anchor(
             media.attributes.push(Attribute::new(d.attribute()));
         }
     }
-    let mut out = Vec::with_capacity(body.len() + 32);
+    write(&session)
+}
+
+/// A session description as text.
+fn write(session: &Session) -> Result<Vec<u8>, SdpError> {
+    let mut out = Vec::with_capacity(512);
     session
         .write(&mut out)
         .map_err(|e| SdpError::Syntax(e.to_string()))?;

@@ -398,20 +398,29 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Who sends an INVITE with `Replaces`: its directory account (after a digest challenge when
-/// `sip.challenge_invites` is on); refused otherwise.
-fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
-    let config = (state.config)();
-    let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
-    let ctx = InviteContext {
+/// What routing and authenticating an INVITE look at, now.
+fn invite_context<'a>(
+    config: &'a Config,
+    registrar: &'a Registrar,
+    state: &'a State,
+) -> InviteContext<'a> {
+    InviteContext {
         directory: &config.directory,
-        registrar: &registrar,
+        registrar,
         nonces: &state.nonces,
         challenge_invites: config.sip.challenge_invites,
         upstream: config.routing.upstream.as_deref(),
         now: state.started.elapsed().as_millis() as u64,
         wall_ms: wall_ms(),
-    };
+    }
+}
+
+/// Who sends an INVITE with `Replaces`: its directory account (after a digest challenge when
+/// `sip.challenge_invites` is on); refused otherwise.
+fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
+    let config = (state.config)();
+    let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
+    let ctx = invite_context(&config, &registrar, state);
     identify_replacer(request, &ctx).map_err(|(reply, note)| {
         info!(
             "INVITE with Replaces from {}: {} ({note})",
@@ -436,15 +445,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
     }
     let config = (state.config)();
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
-    let ctx = InviteContext {
-        directory: &config.directory,
-        registrar: &registrar,
-        nonces: &state.nonces,
-        challenge_invites: config.sip.challenge_invites,
-        upstream: config.routing.upstream.as_deref(),
-        now: state.started.elapsed().as_millis() as u64,
-        wall_ms: wall_ms(),
-    };
+    let ctx = invite_context(&config, &registrar, state);
     let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
         if reply.status == 407 {
             debug!(call = %call_id, "INVITE {}: {note}", reply.status);

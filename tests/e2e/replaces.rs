@@ -3,9 +3,7 @@
 //! answered and talks with the picker (audio checked by payload both ways); a Replaces naming
 //! no dialog of hookflash's gets 481. sipp phones; their media ports are sockets of the test.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::common::http::{EventStream, post};
 use crate::common::media_phone::Phone;
@@ -17,29 +15,6 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/e2e/sipp")
         .join(name)
-}
-
-/// Waits for a file a sipp scenario writes (`exec`), and returns its text.
-fn written(file: &Path) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && !text.trim().is_empty()
-        {
-            return text.trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} was never written",
-            file.display()
-        );
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
-
-fn port_in(file: &Path) -> SocketAddr {
-    let port: u16 = written(file).parse().expect("a port");
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// uac_replaces.xml for `replaces`, answered (talks until a BYE) or refused with `status`.
@@ -155,7 +130,7 @@ fn a_phone_picks_up_a_call_ringing_elsewhere_by_replaces() {
         "the ringing phone: {}",
         describe(&out)
     );
-    let (t_to, p_to) = (port_in(&t_file), port_in(&p_file));
+    let (t_to, p_to) = (port_written(&t_file), port_written(&p_file));
     t.speak_until_heard(t_to, 0x33, &p);
     p.speak_until_heard(p_to, 0x44, &t);
     daemon.seen_or_wait("picked up by 1003");

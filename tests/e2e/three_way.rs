@@ -61,20 +61,6 @@ fn heard_level(p: &[u8], level: i32) -> bool {
         })
 }
 
-/// Waits for hookflash's a-leg port, which T's sipp writes from the 200's SDP.
-fn port_from(file: &std::path::Path) -> SocketAddr {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && let Ok(port) = text.trim().parse::<u16>()
-        {
-            return SocketAddr::from(([127, 0, 0, 1], port));
-        }
-        assert!(Instant::now() < deadline, "T was never answered");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn in_a_three_way_call_each_party_hears_the_other_two() {
     let (t, e, x) = (Phone::new(), Phone::new(), Phone::new());
@@ -124,7 +110,7 @@ fn in_a_three_way_call_each_party_hears_the_other_two() {
     let a = started["channels"]["caller"].as_str().unwrap().to_string();
     let b = started["channels"]["callee"].as_str().unwrap().to_string();
     events.wait("call.answered");
-    let t_to = port_from(&port_file);
+    let t_to = port_written(&port_file);
 
     // T consults X, then the three talk together.
     let api = sandbox.api_port;

@@ -280,6 +280,30 @@ pub fn sipp(scenario: &str, target: &str, transport: &str, args: &[&str]) -> Out
     unreachable!("the loop returns")
 }
 
+/// Waits for a file a sipp scenario writes (`exec`), and returns its text.
+pub fn written(file: &Path) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} was never written",
+            file.display()
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// The port a sipp scenario wrote to `file` (from an SDP it received), on 127.0.0.1.
+pub fn port_written(file: &Path) -> std::net::SocketAddr {
+    let port: u16 = written(file).parse().expect("a port");
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Whether process `pid` holds a socket bound to 127.0.0.1:`port` (UDP, or a listening TCP
 /// one): the port is taken by it, not by another process.
 fn holds_port(pid: u32, port: u16, tcp: bool) -> bool {
