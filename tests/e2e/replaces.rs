@@ -1,7 +1,8 @@
 //! INVITE with Replaces (RFC 3891) end to end: a phone picks up a call ringing at another phone
 //! by naming the ringing dialog of hookflash's; the ringing phone gets a CANCEL, the caller is
-//! answered and talks with the picker (audio checked by payload both ways); a Replaces naming
-//! no dialog of hookflash's gets 481. sipp phones; their media ports are sockets of the test.
+//! answered and talks with the picker (audio checked by payload both ways); a phone takes over an
+//! answered call (the replaced phone gets a BYE); a Replaces naming no dialog of hookflash's gets
+//! 481, one from a stranger 403. sipp phones; their media ports are sockets of the test.
 
 use std::path::{Path, PathBuf};
 
@@ -210,4 +211,127 @@ fn a_replaces_naming_no_dialog_of_hookflashs_gets_481_and_a_stranger_403() {
     );
     assert!(out.status.success(), "{}", describe(&out));
     daemon.seen_or_wait("must come from a directory device");
+}
+
+#[test]
+fn a_phone_takes_over_an_answered_call_by_replaces() {
+    // T (1001) calls E (1002), who answers; Carol (1001's other phone, same account) sends an
+    // INVITE with Replaces naming T's dialog with hookflash (as T knows it): T gets a BYE, E
+    // talks with Carol now (audio both ways by payload), and is told whom it talks to.
+    let (t, e, p) = (Phone::new(), Phone::new(), Phone::new());
+    let sandbox = Sandbox::from_example();
+    let callee = SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", &e.port()],
+    );
+    let config = sandbox.config_for_callees(&[("1002", callee.port)]);
+    sandbox.write("config.yaml", &config);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let mut events = EventStream::open(sandbox.api_port, TOKEN, "");
+
+    // T writes its dialog as the Replaces value naming it at hookflash (hookflash's tag is the
+    // to-tag), and talks until hookflash hangs it up.
+    let t_file = sandbox.path("t-dialog");
+    let uac = std::fs::read_to_string(scenario("uac_media_until_bye.xml"))
+        .unwrap()
+        .replace(
+            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>",
+            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>\n      <ereg regexp=\"tag=([^;> ]+)\" search_in=\"hdr\" header=\"To:\" assign_to=\"twhole,ttag\"/>",
+        )
+        .replace(
+            "echo [$port] > {{PORT_FILE}}.tmp ; mv {{PORT_FILE}}.tmp {{PORT_FILE}}",
+            &format!(
+                "echo '[call_id];to-tag=[$ttag];from-tag=[pid]SIPpTag00[call_number]' > {f}.tmp ; mv {f}.tmp {f}",
+                f = t_file.display()
+            ),
+        )
+        .replace("<Reference variables=\"whole\"/>", "<Reference variables=\"whole,twhole,port\"/>");
+    let uac_path = sandbox.path("uac_dialog_until_bye.xml");
+    std::fs::write(&uac_path, uac).unwrap();
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let (t_port, target_t) = (t.port(), target.clone());
+    let caller = std::thread::spawn(move || {
+        sipp(
+            uac_path.to_str().unwrap(),
+            &target_t,
+            "u1",
+            &[
+                "-s",
+                "1002",
+                "-key",
+                "caller",
+                "1001",
+                "-key",
+                "capture_port",
+                &t_port,
+            ],
+        )
+    });
+    let started = events.wait("call.started");
+    let b = started["channels"]["callee"].as_str().unwrap().to_string();
+    events.wait("call.answered");
+    let replaces = written(&t_file);
+
+    let p_file = sandbox.path("p-port");
+    let sf = picker(&sandbox, &replaces, 200, &p_file);
+    let p_port = p.port();
+    let takeover = std::thread::spawn(move || {
+        sipp(
+            sf.to_str().unwrap(),
+            &target,
+            "u1",
+            &[
+                "-s",
+                "1002",
+                "-key",
+                "caller",
+                "1001",
+                "-key",
+                "capture_port",
+                &p_port,
+            ],
+        )
+    });
+    let replaced = events.wait("leg.replaced");
+    assert_eq!(replaced["legs"]["party"], "a", "{replaced}");
+    let out = caller.join().unwrap();
+    assert!(out.status.success(), "T got its BYE: {}", describe(&out));
+    daemon.seen_or_wait("taken over by 1001");
+    // E and the new phone talk: E learns hookflash's port from what the new phone says.
+    let p_to = port_written(&p_file);
+    let mut probe = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+    probe.extend_from_slice(&[0x22; 160]);
+    p.socket.send_to(&probe, p_to).unwrap();
+    let e_to = e
+        .wait_for(WAIT, |pk| {
+            pk.len() == 172 && pk[12..].iter().all(|&x| x == 0x22)
+        })
+        .expect("E hears the new phone");
+    e.speak_until_heard(e_to, 0x33, &p);
+    p.speak_until_heard(p_to, 0x44, &e);
+    assert!(
+        t.drain()
+            .iter()
+            .all(|(_, pk)| pk[12..].iter().all(|&x| x != 0x33)),
+        "nothing of E reaches the phone that was replaced"
+    );
+
+    let hangup = post(
+        sandbox.api_port,
+        &format!("/v2/accounts/demo/channels/{b}"),
+        TOKEN,
+        r#"{"data":{"action":"hangup"}}"#,
+    );
+    assert!(hangup.status < 300, "{}", hangup.body);
+    let out = takeover.join().unwrap();
+    assert!(out.status.success(), "the new phone: {}", describe(&out));
+    let out = callee.finish();
+    assert!(out.status.success(), "E: {}", describe(&out));
+    let ended = daemon.wait_for("call ended");
+    assert!(
+        ended.contains("calls_left=0") && ended.contains("rtp_pairs_in_use=0"),
+        "{ended}"
+    );
 }
