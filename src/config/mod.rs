@@ -9,6 +9,7 @@ pub mod directory;
 pub mod live;
 pub mod merge;
 pub mod metaflow;
+pub mod peers;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

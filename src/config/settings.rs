@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use super::peers::{AddressRange, read_trusted_peers};
 use crate::diagnostics::{Pos, Report};
 use crate::media::inband::InbandPolicy;
 use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
@@ -25,6 +26,9 @@ pub struct SipSettings {
     /// New calls per second at most (bursts of one second's worth); beyond, 503. `None`: no
     /// limit.
     pub max_call_rate: Option<u32>,
+    /// Sources whose calls are trusted like a directory device's (they may reach the
+    /// upstream); other callers that are no device of the directory reach only its users.
+    pub trusted_peers: Vec<AddressRange>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +117,11 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
     };
     let max_calls = limit("max_calls", report);
     let max_call_rate = limit("max_call_rate", report);
+    let trusted_peers = match f.get("trusted_peers") {
+        None => Some(Vec::new()),
+        Some(n) if n.is_null() => Some(Vec::new()),
+        Some(n) => read_trusted_peers(n, report),
+    };
     f.finish(report);
     if !ok {
         return None;
@@ -131,6 +140,7 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         challenge_invites: challenge_invites?,
         max_calls: max_calls?,
         max_call_rate: max_call_rate?,
+        trusted_peers: trusted_peers?,
     })
 }
 

@@ -84,6 +84,20 @@ impl Request {
         }
     }
 
+    /// The address the request came from (see [`Request::sender`]): the stack writes the real
+    /// source into the top Via (`received`) whenever the Via's own host is not it.
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        let sender = self.sender();
+        if let Ok(addr) = sender.parse::<std::net::SocketAddr>() {
+            return Some(addr.ip());
+        }
+        let host = sender
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+            .map_or(sender.as_str(), |(h, _)| h);
+        host.trim_matches(['[', ']']).parse().ok()
+    }
+
     /// A received UDP datagram as the daemon reads it: repaired (`repair.rs`), then parsed by
     /// rsipstack. `None` when it is not a request rsipstack can read.
     pub fn from_datagram(packet: &[u8]) -> Option<Request> {
@@ -170,6 +184,32 @@ pub fn user_and_host(uri: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_source_is_where_the_stack_says_the_request_came_from() {
+        let req = |via: &str| Request {
+            method: "INVITE".into(),
+            uri: "sip:1@h".into(),
+            headers: vec![("Via".into(), via.into())],
+            body: Vec::new(),
+            source: None,
+        };
+        let ip = |via: &str| req(via).source_ip().map(|i| i.to_string());
+        assert_eq!(
+            ip("SIP/2.0/UDP 10.0.0.1:5060;branch=z9;received=192.0.2.7;rport=5070").as_deref(),
+            Some("192.0.2.7"),
+            "a Via host the stack found false is replaced by where it came from"
+        );
+        assert_eq!(
+            ip("SIP/2.0/UDP 198.51.100.4:5060;branch=z9").as_deref(),
+            Some("198.51.100.4")
+        );
+        assert_eq!(
+            ip("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(ip("SIP/2.0/UDP pbx.example;branch=z9"), None);
+    }
+
     use super::*;
 
     #[test]

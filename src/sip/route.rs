@@ -12,6 +12,9 @@
 //!   account. With `routing.upstream` set every b-leg goes to the upstream; otherwise the user's
 //!   registered contact (the most recent one) or its static contact is rung; an unknown user is
 //!   404, a known one with nowhere to ring 480.
+//! - An outside caller (no device of the directory, and not from `sip.trusted_peers`) reaches
+//!   only the directory's users, at their own phones — never the upstream; anything else is 403
+//!   "not relaying", so nobody outside can make hookflash call a number of their choosing.
 
 use crate::config::directory::{Account, Device, Directory, Party, User};
 use crate::engine::collector::Millis;
@@ -28,6 +31,8 @@ pub struct InviteContext<'a> {
     pub challenge_invites: bool,
     /// `routing.upstream`, a SIP URI.
     pub upstream: Option<&'a str>,
+    /// The request comes from one of `sip.trusted_peers`.
+    pub trusted_source: bool,
     pub now: Millis,
     pub wall_ms: u64,
 }
@@ -64,6 +69,21 @@ pub fn route_invite<'a>(
     }
     let caller = identify_caller(req, ctx)?;
     let callee = find_callee(ctx.directory, caller.map(|p| p.account), host, dialled);
+    if caller.is_none() && !ctx.trusted_source {
+        // An outside caller (no device of the directory, no trusted peer) reaches the
+        // directory's users at their own phones, and nothing else: never the upstream, so
+        // hookflash relays no call to a number an outsider chose (toll fraud).
+        let Some(callee) = callee else {
+            return Err((
+                Reply::status(403),
+                format!(
+                    "not relaying: an outside caller from {} may reach only the directory's users, not `{dialled}` (sip.trusted_peers)",
+                    req.sender()
+                ),
+            ));
+        };
+        return direct(callee, ctx, dialled, caller, max_forwards);
+    }
     if let Some(upstream) = ctx.upstream {
         return Ok(Routed {
             caller,
@@ -75,6 +95,17 @@ pub fn route_invite<'a>(
     let Some(callee) = callee else {
         return Err((Reply::status(404), format!("no user `{dialled}`")));
     };
+    direct(callee, ctx, dialled, caller, max_forwards)
+}
+
+/// A call to a directory user, rung at its newest registration or its static contact.
+fn direct<'a>(
+    callee: Party<'a>,
+    ctx: &InviteContext<'a>,
+    dialled: &str,
+    caller: Option<Party<'a>>,
+    max_forwards: u32,
+) -> Result<Routed<'a>, (Reply, String)> {
     let Some((device, target)) = reachable(callee, ctx.registrar, ctx.now) else {
         return Err((
             Reply::status(480),
@@ -288,6 +319,7 @@ mod tests {
             nonces,
             challenge_invites: false,
             upstream: None,
+            trusted_source: false,
             now: 0,
             wall_ms: 0,
         }
@@ -320,6 +352,8 @@ mod tests {
         let nonces = Nonces::new("s");
         let mut ctx = ctx(&c, &reg, &nonces);
         ctx.upstream = Some("sip:10.0.0.9:5080;transport=tcp");
+        // A trusted peer's call (the PBX's) goes up like a directory device's.
+        ctx.trusted_source = true;
         let r = route_invite(&invite("stranger", "2600"), &ctx).unwrap();
         assert_eq!(r.target, "sip:2600@10.0.0.9:5080;transport=tcp");
         assert!(r.caller.is_none() && r.callee.is_none());
@@ -339,7 +373,31 @@ mod tests {
         let (reply, _) = route_invite(&invite("1001", "1002"), &ctx).unwrap_err();
         assert_eq!(reply.status, 407);
         assert!(reply.headers.iter().any(|(n, _)| n == "Proxy-Authenticate"));
-        // An outside caller is not challenged (it has no password to answer with).
-        assert!(route_invite(&invite("stranger", "1002"), &ctx).is_ok());
+        // An outside caller is not challenged (it has no password to answer with); 1002 has no
+        // phone to ring here, and the upstream is not for outsiders: 480.
+        let (reply, _) = route_invite(&invite("stranger", "1002"), &ctx).unwrap_err();
+        assert_eq!(reply.status, 480);
+    }
+
+    #[test]
+    fn an_outside_caller_reaches_only_the_directorys_users_never_the_upstream() {
+        let c = load();
+        let mut reg = Registrar::new();
+        let domain = c.directory.accounts[0].domain.clone();
+        let update = Update::Contacts(vec![("sip:1002@127.0.0.1:5099".into(), None)]);
+        reg.register(&domain, "1002", update, Some(600), 0).unwrap();
+        let nonces = Nonces::new("s");
+        let mut ctx = ctx(&c, &reg, &nonces);
+        ctx.upstream = Some("sip:10.0.0.9:5080");
+        // The fraud: an international number through the PBX.
+        let (reply, note) = route_invite(&invite("stranger", "0090555123456"), &ctx).unwrap_err();
+        assert_eq!(reply.status, 403);
+        assert!(note.contains("not relaying"), "{note}");
+        // A user of the directory is rung at its own phone, not through the upstream.
+        let r = route_invite(&invite("stranger", "1002"), &ctx).unwrap();
+        assert_eq!(r.target, "sip:1002@127.0.0.1:5099");
+        // A directory device (challenged when configured) still reaches the upstream.
+        let r = route_invite(&invite("1001", "0090555123456"), &ctx).unwrap();
+        assert_eq!(r.target, "sip:0090555123456@10.0.0.9:5080");
     }
 }

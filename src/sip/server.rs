@@ -410,6 +410,7 @@ fn invite_context<'a>(
         nonces: &state.nonces,
         challenge_invites: config.sip.challenge_invites,
         upstream: config.routing.upstream.as_deref(),
+        trusted_source: false,
         now: state.started.elapsed().as_millis() as u64,
         wall_ms: wall_ms(),
     }
@@ -445,7 +446,10 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
     }
     let config = (state.config)();
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
-    let ctx = invite_context(&config, &registrar, state);
+    let mut ctx = invite_context(&config, &registrar, state);
+    ctx.trusted_source = request
+        .source_ip()
+        .is_some_and(|ip| config.sip.trusted_peers.iter().any(|p| p.contains(ip)));
     let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
         if reply.status == 407 {
             debug!(call = %call_id, "INVITE {}: {note}", reply.status);

@@ -22,4 +22,5 @@ mod media_playback;
 mod replaces;
 mod sip_register;
 mod three_way;
+mod toll_fraud;
 mod transfer_calls;
