@@ -45,6 +45,7 @@ impl CallState {
                 display: None,
                 name: dialled.clone(),
                 flow: env.flow_of(&self.domain, dialled),
+                outside: !env.is_extension(dialled),
             },
             // Called again as the party it was (a recall).
             Target::PartyOf(l) => self.leg(*l).map(|l| l.party.clone()).unwrap_or_default(),
@@ -53,6 +54,7 @@ impl CallState {
                 display: r.display.clone(),
                 name: r.user.clone(),
                 flow: env.flow_of(&self.domain, &r.user),
+                outside: !env.is_extension(&r.user),
             },
         };
         self.legs
@@ -231,6 +233,10 @@ impl CallContext for Ctx<'_> {
 
     fn is_extension(&self, target: &str) -> bool {
         self.env.is_extension(target)
+    }
+
+    fn is_outside(&self, leg: LegId) -> bool {
+        self.call.leg(leg).is_some_and(|l| l.party.outside)
     }
 
     fn recording(&self) -> bool {

@@ -24,6 +24,9 @@ pub struct Party {
     pub name: String,
     /// Its directory metaflow (what hears its keys), if it is a directory party.
     pub flow: Option<Arc<Metaflow>>,
+    /// No party of the directory (nor a trusted peer's caller): what its keys or its phone's
+    /// REFER may dial is only the directory's extensions, whatever `allowed_targets` says.
+    pub outside: bool,
 }
 
 /// A call as the dispatcher admitted it (owned: the config may be reloaded meanwhile).

@@ -200,7 +200,14 @@ impl CallCore {
         data.target = Some(target.clone());
         // An attended transfer joins a call the transferor already made through hookflash (its
         // routing let it through): `allowed_targets` guards what a REFER would newly dial.
-        if replacing.is_none() && !data.allows(&target, |t| env.is_extension(t)) {
+        let outside = self.call.leg(leg).is_some_and(|l| l.party.outside);
+        let allowed = if outside {
+            // An outside party's phone reaches only the directory's extensions.
+            env.is_extension(&target)
+        } else {
+            data.allows(&target, |t| env.is_extension(t))
+        };
+        if replacing.is_none() && !allowed {
             self.call.event(
                 EventKind::TransferFailed {
                     reason: "not_allowed",

@@ -89,11 +89,13 @@ impl CallCore {
         );
         let l = &mut call.legs[leg.index()];
         l.call_id = call_id;
+        // A device of the call's account (the shell checked): inside.
         l.party = Party {
             name: user.clone(),
             user,
             display,
             flow,
+            outside: false,
         };
         l.offer_in_ack = false;
         l.sdp = as_answer.clone();

@@ -156,6 +156,10 @@ pub trait CallContext {
     /// Whether `target` is an extension of the directory.
     fn is_extension(&self, target: &str) -> bool;
 
+    /// Whether the party on `leg` is an outside party (no party of the directory, nor a
+    /// trusted peer's caller): its keys dial only the directory's extensions.
+    fn is_outside(&self, leg: LegId) -> bool;
+
     /// Whether the call is being recorded.
     fn recording(&self) -> bool;
 

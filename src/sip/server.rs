@@ -450,6 +450,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
     ctx.trusted_source = request
         .source_ip()
         .is_some_and(|ip| config.sip.trusted_peers.iter().any(|p| p.contains(ip)));
+    let ctx_trusted = ctx.trusted_source;
     let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
         if reply.status == 407 {
             debug!(call = %call_id, "INVITE {}: {note}", reply.status);
@@ -513,12 +514,15 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
                 display: display_name(from),
                 name: name(routed.caller, &from_user),
                 flow: routed.caller.and_then(|p| p.flow().cloned()),
+                outside: routed.caller.is_none() && !ctx_trusted,
             },
             callee: CallParty {
                 user: callee_user,
                 display: None,
                 name: name(routed.callee, &routed.target),
                 flow: routed.callee.and_then(|p| p.flow().cloned()),
+                // A number reached through the upstream is no party of the directory.
+                outside: routed.callee.is_none(),
             },
             target: routed.target,
             max_forwards: routed.max_forwards,

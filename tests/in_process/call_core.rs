@@ -1362,3 +1362,36 @@ fn the_transferors_leg_leaves_the_media_plane_the_moment_it_hangs_up() {
         c.end();
     }
 }
+
+#[test]
+fn an_outside_partys_keys_dial_only_extensions_whatever_allowed_targets_says() {
+    // Toll fraud by keys: the metaflow lets its users dial anything (`allowed_targets: '.+'`)
+    // and hears both parties (`listen_on: both`); the caller is an outside party.
+    let loose = flow(
+        "binding_digit: \"*\"\nlisten_on: both\npatterns:\n  '2(\\d+)': { module: transfer, data: { type: blind, allowed_targets: '.+' } }\n",
+    );
+    let mut c = Call::ringing_edited(
+        Some(loose.clone()),
+        crate::harness::sdp(crate::harness::party_port(A)),
+        |s| s.caller.outside = true,
+    );
+    c.input(Input::Answered {
+        leg: B,
+        sdp: crate::harness::sdp(crate::harness::party_port(B)),
+    });
+    let out = c.fire_in(&loose, A, r"2(\d+)", &["0090555123456"]);
+    assert!(!out.iter().any(is_invite), "the number was called: {out:?}");
+    assert!(
+        c.events()
+            .contains(&"transfer.failed(not_allowed)".to_string()),
+        "{:?}",
+        c.events()
+    );
+    assert_eq!(c.hears(A), hears_media(REFUSED_TONE, false));
+    c.media_ended(A);
+    assert!(c.talking(A, B));
+    // An extension of the directory is still theirs to reach.
+    let out = c.fire_in(&loose, A, r"2(\d+)", &["1003"]);
+    assert!(out.iter().any(is_invite), "{out:?}");
+    c.end();
+}

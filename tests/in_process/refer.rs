@@ -400,3 +400,31 @@ fn with_refer_ringback_the_transferee_hears_ringback_while_the_target_rings() {
     c.hang_up(A);
     c.end();
 }
+
+#[test]
+fn an_outside_partys_refer_reaches_only_extensions_whatever_its_metaflow_allows() {
+    let f = flow(
+        r#"
+binding_digit: "*"
+patterns:
+  '2(\d+)': { module: transfer, data: { allowed_targets: '.+' } }
+"#,
+    );
+    let mut c = Call::ringing_edited(
+        Some(f),
+        crate::harness::sdp(crate::harness::party_port(A)),
+        |s| s.caller.outside = true,
+    );
+    c.answer(B);
+    let out = refer(&mut c, A, "<sip:0090555123456@h>", true);
+    assert_eq!(answered_with(&out), Some(403), "an international number");
+    assert!(
+        c.placed().iter().all(|i| !i.uri.contains("0090555123456")),
+        "the number was called"
+    );
+    let out = refer(&mut c, A, TO_1003, true);
+    assert_eq!(answered_with(&out), Some(202), "an extension");
+    c.answer(X);
+    assert!(c.talking(B, X));
+    c.end();
+}

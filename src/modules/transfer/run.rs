@@ -230,6 +230,11 @@ impl Transfer {
     }
 
     fn allowed(&self, ctx: &dyn CallContext) -> bool {
+        if ctx.is_outside(self.t) {
+            // An outside party's keys (heard through `listen_on: both` or `peer`) dial only the
+            // directory's extensions, whatever `allowed_targets` lets the directory's users dial.
+            return !self.target.is_empty() && ctx.is_extension(&self.target);
+        }
         self.data.allows(&self.target, |t| ctx.is_extension(t))
     }
 
