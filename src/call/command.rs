@@ -21,6 +21,8 @@ pub struct Invite {
     /// Caller ID: the user and display name of the party the leg is placed for.
     pub from_user: String,
     pub from_display: Option<String>,
+    /// The From host when the party presented is an outside one (its own); `None`: ours.
+    pub from_host: Option<String>,
     /// The offer: the call's codecs anchored on the leg's port.
     pub sdp: Vec<u8>,
     pub max_forwards: u32,

@@ -46,6 +46,7 @@ impl CallState {
                 name: dialled.clone(),
                 flow: env.flow_of(&self.domain, dialled),
                 outside: !env.is_extension(dialled),
+                from_host: None,
             },
             // Called again as the party it was (a recall).
             Target::PartyOf(l) => self.leg(*l).map(|l| l.party.clone()).unwrap_or_default(),
@@ -55,6 +56,7 @@ impl CallState {
                 name: r.user.clone(),
                 flow: env.flow_of(&self.domain, &r.user),
                 outside: !env.is_extension(&r.user),
+                from_host: None,
             },
         };
         self.legs
@@ -118,6 +120,7 @@ impl CallState {
             uri,
             from_user: presented.user,
             from_display: presented.display,
+            from_host: presented.from_host.filter(|_| presented.outside),
             sdp,
             max_forwards: PLACED_MAX_FORWARDS,
             referred_by,

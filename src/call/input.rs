@@ -27,6 +27,9 @@ pub struct Party {
     /// No party of the directory (nor a trusted peer's caller): what its keys or its phone's
     /// REFER may dial is only the directory's extensions, whatever `allowed_targets` says.
     pub outside: bool,
+    /// For an outside caller, the host its From named: the legs placed for it present it from
+    /// there, not dressed as one of ours.
+    pub from_host: Option<String>,
 }
 
 /// A call as the dispatcher admitted it (owned: the config may be reloaded meanwhile).

@@ -162,6 +162,7 @@ impl CallCore {
             uri: call.b_target.clone(),
             from_user: a.party.user.clone(),
             from_display: a.party.display.clone(),
+            from_host: a.party.from_host.clone().filter(|_| a.party.outside),
             sdp,
             max_forwards: call.max_forwards,
             referred_by: None,

@@ -96,6 +96,7 @@ impl CallCore {
             display,
             flow,
             outside: false,
+            from_host: None,
         };
         l.offer_in_ack = false;
         l.sdp = as_answer.clone();

@@ -693,6 +693,7 @@ impl Shell {
             uri,
             from_user,
             from_display,
+            from_host,
             sdp,
             max_forwards,
             referred_by,
@@ -700,9 +701,17 @@ impl Shell {
         } = invite;
         let callee =
             rsipstack::sip::Uri::try_from(uri.as_str()).map_err(|e| (416, e.to_string()))?;
-        let caller =
-            rsipstack::sip::Uri::try_from(format!("sip:{from_user}@{}", self.env.advertised))
-                .map_err(|e| (500, e.to_string()))?;
+        // An outside party is presented from its own host, not dressed as one of ours (a host
+        // that is no URI host falls back to ours).
+        let ours =
+            || rsipstack::sip::Uri::try_from(format!("sip:{from_user}@{}", self.env.advertised));
+        let caller = match from_host {
+            Some(host) => {
+                rsipstack::sip::Uri::try_from(format!("sip:{from_user}@{host}")).or_else(|_| ours())
+            }
+            None => ours(),
+        }
+        .map_err(|e| (500, e.to_string()))?;
         let contact = self
             .contact
             .clone()

@@ -515,6 +515,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
                 name: name(routed.caller, &from_user),
                 flow: routed.caller.and_then(|p| p.flow().cloned()),
                 outside: routed.caller.is_none() && !ctx_trusted,
+                from_host: user_and_host(uri_of(from)).map(|(_, h)| h.to_string()),
             },
             callee: CallParty {
                 user: callee_user,
@@ -523,6 +524,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
                 flow: routed.callee.and_then(|p| p.flow().cloned()),
                 // A number reached through the upstream is no party of the directory.
                 outside: routed.callee.is_none(),
+                from_host: None,
             },
             target: routed.target,
             max_forwards: routed.max_forwards,

@@ -96,3 +96,64 @@ fn a_trusted_peer_still_reaches_the_upstream() {
         describe(&out)
     );
 }
+
+#[test]
+fn an_outside_caller_is_presented_from_its_own_host_not_as_one_of_ours() {
+    // `sip:9999@outside.example` calls 1002: the INVITE 1002's phone gets names the caller
+    // 9999 at outside.example (checked by the callee's scenario), not at hookflash's address,
+    // where it would look like a local extension.
+    let dir = tempfile::tempdir().unwrap();
+    let callee_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uas_bye.xml"),
+    )
+    .unwrap()
+    .replace(
+        "<ereg regexp=\".*\" search_in=\"hdr\" header=\"From:\" assign_to=\"remote_from\"/>",
+        "<ereg regexp=\".*\" search_in=\"hdr\" header=\"From:\" assign_to=\"remote_from\"/>\n      <ereg regexp=\"sip:9999@outside\\.example\" search_in=\"hdr\" header=\"From:\" check_it=\"true\" assign_to=\"outside\"/>",
+    )
+    .replace("</scenario>", "  <Reference variables=\"outside\"/>\n</scenario>");
+    let callee_sf = dir.path().join("uas_bye_outside.xml");
+    std::fs::write(&callee_sf, callee_text).unwrap();
+    let callee = SippProcess::spawn(
+        &callee_sf,
+        "u1",
+        &["-key", "capture_port", "9", "-d", "500"],
+    );
+    let sandbox = Sandbox::from_example();
+    let text = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace(
+            "password: pass1002",
+            &format!(
+                "password: pass1002\n        contact: \"sip:1002@127.0.0.1:{}\"",
+                callee.port
+            ),
+        );
+    sandbox.write("config.yaml", &text);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let caller_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uac_wait_bye.xml"),
+    )
+    .unwrap()
+    .replace(
+        "<sip:[caller]@[local_ip]:[local_port]>;tag",
+        "<sip:[caller]@outside.example>;tag",
+    );
+    let caller_sf = dir.path().join("uac_outside.xml");
+    std::fs::write(&caller_sf, caller_text).unwrap();
+    let out = sipp(
+        caller_sf.to_str().unwrap(),
+        &format!("127.0.0.1:{}", sandbox.sip_port),
+        "u1",
+        &["-s", "1002", "-key", "caller", "9999"],
+    );
+    assert!(
+        out.status.success(),
+        "the outside caller: {}",
+        describe(&out)
+    );
+    let out = callee.finish();
+    assert!(out.status.success(), "1002's phone: {}", describe(&out));
+    daemon.seen_or_wait("call ended");
+}

@@ -61,6 +61,7 @@ impl Whole {
                 name: "1001@demo".into(),
                 flow: Some(caller_flow),
                 outside: false,
+                from_host: None,
             },
             callee: Party {
                 user: "1002".into(),
@@ -68,6 +69,7 @@ impl Whole {
                 name: "1002@demo".into(),
                 flow: None,
                 outside: false,
+                from_host: None,
             },
             target: "sip:1002@127.0.0.1:5062".into(),
             max_forwards: 69,
