@@ -3,7 +3,7 @@
 //! `Proxy-Authorization`, RFC 3261 §22.3).
 
 use super::digest::{self, NonceCheck, Nonces};
-use super::message::{Reply, Request};
+use super::message::{Reply, Request, user_and_host};
 
 /// Which challenge a request gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,22 @@ pub struct Credential<'a> {
     pub realm: &'a str,
     pub username: &'a str,
     pub password: &'a str,
+}
+
+/// Whether a digest `uri` names the Request-URI `request_uri`: the same host, and the same user
+/// when the digest names one. Port, parameters and a missing user are let pass — sipp, for one,
+/// hashes the address it sends to (`sip:host:port`) rather than the Request-URI; what matters is
+/// that an answer computed for one callee cannot serve for another (and a replay of any answer
+/// is caught by its nonce count).
+fn same_uri(digest_uri: &str, request_uri: &str) -> bool {
+    let clean = |u: &str| u.trim().trim_matches(['<', '>']).to_string();
+    let (d, r) = (clean(digest_uri), clean(request_uri));
+    match (user_and_host(&d), user_and_host(&r)) {
+        (Some((du, dh)), Some((ru, rh))) => {
+            (du.is_empty() || du == ru) && dh.eq_ignore_ascii_case(rh)
+        }
+        _ => d.eq_ignore_ascii_case(&r),
+    }
 }
 
 /// `Ok` when the request carries a valid answer for `cred`; otherwise the reply to send (a
@@ -66,7 +82,29 @@ pub fn authenticate(
     if credentials.username != cred.username
         || !digest::verify(&credentials, &req.method, cred.password)
     {
-        return Err((Reply::status(403), format!("{who}: wrong credentials")));
+        return Err((
+            Reply::status(403),
+            format!("{who}: wrong credentials from {}", req.sender()),
+        ));
+    }
+    // The answer was computed for this request, not one to another address.
+    if !same_uri(&credentials.uri, &req.uri) {
+        return Err((
+            Reply::status(403),
+            format!(
+                "{who}: the answer from {} was for `{}`, not `{}`",
+                req.sender(),
+                credentials.uri,
+                req.uri
+            ),
+        ));
+    }
+    if !nonces.consume(&credentials.nonce, credentials.nc.as_deref(), wall_ms) {
+        // A right answer seen before: sent again by someone who read it off the wire.
+        return challenge(
+            false,
+            format!("{who}: a replayed answer from {}", req.sender()),
+        );
     }
     Ok(())
 }

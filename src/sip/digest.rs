@@ -4,7 +4,11 @@
 //! Nonces are stateless: `<issued ms, hex>` followed by an HMAC-like hash of it with the realm and
 //! a per-process secret, so any nonce we issued can be checked without remembering it, a forged
 //! one is refused, and an old one is answered with `stale=true` (the phone retries with the new
-//! nonce without asking its user).
+//! nonce without asking its user). What is remembered is each nonce's use once an answer with it
+//! was right ([`Nonces::consume`]): with `qop=auth` its nonce count must grow from one request to
+//! the next, without `qop` a nonce serves once — so an Authorization sniffed off the wire and
+//! sent again is refused (RFC 7616 §3.4.5, RFC 3261 §22.4). Only right answers make entries, and
+//! they leave when their nonce expires: an attacker cannot fill the table.
 
 use md5::{Digest, Md5};
 
@@ -27,6 +31,9 @@ pub(crate) fn md5_hex(parts: &[&str]) -> String {
 #[derive(Clone)]
 pub struct Nonces {
     secret: String,
+    /// Per nonce used with a right answer: the highest nonce count seen (0 without `qop`), and
+    /// when the nonce expires.
+    used: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>>,
 }
 
 /// Whether a nonce we are shown is ours and fresh.
@@ -44,11 +51,44 @@ impl Nonces {
     pub fn new(secret: impl Into<String>) -> Nonces {
         Nonces {
             secret: secret.into(),
+            used: Default::default(),
         }
     }
 
+    /// Records a right answer with `nonce` (issued at a time [`Nonces::check`] found fresh) and
+    /// nonce count `nc` (`None` without `qop`); false when it was used before with this count or
+    /// a higher one (a replay), or without `qop` at all.
+    pub fn consume(&self, nonce: &str, nc: Option<&str>, now_ms: u64) -> bool {
+        let count = match nc {
+            Some(nc) => match u64::from_str_radix(nc, 16) {
+                Ok(n) if n > 0 => n,
+                _ => return false,
+            },
+            None => 0,
+        };
+        let Ok(mut used) = self.used.lock() else {
+            return false;
+        };
+        used.retain(|_, (_, expires)| *expires > now_ms);
+        let expires = now_ms + NONCE_LIFETIME_MS;
+        match used.get_mut(nonce) {
+            Some((seen, _)) if count == 0 || count <= *seen => false,
+            Some((seen, _)) => {
+                *seen = count;
+                true
+            }
+            None => {
+                used.insert(nonce.to_string(), (count, expires));
+                true
+            }
+        }
+    }
+
+    /// A nonce for `realm` issued at `now_ms`: the time, 32 random bits (two challenges in one
+    /// millisecond get different nonces, so one phone's use never looks like another's replay),
+    /// and the MAC.
     pub fn issue(&self, realm: &str, now_ms: u64) -> String {
-        let stamp = format!("{now_ms:x}");
+        let stamp = format!("{now_ms:x}{:08x}", crate::random::random_u64() as u32);
         let mac = md5_hex(&[&stamp, realm, &self.secret]);
         format!("{stamp}{}", &mac[..16])
     }
@@ -63,7 +103,10 @@ impl Nonces {
         if md5_hex(&[stamp, realm, &self.secret]).get(..16) != Some(mac) {
             return NonceCheck::Foreign;
         }
-        match u64::from_str_radix(stamp, 16) {
+        let Some(time) = stamp.get(..stamp.len().saturating_sub(8)) else {
+            return NonceCheck::Foreign;
+        };
+        match u64::from_str_radix(time, 16) {
             Ok(issued) if now_ms.saturating_sub(issued) <= NONCE_LIFETIME_MS => NonceCheck::Fresh,
             Ok(_) => NonceCheck::Stale,
             Err(_) => NonceCheck::Foreign,
@@ -223,6 +266,38 @@ mod tests {
             NonceCheck::Foreign
         );
         assert!(challenge("r", "n", true).ends_with("stale=true"));
+        assert_ne!(
+            n.issue("127.0.0.1", 5),
+            n.issue("127.0.0.1", 5),
+            "two challenges in one millisecond"
+        );
+    }
+
+    #[test]
+    fn a_nonce_count_must_grow_and_a_nonce_without_qop_serves_once() {
+        let n = Nonces::new("s");
+        assert!(n.consume("abc", Some("00000001"), 0));
+        assert!(
+            !n.consume("abc", Some("00000001"), 1),
+            "the same answer again: a replay"
+        );
+        assert!(
+            n.consume("abc", Some("00000002"), 2),
+            "the phone's next request"
+        );
+        assert!(!n.consume("abc", Some("00000002"), 3));
+        assert!(
+            !n.consume("xyz", Some("00000000"), 0),
+            "counts start at one"
+        );
+        assert!(!n.consume("xyz", Some("zz"), 0));
+        assert!(n.consume("plain", None, 0));
+        assert!(
+            !n.consume("plain", None, 1),
+            "without qop a nonce serves once"
+        );
+        // Entries leave with their nonce's life.
+        assert!(n.consume("plain", None, NONCE_LIFETIME_MS + 10));
     }
 
     #[test]

@@ -151,8 +151,13 @@ mod tests {
         }
     }
 
-    /// The Authorization a phone computes from a challenge (qop=auth).
+    /// The Authorization a phone computes from a challenge (qop=auth), its first with the nonce.
     fn answer(challenge: &str, user: &str, password: &str) -> String {
+        answer_nc(challenge, user, password, "00000001")
+    }
+
+    /// The same with nonce count `nc` (a phone counts each request it sends with one nonce).
+    fn answer_nc(challenge: &str, user: &str, password: &str, nc: &str) -> String {
         let nonce = challenge
             .split("nonce=\"")
             .nth(1)
@@ -162,9 +167,9 @@ mod tests {
             .unwrap();
         let ha1 = md5_hex(&[user, "127.0.0.1", password]);
         let ha2 = md5_hex(&["REGISTER", "sip:127.0.0.1"]);
-        let response = md5_hex(&[&ha1, nonce, "00000001", "abcdef", "auth", &ha2]);
+        let response = md5_hex(&[&ha1, nonce, nc, "abcdef", "auth", &ha2]);
         format!(
-            "Digest username=\"{user}\", realm=\"127.0.0.1\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"abcdef\", algorithm=MD5"
+            "Digest username=\"{user}\", realm=\"127.0.0.1\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{response}\", qop=auth, nc={nc}, cnonce=\"abcdef\", algorithm=MD5"
         )
     }
 
@@ -203,12 +208,41 @@ mod tests {
             )]
         );
         assert_eq!(reg.lookup("127.0.0.1", "1001", 1).len(), 1);
+        // The same Authorization sent again (read off the wire by someone else): challenged,
+        // nothing changes.
+        let replay = handle_register(
+            &register(&[
+                to,
+                ("Contact", "<sip:1001@192.0.2.66:5060>"),
+                ("Authorization", &auth),
+            ]),
+            &mut reg,
+            &ctx,
+        );
+        assert_eq!(replay.reply.status, 401, "{}", replay.note);
+        assert!(replay.note.contains("replayed"), "{}", replay.note);
+        assert_eq!(reg.lookup("127.0.0.1", "1001", 1).len(), 1);
+        // An answer computed for another Request-URI is no answer for this one.
+        let mut elsewhere = register(&[
+            to,
+            contact,
+            (
+                "Authorization",
+                &answer_nc(challenge, "1001", "pass1001", "00000003"),
+            ),
+        ]);
+        elsewhere.uri = "sip:10.9.9.9".into();
+        let moved = handle_register(&elsewhere, &mut reg, &ctx);
+        assert_eq!(moved.reply.status, 403, "{}", moved.note);
+        assert!(moved.note.contains("was for"), "{}", moved.note);
+        // The phone's own next request counts on.
+        let next = answer_nc(challenge, "1001", "pass1001", "00000002");
         let bye = handle_register(
             &register(&[
                 to,
                 ("Contact", "*"),
                 ("Expires", "0"),
-                ("Authorization", &auth),
+                ("Authorization", &next),
             ]),
             &mut reg,
             &ctx,

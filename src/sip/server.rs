@@ -315,7 +315,10 @@ async fn handle(mut tx: Transaction, state: &State) {
                 };
                 handle_register(&request, &mut registrar, &ctx)
             };
-            if outcome.reply.status == 200 || outcome.reply.status >= 403 {
+            // Challenges are routine (debug); a replayed answer is an attack, logged with its
+            // source like a wrong password.
+            let replay = outcome.note.contains("replayed");
+            if outcome.reply.status == 200 || outcome.reply.status >= 403 || replay {
                 info!("REGISTER {}: {}", outcome.reply.status, outcome.note);
             } else {
                 debug!("REGISTER {}: {}", outcome.reply.status, outcome.note);
@@ -452,7 +455,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         .is_some_and(|ip| config.sip.trusted_peers.iter().any(|p| p.contains(ip)));
     let ctx_trusted = ctx.trusted_source;
     let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
-        if reply.status == 407 {
+        if reply.status == 407 && !note.contains("replayed") {
             debug!(call = %call_id, "INVITE {}: {note}", reply.status);
         } else {
             info!(call = %call_id, "INVITE refused {}: {note}", reply.status);

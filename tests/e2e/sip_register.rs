@@ -142,3 +142,62 @@ fn options_and_refusals_tell_phones_the_truth_about_what_hookflash_takes() {
     let line = daemon.wait_for("SUBSCRIBE from 127.0.0.1:");
     assert!(line.contains("refused with 501"), "{line}");
 }
+
+/// MD5 of the parts joined by `:`, in hex (a phone's digest computation).
+fn md5_of(parts: &[&str]) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(parts.join(":").as_bytes()))
+}
+
+#[test]
+fn a_register_authorization_sent_again_by_someone_else_is_refused() {
+    // 1001 registers with digest; an attacker who read its Authorization off the wire sends it
+    // again from another address, with its own Contact: it is challenged, and calls to 1001
+    // still ring 1001's phone.
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let register = |contact: &str, authorization: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{{port}};branch={{branch}}\r\n\
+             From: <sip:1001@127.0.0.1>;tag=t{{port}}\r\nTo: <sip:1001@127.0.0.1>\r\n\
+             Call-ID: reg-{{port}}@test\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\n\
+             Expires: 300\r\nMax-Forwards: 70\r\n{authorization}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let challenge = final_response(&target, &register("sip:1001@127.0.0.1:5070", ""));
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let www = header(&challenge, "WWW-Authenticate").unwrap();
+    let param = |name: &str| {
+        www.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let ha1 = md5_of(&["1001", &realm, "pass1001"]);
+    let ha2 = md5_of(&["REGISTER", "sip:127.0.0.1"]);
+    let response = md5_of(&[&ha1, &nonce, "00000001", "c0ffee", "auth", &ha2]);
+    let authorization = format!(
+        "Authorization: Digest username=\"1001\", realm=\"{realm}\", nonce=\"{nonce}\", \
+         uri=\"sip:127.0.0.1\", response=\"{response}\", qop=auth, nc=00000001, \
+         cnonce=\"c0ffee\", algorithm=MD5\r\n"
+    );
+    let ok = final_response(
+        &target,
+        &register("sip:1001@127.0.0.1:5070", &authorization),
+    );
+    assert!(ok.starts_with("SIP/2.0 200"), "the phone registers: {ok}");
+    let replay = final_response(
+        &target,
+        &register("sip:1001@192.0.2.66:5060", &authorization),
+    );
+    assert!(
+        replay.starts_with("SIP/2.0 401"),
+        "the replayed answer is challenged: {replay}"
+    );
+    let line = daemon.seen_or_wait("replayed answer from 127.0.0.1:");
+    assert!(line.contains("1001"), "{line}");
+}
