@@ -179,8 +179,12 @@ async fn stop_api(api: Option<ApiServer>) {
     }
 }
 
-/// SIGTERM: refuse new calls, let the calls in progress end (or the drain timeout pass). A second
-/// SIGTERM or a SIGINT ends the wait at once.
+/// How long calls hung up at the end of a drain get to send their BYEs and hear the answers.
+const HANG_UP_GRACE: Duration = Duration::from_secs(5);
+
+/// SIGTERM: refuse new calls, let the calls in progress end; when the drain timeout passes, hang
+/// them up (BYE) and give that [`HANG_UP_GRACE`]. A second SIGTERM or a SIGINT ends the wait at
+/// once.
 async fn drain(sip: &SipServer, shared: &Arc<LiveConfig>, signals: &mut Signals) {
     sip.start_draining();
     let calls = sip.calls();
@@ -198,7 +202,15 @@ async fn drain(sip: &SipServer, shared: &Arc<LiveConfig>, signals: &mut Signals)
     tokio::select! {
         _ = calls.wait_empty() => info!("SIGTERM: all calls ended, exiting"),
         _ = tokio::time::sleep(timeout) => {
-            warn!(calls = calls.len(), "SIGTERM: drain timeout passed, exiting with calls in progress");
+            // The phones are told: every call is hung up (BYE), and gets a moment to say so.
+            let answers = calls.hang_up_all();
+            warn!(calls = answers.len(), "SIGTERM: drain timeout passed, hanging up the calls in progress");
+            tokio::select! {
+                _ = calls.wait_empty() => info!("SIGTERM: all calls hung up, exiting"),
+                _ = tokio::time::sleep(HANG_UP_GRACE) => {
+                    warn!(calls = calls.len(), "SIGTERM: exiting with calls whose phones did not answer their BYE");
+                }
+            }
         }
         _ = signals.terminate.recv() => warn!("second SIGTERM: exiting now"),
         _ = signals.interrupt.recv() => warn!("SIGINT: exiting now"),

@@ -225,6 +225,24 @@ impl Calls {
             .is_some_and(|e| e.info.id != call_id)
     }
 
+    /// Asks every call to hang up all its legs (BYE, or CANCEL while a leg rings): a drain that
+    /// ran out of time ends the calls properly instead of leaving the phones in dead calls.
+    /// Returns the answers to come: a call drops a request whose asker stopped listening, so
+    /// the caller keeps them while the calls hang up.
+    pub fn hang_up_all(&self) -> Vec<super::request::Reply> {
+        let r = self.lock();
+        let mut answers = Vec::with_capacity(r.calls.len());
+        for entry in r.calls.values() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let _ = entry.requests.unbounded_send(super::request::Request {
+                what: super::request::CallRequest::HangupCall,
+                reply,
+            });
+            answers.push(answer);
+        }
+        answers
+    }
+
     /// New calls are refused from now on (SIGTERM).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);

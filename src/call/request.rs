@@ -85,6 +85,8 @@ pub struct Request {
 }
 
 pub type RequestSender = futures_channel::mpsc::UnboundedSender<Request>;
+/// Where the answer to a [`Request`] comes.
+pub type Reply = oneshot::Receiver<Result<Accepted, Refusal>>;
 pub type RequestReceiver = futures_channel::mpsc::UnboundedReceiver<Request>;
 
 impl CallRequest {

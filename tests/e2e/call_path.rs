@@ -1031,3 +1031,53 @@ fn an_invite_without_sdp_gets_our_offer_and_the_caller_answers_in_its_ack() {
         "the caller's key reached the callee"
     );
 }
+
+#[test]
+fn a_drain_that_runs_out_of_time_hangs_the_calls_up() {
+    // drain_timeout 1 s; the call goes on past it: both phones get hookflash's BYE (their
+    // scenarios wait for it), then the daemon exits — no phone is left in a dead call.
+    let callee = crate::common::SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", "9"],
+    );
+    let sandbox = crate::common::Sandbox::from_example();
+    let config = sandbox
+        .config_for_callees(&[("1002", callee.port)])
+        .replace("drain_timeout: 30s", "drain_timeout: 1s");
+    assert!(config.contains("drain_timeout: 1s"));
+    sandbox.write("config.yaml", &config);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let caller = std::thread::spawn(move || {
+        sipp(
+            "uac_wait_bye.xml",
+            &target,
+            "u1",
+            &["-s", "1002", "-key", "caller", "1001", "-mp", "0"],
+        )
+    });
+    daemon.wait_for("answered");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for("drain timeout passed, hanging up");
+    let out = caller.join().unwrap();
+    assert!(
+        out.status.success(),
+        "the caller got its BYE: {}\ndaemon: {}",
+        describe(&out),
+        daemon.read_log().join("\n")
+    );
+    let out = callee.finish();
+    assert!(
+        out.status.success(),
+        "the callee got its BYE: {}",
+        describe(&out)
+    );
+    assert_eq!(daemon.wait_exit(), Some(0));
+    assert!(
+        daemon.log.iter().any(|l| l.contains("all calls hung up")),
+        "{}",
+        daemon.log.join("\n")
+    );
+}
