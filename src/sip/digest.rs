@@ -55,6 +55,12 @@ impl Nonces {
         }
     }
 
+    /// A password nobody knows (derived from the process's secret): what a user the directory
+    /// does not have is checked against, so that it is answered as a wrong password is.
+    pub fn decoy_password(&self) -> String {
+        md5_hex(&["decoy", &self.secret])
+    }
+
     /// Records a right answer with `nonce` (issued at a time [`Nonces::check`] found fresh) and
     /// nonce count `nc` (`None` without `qop`); false when it was used before with this count or
     /// a higher one (a replay), or without `qop` at all.

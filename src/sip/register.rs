@@ -2,8 +2,7 @@
 //! authentication, and update its bindings.
 //!
 //! 401 with a challenge when no (or a foreign or stale) credential is given; 403 when the
-//! credential is wrong or the device has no password; 404 for an unknown domain or user; 400 for
-//! a malformed request; 423 when the asked expiry is too short; otherwise 200 listing the bindings
+//! credential is wrong; 404 for an unknown domain; 400 for a malformed request; 423 when the asked expiry is too short; otherwise 200 listing the bindings
 //! now in force, each with its remaining time.
 
 use crate::config::directory::Directory;
@@ -56,32 +55,36 @@ pub fn handle_register(
             format!("REGISTER for unknown domain `{host}`"),
         );
     };
-    let Some(device) = account
+    // A user the directory does not have (or a device without a password) is answered as a
+    // known one with a wrong password would be — a challenge, then 403 — so the answers do not
+    // tell a guesser which users exist: it is checked against a password nobody knows.
+    let device = account
         .users
         .iter()
         .flat_map(|u| &u.devices)
-        .find(|d| d.username == user)
-    else {
-        return outcome(
-            Reply::status(404),
-            format!("REGISTER for unknown user `{user}@{host}`"),
-        );
-    };
-    let Some(password) = device.password.as_deref() else {
-        return outcome(
-            Reply::status(403),
-            format!("`{user}@{host}` has no password and cannot register"),
-        );
+        .find(|d| d.username == user);
+    let decoy = ctx.nonces.decoy_password();
+    let (username, password, known) = match device.and_then(|d| Some((d, d.password.as_deref()?))) {
+        Some((d, password)) => (d.username.as_str(), password, true),
+        None => (user, decoy.as_str(), false),
     };
     let realm = account.domain.as_str();
     let cred = Credential {
         realm,
-        username: &device.username,
+        username,
         password,
     };
     if let Err((reply, note)) = authenticate(req, Challenge::Server, &cred, ctx.nonces, ctx.wall_ms)
     {
+        let note = if known {
+            note
+        } else {
+            format!("{note} (no such user with a password)")
+        };
         return outcome(reply, note);
+    }
+    if !known {
+        return outcome(Reply::status(403), format!("`{user}@{host}`: no such user"));
     }
     let update = match parse_contacts(req.headers("Contact")) {
         Ok(u) => u,
@@ -280,12 +283,21 @@ mod tests {
             403,
             "another user's credentials"
         );
+        // An unknown user is challenged like a known one, and refused like a wrong password.
         assert_eq!(
             handle_register(&register(&[("To", "<sip:9999@127.0.0.1>")]), &mut reg, &ctx)
                 .reply
                 .status,
-            404
+            401
         );
+        let guess = answer_nc(&challenge, "9999", "anything", "00000001");
+        let unknown = handle_register(
+            &register(&[("To", "<sip:9999@127.0.0.1>"), ("Authorization", &guess)]),
+            &mut reg,
+            &ctx,
+        );
+        assert_eq!(unknown.reply.status, 403);
+        assert!(unknown.note.contains("no such user"), "{}", unknown.note);
         assert_eq!(
             handle_register(&register(&[("To", "<sip:1001@elsewhere>")]), &mut reg, &ctx)
                 .reply

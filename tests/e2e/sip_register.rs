@@ -57,9 +57,17 @@ fn wrong_passwords_and_unknown_users_are_refused() {
     );
     assert!(sipp_ok(&o), "{}", explain(&o));
     daemon.wait_for("REGISTER 403: `1001@127.0.0.1`: wrong credentials");
-    let o = sipp("register_unknown.xml", &target, "u1", &["-s", "4711"]);
+    // A user the directory does not have gets the very same answers (a challenge, then 403):
+    // nothing tells a guesser which users exist.
+    let o = sipp(
+        "register_denied.xml",
+        &target,
+        "u1",
+        &["-s", "4711", "-au", "4711", "-ap", "guess"],
+    );
     assert!(sipp_ok(&o), "{}", explain(&o));
-    daemon.wait_for("REGISTER 404: REGISTER for unknown user `4711@127.0.0.1`");
+    let line = daemon.wait_for("REGISTER 403: `4711@127.0.0.1`: wrong credentials from 127.0.0.1:");
+    assert!(line.contains("no such user"), "{line}");
 }
 
 #[test]
