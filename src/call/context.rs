@@ -137,19 +137,7 @@ impl CallState {
     /// (Call-ID, user names) keeps only letters, digits and `.-_@+`, so it cannot leave the
     /// folder the template names.
     fn recording_path(&self, template: &str, time: &str) -> std::path::PathBuf {
-        let safe = |s: &str| -> String {
-            let cleaned: String = s
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_@+".contains(c) || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            cleaned.replace("..", "__")
-        };
+        let safe = safe_component;
         let filled = template
             .replace("{call_id}", &safe(&self.id))
             // The account's name in the config (a call of no account: its SIP domain).
@@ -174,6 +162,27 @@ impl CallState {
             .collect()
     }
 }
+
+/// What comes from the network (a Call-ID, a user name) as part of a file name: letters, digits
+/// and `.-_@+` only, no `..`, and at most [`MAX_COMPONENT`] characters (a 300-byte Call-ID would
+/// make a name the file system refuses).
+pub fn safe_component(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .take(MAX_COMPONENT)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_@+".contains(c) || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned.replace("..", "__")
+}
+
+/// The longest piece of a recording's file name taken from the network.
+const MAX_COMPONENT: usize = 64;
 
 impl CallContext for Ctx<'_> {
     fn now(&self) -> Millis {
@@ -253,5 +262,17 @@ impl CallContext for Ctx<'_> {
             time_limit_ms,
         });
         self.call.commands.push_back(Command::Record(to));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_component;
+
+    #[test]
+    fn names_from_the_network_become_short_safe_file_name_parts() {
+        assert_eq!(safe_component("a/../b c@host"), "a____b_c@host");
+        let long = "x".repeat(300);
+        assert_eq!(safe_component(&long).len(), 64, "a 300-byte Call-ID is cut");
     }
 }

@@ -118,6 +118,9 @@ pub enum Input {
         user: String,
         display: Option<String>,
     },
+    /// The recording a `Command::Record` asked for could not be started (its file could not be
+    /// written).
+    RecordFailed { path: String },
     /// From the call's media.
     Media(MediaEvent),
 }

@@ -322,6 +322,14 @@ impl CallCore {
                 user,
                 display,
             } => self.replacing(leg, request, call_id, sdp, user, display, env),
+            Input::RecordFailed { path } => {
+                // What `record.started` said did not happen: the call does not record.
+                self.call.recording = false;
+                self.call
+                    .commands
+                    .push_back(Command::Media(MediaCommand::Recording(false)));
+                self.call.event(EventKind::RecordFailed { path }, &[]);
+            }
             Input::InfoKey { leg, key } => self
                 .call
                 .commands

@@ -140,6 +140,10 @@ pub enum EventKind {
     RecordStopped {
         path: String,
     },
+    /// The recording could not be written (`path`: the file it would have been).
+    RecordFailed {
+        path: String,
+    },
 }
 
 impl EventKind {
@@ -176,6 +180,7 @@ impl EventKind {
             EventKind::ActionIgnored { .. } => "action.ignored",
             EventKind::RecordStarted { .. } => "record.started",
             EventKind::RecordStopped { .. } => "record.stopped",
+            EventKind::RecordFailed { .. } => "record.failed",
         }
     }
 
@@ -201,7 +206,9 @@ impl EventKind {
             EventKind::ActionIgnored { module } => Some(module),
             EventKind::TransferThreeWay { joined: true } => Some("joined"),
             EventKind::TransferThreeWay { joined: false } => Some("left"),
-            EventKind::RecordStarted { path } | EventKind::RecordStopped { path } => Some(path),
+            EventKind::RecordStarted { path }
+            | EventKind::RecordStopped { path }
+            | EventKind::RecordFailed { path } => Some(path),
             _ => None,
         }
     }

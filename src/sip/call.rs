@@ -679,7 +679,12 @@ impl Shell {
                         info!(call = %self.core.id(), "recording to {}", to.path.display());
                         self.media.record(Some(recording));
                     }
-                    Err(e) => warn!(call = %self.core.id(), "cannot record: {e}"),
+                    Err(e) => {
+                        warn!(call = %self.core.id(), "cannot record to {}: {e}", to.path.display());
+                        self.pending.push(Input::RecordFailed {
+                            path: to.path.display().to_string(),
+                        });
+                    }
                 }
             }
         }

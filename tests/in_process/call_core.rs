@@ -1395,3 +1395,28 @@ fn an_outside_partys_keys_dial_only_extensions_whatever_allowed_targets_says() {
     assert!(out.iter().any(is_invite), "{out:?}");
     c.end();
 }
+
+#[test]
+fn a_recording_that_cannot_be_written_says_so_and_the_call_does_not_count_as_recording() {
+    let mut c = Call::new();
+    fire(&mut c, A, "9", &[]);
+    assert!(c.events().contains(&"record.started".to_string()));
+    let out = c.input(Input::RecordFailed {
+        path: "rec/c1@test.wav".into(),
+    });
+    assert!(c.events().contains(&"record.failed".to_string()));
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Command::Media(hookflash::media::call::MediaCommand::Recording(false))
+        )),
+        "{out:?}"
+    );
+    // The record key starts it again (the call does not think it records).
+    let out = fire(&mut c, A, "9", &[]);
+    assert!(
+        out.iter().any(|x| matches!(x, Command::Record(Some(_)))),
+        "{out:?}"
+    );
+    c.end();
+}
