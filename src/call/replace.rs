@@ -14,12 +14,12 @@ use tracing::info;
 use crate::events::{EventKind, Role};
 use crate::leg::LegId;
 use crate::modules::context::{Happened, LegState, Source};
-use crate::sdp::{self, G711};
+use crate::sdp;
 
 use super::command::Command;
 use super::input::{Party, RequestId, Surroundings};
 use super::machine::CallCore;
-use super::session::{law_of, party_media};
+use super::session::{g711_of, law_of, party_media};
 
 impl CallCore {
     /// The new party of `Input::Replacing` takes `leg`'s place.
@@ -62,10 +62,7 @@ impl CallCore {
         };
         // The new party is answered one law it offered, the leg's own if it has it; its answer
         // is its own SDP cut to that law, anchored on the leg's port.
-        let prefer = old.media.g711.map(|(_, law)| match law {
-            crate::media::g711::Law::Ulaw => G711::Pcmu,
-            crate::media::g711::Law::Alaw => G711::Pcma,
-        });
+        let prefer = old.media.g711.map(|(_, law)| g711_of(law));
         let steered = sdp::codecs::steer_answer(&offer, &desc, prefer, &call.codecs);
         let (as_answer, chosen) = match steered {
             Ok(s) => s,

@@ -45,7 +45,8 @@ pub fn law_of(g: G711) -> Law {
     }
 }
 
-fn g711_of(law: Law) -> G711 {
+/// The SDP name of a relay law.
+pub fn g711_of(law: Law) -> G711 {
     match law {
         Law::Ulaw => G711::Pcmu,
         Law::Alaw => G711::Pcma,

@@ -234,22 +234,7 @@ fn a_phone_takes_over_an_answered_call_by_replaces() {
     // T writes its dialog as the Replaces value naming it at hookflash (hookflash's tag is the
     // to-tag), and talks until hookflash hangs it up.
     let t_file = sandbox.path("t-dialog");
-    let uac = std::fs::read_to_string(scenario("uac_media_until_bye.xml"))
-        .unwrap()
-        .replace(
-            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>",
-            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>\n      <ereg regexp=\"tag=([^;> ]+)\" search_in=\"hdr\" header=\"To:\" assign_to=\"twhole,ttag\"/>",
-        )
-        .replace(
-            "echo [$port] > {{PORT_FILE}}.tmp ; mv {{PORT_FILE}}.tmp {{PORT_FILE}}",
-            &format!(
-                "echo '[call_id];to-tag=[$ttag];from-tag=[pid]SIPpTag00[call_number]' > {f}.tmp ; mv {f}.tmp {f}",
-                f = t_file.display()
-            ),
-        )
-        .replace("<Reference variables=\"whole\"/>", "<Reference variables=\"whole,twhole,port\"/>");
-    let uac_path = sandbox.path("uac_dialog_until_bye.xml");
-    std::fs::write(&uac_path, uac).unwrap();
+    let uac_path = caller_writing_its_dialog(&t_file, &sandbox.path("uac_dialog_until_bye.xml"));
     let target = format!("127.0.0.1:{}", sandbox.sip_port);
     let (t_port, target_t) = (t.port(), target.clone());
     let caller = std::thread::spawn(move || {

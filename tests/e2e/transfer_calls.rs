@@ -732,22 +732,7 @@ fn an_attended_transfer_by_the_phone_replaces_the_consultation_call_at_the_targe
 
     // T2: the consultation call, which writes how T names its dialog (hookflash's tag as to-tag).
     let t2_file = dir.path().join("t2-dialog");
-    let t2_text = std::fs::read_to_string(scenario("uac_media_until_bye.xml"))
-        .unwrap()
-        .replace(
-            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>",
-            "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>\n      <ereg regexp=\"tag=([^;> ]+)\" search_in=\"hdr\" header=\"To:\" assign_to=\"twhole,ttag\"/>",
-        )
-        .replace(
-            "echo [$port] > {{PORT_FILE}}.tmp ; mv {{PORT_FILE}}.tmp {{PORT_FILE}}",
-            &format!(
-                "echo '[call_id];to-tag=[$ttag];from-tag=[pid]SIPpTag00[call_number]' > {f}.tmp ; mv {f}.tmp {f}",
-                f = t2_file.display()
-            ),
-        )
-        .replace("<Reference variables=\"whole\"/>", "<Reference variables=\"whole,twhole,port\"/>");
-    let t2_sf = dir.path().join("uac_consult.xml");
-    std::fs::write(&t2_sf, t2_text).unwrap();
+    let t2_sf = caller_writing_its_dialog(&t2_file, &dir.path().join("uac_consult.xml"));
     let target = format!("127.0.0.1:{}", s.sandbox.sip_port);
     let t2_media = Phone::new();
     let t2_port = t2_media.port();
@@ -768,16 +753,7 @@ fn an_attended_transfer_by_the_phone_replaces_the_consultation_call_at_the_targe
             ],
         )
     });
-    let deadline = std::time::Instant::now() + WAIT;
-    let consultation = loop {
-        if let Ok(text) = std::fs::read_to_string(&t2_file)
-            && !text.trim().is_empty()
-        {
-            break text.trim().to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "T never consulted X");
-        std::thread::park_timeout(Duration::from_millis(50));
-    };
+    let consultation = written(&t2_file);
     let escaped = consultation
         .replace('@', "%40")
         .replace(';', "%3B")

@@ -304,6 +304,33 @@ pub fn port_written(file: &Path) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// uac_media_until_bye.xml changed to write, once answered, the `Replaces` value that names its
+/// dialog at hookflash (hookflash's tag as to-tag, its own as from-tag) to `dialog_file`; written
+/// as `scenario_file`.
+pub fn caller_writing_its_dialog(dialog_file: &Path, scenario_file: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/sipp/uac_media_until_bye.xml"),
+    )
+    .unwrap()
+    .replace(
+        "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>",
+        "<ereg regexp=\"m=audio ([0-9]+) RTP/AVP\" search_in=\"body\" check_it=\"true\" assign_to=\"whole,port\"/>\n      <ereg regexp=\"tag=([^;> ]+)\" search_in=\"hdr\" header=\"To:\" assign_to=\"twhole,ttag\"/>",
+    )
+    .replace(
+        "echo [$port] > {{PORT_FILE}}.tmp ; mv {{PORT_FILE}}.tmp {{PORT_FILE}}",
+        &format!(
+            "echo '[call_id];to-tag=[$ttag];from-tag=[pid]SIPpTag00[call_number]' > {f}.tmp ; mv {f}.tmp {f}",
+            f = dialog_file.display()
+        ),
+    )
+    .replace(
+        "<Reference variables=\"whole\"/>",
+        "<Reference variables=\"whole,twhole,port\"/>",
+    );
+    std::fs::write(scenario_file, text).unwrap();
+    scenario_file.to_path_buf()
+}
+
 /// Whether process `pid` holds a socket bound to 127.0.0.1:`port` (UDP, or a listening TCP
 /// one): the port is taken by it, not by another process.
 fn holds_port(pid: u32, port: u16, tcp: bool) -> bool {
