@@ -6,6 +6,7 @@
 //! replace a working config on reload.
 
 pub mod directory;
+pub mod exposure;
 pub mod live;
 pub mod merge;
 pub mod metaflow;
@@ -161,6 +162,7 @@ fn parse_config(path: &Path, text: &str, report: &mut Report) -> Option<Config> 
             metaflows.insert(doc.name.clone(), flow);
         }
     }
+    exposure::warn_outside_reach(&metaflows, sip.as_ref(), routing.as_ref(), report);
     resolve_references(&directory, &files, &metaflows_dir, report);
     attach_flows(&mut directory, &files.docs, &metaflows, &ctx, report);
     if let Some((_, references)) = &api {

@@ -170,3 +170,46 @@ fn limits_webhooks_and_media_choices_are_checked_with_their_place() {
     ];
     assert_eq!(stdout_lines(&o), expected);
 }
+
+/// A trusted peer's caller whose keys are heard (`listen_on: both`) could transfer its call to
+/// any number a loose `allowed_targets` lets through, out through the upstream: the config
+/// loads, and `check` warns at the transfer node.
+#[test]
+fn heard_peer_keys_that_may_dial_out_through_the_upstream_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("metaflows")).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "sip: { trusted_peers: [192.0.2.10] }\n\
+         routing: { upstream: 'sip:pbx.example:5060' }\n\
+         accounts:\n  demo:\n    domain: 127.0.0.1\n    metaflow: both\n    users:\n      - { extension: '1001', username: '1001', password: p }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("metaflows/both.yaml"),
+        "listen_on: both\npatterns:\n  '2(\\d+)':\n    module: transfer\n    data: { type: blind, allowed_targets: '.*' }\n",
+    )
+    .unwrap();
+    let o = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "a warning, not an error");
+    let lines = stdout_lines(&o);
+    let flow = dir.path().join("metaflows/both.yaml");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}:4:5: warning: `both` hears the other party's keys (`listen_on: both`) and its transfer may dial `.*` (`allowed_targets`) out through `routing.upstream` (sip:pbx.example:5060): a caller from `sip.trusted_peers` pressing `2(\\d+)` can send its call there (outside callers are kept to the directory's extensions); narrow `allowed_targets` or use `listen_on: self`",
+            flow.display()
+        ),
+        "{lines:#?}"
+    );
+
+    // Only the directory's extensions reachable: nothing to warn about.
+    std::fs::write(
+        dir.path().join("metaflows/both.yaml"),
+        "listen_on: both\npatterns:\n  '2(\\d+)':\n    module: transfer\n    data: { type: blind }\n",
+    )
+    .unwrap();
+    let o = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(stdout_lines(&o).len(), 1, "{:?}", stdout_lines(&o));
+}
