@@ -29,6 +29,8 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:$ap
     -e "s/password: pass1003/password: pass1003\n        contact: \"sip:1003@127.0.0.1:$target_port\"/" \
     config.example.yaml > "$work/config.yaml"
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
+# The load comes from one address (sipp on loopback): no per-source limits.
+sed -i "s/^  challenge_invites: .*/&\n  max_source_rate: null\n  max_source_unanswered: null/" "$work/config.yaml"
 cp -r metaflows media "$work/"
 
 RUST_LOG=warn "$hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &

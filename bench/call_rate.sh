@@ -40,6 +40,8 @@ sed -e "s/127.0.0.1:5060/127.0.0.1:$hf_port/" -e "s/127.0.0.1:8080/127.0.0.1:280
     -e "s/password: pass1002/password: pass1002\n        contact: \"sip:1002@127.0.0.1:$uas_port\"/" \
     config.example.yaml > "$work/config.yaml"
 sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
+# The load comes from one address (sipp on loopback): no per-source limits.
+sed -i "s/^  challenge_invites: .*/&\n  max_source_rate: null\n  max_source_unanswered: null/" "$work/config.yaml"
 if [ -n "${MAX_CALL_RATE:-}" ]; then
   sed -i "s/^  challenge_invites: .*/&\n  max_call_rate: $MAX_CALL_RATE/" "$work/config.yaml"
 fi

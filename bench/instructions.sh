@@ -34,6 +34,8 @@ for b in "$before" "$after"; do
       -e "s/password: pass1002/password: pass1002\n        contact: \"sip:1002@127.0.0.1:$uas_port\"/" \
       config.example.yaml > "$work/config.yaml"
   sed -i "s/^  tcp: 127.0.0.1:$hf_port.*/  tcp: null/" "$work/config.yaml"
+  # The load comes from one address (sipp on loopback): no per-source limits.
+  sed -i "s/^  challenge_invites: .*/&\n  max_source_rate: null\n  max_source_unanswered: null/" "$work/config.yaml"
   cp -r metaflows media "$work/"
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/calls-$name.%p.out" \
     "$b/target/release/hookflash" run --config "$work/config.yaml" > "$work/hookflash.log" 2>&1 &

@@ -22,7 +22,14 @@ pub const MODULES: [&str; 7] = [
 ];
 
 /// Why new calls were refused before they started.
-pub const REFUSALS: [&str; 3] = ["max_calls", "max_call_rate", "draining"];
+pub const REFUSALS: [&str; 6] = [
+    "max_calls",
+    "max_call_rate",
+    "draining",
+    "source_rate",
+    "source_unanswered",
+    "auth_backoff",
+];
 
 /// Where keys come from.
 pub const KEY_SOURCES: [&str; 3] = ["rfc4733", "info", "inband"];

@@ -26,6 +26,11 @@ pub struct SipSettings {
     /// New calls per second at most (bursts of one second's worth); beyond, 503. `None`: no
     /// limit.
     pub max_call_rate: Option<u32>,
+    /// New INVITEs and REGISTERs per second from one address (not trusted peers); `None`: no
+    /// limit.
+    pub max_source_rate: Option<u32>,
+    /// Calls ringing at once from one address (not trusted peers); `None`: no limit.
+    pub max_source_unanswered: Option<u32>,
     /// Sources whose calls are trusted like a directory device's (they may reach the
     /// upstream); other callers that are no device of the directory reach only its users.
     pub trusted_peers: Vec<AddressRange>,
@@ -82,6 +87,11 @@ pub struct Routing {
 }
 
 const DEFAULT_SIP: &str = "127.0.0.1:5060";
+/// New INVITEs and REGISTERs per second from one address: a busy phone sends a few; a NAT with
+/// many phones behind it more (raise it, or list the address in `trusted_peers`).
+pub const DEFAULT_MAX_SOURCE_RATE: u32 = 30;
+/// Calls ringing at once from one address.
+pub const DEFAULT_MAX_SOURCE_UNANSWERED: u32 = 20;
 
 pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings> {
     let null = Node::null(Default::default());
@@ -110,13 +120,21 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         Some(n) => boolean(n, "challenge_invites", report),
         None => Some(true),
     };
-    let mut limit = |key: &'static str, report: &mut Report| match f.get(key) {
-        None => Some(None),
+    // `default` when the key is not written; `null` lifts the limit.
+    let mut limit = |key: &'static str, default: Option<u32>, report: &mut Report| match f.get(key)
+    {
+        None => Some(default),
         Some(n) if n.is_null() => Some(None),
         Some(n) => integer(n, key, 1, 10_000_000, report).map(|v| Some(v as u32)),
     };
-    let max_calls = limit("max_calls", report);
-    let max_call_rate = limit("max_call_rate", report);
+    let max_calls = limit("max_calls", None, report);
+    let max_call_rate = limit("max_call_rate", None, report);
+    let max_source_rate = limit("max_source_rate", Some(DEFAULT_MAX_SOURCE_RATE), report);
+    let max_source_unanswered = limit(
+        "max_source_unanswered",
+        Some(DEFAULT_MAX_SOURCE_UNANSWERED),
+        report,
+    );
     let trusted_peers = match f.get("trusted_peers") {
         None => Some(Vec::new()),
         Some(n) if n.is_null() => Some(Vec::new()),
@@ -140,6 +158,8 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         challenge_invites: challenge_invites?,
         max_calls: max_calls?,
         max_call_rate: max_call_rate?,
+        max_source_rate: max_source_rate?,
+        max_source_unanswered: max_source_unanswered?,
         trusted_peers: trusted_peers?,
     })
 }

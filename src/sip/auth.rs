@@ -14,6 +14,44 @@ pub enum Challenge {
     Proxy,
 }
 
+/// A request refused: the reply, a note for the log, and whether an answer to a challenge was
+/// wrong (what the per-source back-off counts, `guard.rs`).
+#[derive(Debug)]
+pub struct Refusal {
+    pub reply: Reply,
+    pub note: String,
+    pub failure: Option<AuthFailure>,
+}
+
+/// How an answer to a challenge failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Wrong password, wrong user, or computed for another request.
+    Wrong,
+    /// A right answer seen before: sent again by someone who read it off the wire.
+    Replayed,
+}
+
+impl From<(Reply, String)> for Refusal {
+    fn from((reply, note): (Reply, String)) -> Refusal {
+        Refusal {
+            reply,
+            note,
+            failure: None,
+        }
+    }
+}
+
+impl Refusal {
+    fn failed(reply: Reply, note: String, failure: AuthFailure) -> Refusal {
+        Refusal {
+            reply,
+            note,
+            failure: Some(failure),
+        }
+    }
+}
+
 /// Whom to authenticate, and with what.
 pub struct Credential<'a> {
     pub realm: &'a str,
@@ -45,7 +83,7 @@ pub fn authenticate(
     cred: &Credential<'_>,
     nonces: &Nonces,
     wall_ms: u64,
-) -> Result<(), (Reply, String)> {
+) -> Result<(), Refusal> {
     let (status, challenge_header, answer_header) = match kind {
         Challenge::Server => (401, "WWW-Authenticate", "Authorization"),
         Challenge::Proxy => (407, "Proxy-Authenticate", "Proxy-Authorization"),
@@ -57,14 +95,14 @@ pub fn authenticate(
             challenge_header,
             digest::challenge(cred.realm, &nonce, stale),
         );
-        Err((reply, note))
+        Err(Refusal::from((reply, note)))
     };
     let Some(answer) = req.header(answer_header) else {
         return challenge(false, format!("challenged {who}"));
     };
     let credentials = match digest::parse_authorization(answer) {
         Ok(c) => c,
-        Err(e) => return Err((Reply::status(400), format!("{who}: {e}"))),
+        Err(e) => return Err((Reply::status(400), format!("{who}: {e}")).into()),
     };
     if credentials.realm != cred.realm {
         return challenge(
@@ -82,14 +120,15 @@ pub fn authenticate(
     if credentials.username != cred.username
         || !digest::verify(&credentials, &req.method, cred.password)
     {
-        return Err((
+        return Err(Refusal::failed(
             Reply::status(403),
             format!("{who}: wrong credentials from {}", req.sender()),
+            AuthFailure::Wrong,
         ));
     }
     // The answer was computed for this request, not one to another address.
     if !same_uri(&credentials.uri, &req.uri) {
-        return Err((
+        return Err(Refusal::failed(
             Reply::status(403),
             format!(
                 "{who}: the answer from {} was for `{}`, not `{}`",
@@ -97,14 +136,18 @@ pub fn authenticate(
                 credentials.uri,
                 req.uri
             ),
+            AuthFailure::Wrong,
         ));
     }
     if !nonces.consume(&credentials.nonce, credentials.nc.as_deref(), wall_ms) {
         // A right answer seen before: sent again by someone who read it off the wire.
-        return challenge(
+        let mut refusal = challenge(
             false,
             format!("{who}: a replayed answer from {}", req.sender()),
-        );
+        )
+        .unwrap_err();
+        refusal.failure = Some(AuthFailure::Replayed);
+        return Err(refusal);
     }
     Ok(())
 }

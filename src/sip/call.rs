@@ -46,6 +46,9 @@ use crate::modules::context::Source;
 pub struct CallPlan {
     /// The call's place under `sip.max_calls`, given back when the call (this plan) ends.
     pub admission: crate::call::registry::Admission,
+    /// The call's place under `sip.max_source_unanswered` for its source, given back when the
+    /// caller is answered (or the call ends first).
+    pub ringing: Option<super::guard::RingingSlot>,
     pub setup: CallSetup,
 }
 
@@ -98,7 +101,11 @@ const INVITE_WAIT: Duration = Duration::from_secs(40);
 /// The transaction comes boxed: what an async function takes stays in its future for the whole
 /// call, and a call's memory is mostly its task.
 pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv>) {
-    let CallPlan { admission, setup } = plan;
+    let CallPlan {
+        admission,
+        ringing,
+        setup,
+    } = plan;
     let caller_takes_update = capabilities::allows(&tx.original.headers, "UPDATE");
     let call_id = setup.call_id.clone();
     let inband = setup.inband;
@@ -192,6 +199,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
         superseded: Vec::new(),
         retired: Vec::new(),
         takes_update: vec![caller_takes_update],
+        ringing,
         env: Arc::clone(&env),
     };
     let now = env.relay.now();
@@ -246,6 +254,8 @@ type PendingInvite = std::pin::Pin<Box<dyn Future<Output = InviteOutcome> + Send
 
 struct Shell {
     core: Box<CallCore>,
+    /// The caller's source's ringing-call slot, until the caller is answered.
+    ringing: Option<super::guard::RingingSlot>,
     media: CallMedia,
     /// Each leg's dialog, by [`LegId`].
     dialogs: Vec<Option<InviteDialog>>,
@@ -591,6 +601,7 @@ impl Shell {
                 }
             }
             Command::Accept { sdp } => {
+                self.ringing = None;
                 if let Some(a) = a
                     && let Err(e) = a.accept(call_headers(), Some(sdp))
                 {

@@ -6,6 +6,7 @@ pub mod call;
 pub mod capabilities;
 pub mod dialog_events;
 pub mod digest;
+pub mod guard;
 pub mod info_dtmf;
 pub mod message;
 pub mod refer_notifier;

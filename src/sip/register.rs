@@ -8,7 +8,7 @@
 use crate::config::directory::Directory;
 use crate::engine::collector::Millis;
 
-use super::auth::{Challenge, Credential, authenticate};
+use super::auth::{AuthFailure, Challenge, Credential, authenticate};
 use super::digest::Nonces;
 use super::message::{Reply, Request, uri_of, user_and_host};
 use super::registrar::{Refusal, Registrar, parse_contacts};
@@ -27,12 +27,15 @@ pub struct RegisterContext<'a> {
 pub struct Outcome {
     pub reply: Reply,
     pub note: String,
+    /// A wrong or replayed answer to the challenge (counted by the per-source back-off).
+    pub failure: Option<AuthFailure>,
 }
 
 fn outcome(reply: Reply, note: impl Into<String>) -> Outcome {
     Outcome {
         reply,
         note: note.into(),
+        failure: None,
     }
 }
 
@@ -74,17 +77,23 @@ pub fn handle_register(
         username,
         password,
     };
-    if let Err((reply, note)) = authenticate(req, Challenge::Server, &cred, ctx.nonces, ctx.wall_ms)
-    {
+    if let Err(refusal) = authenticate(req, Challenge::Server, &cred, ctx.nonces, ctx.wall_ms) {
         let note = if known {
-            note
+            refusal.note
         } else {
-            format!("{note} (no such user with a password)")
+            format!("{} (no such user with a password)", refusal.note)
         };
-        return outcome(reply, note);
+        return Outcome {
+            reply: refusal.reply,
+            note,
+            failure: refusal.failure,
+        };
     }
     if !known {
-        return outcome(Reply::status(403), format!("`{user}@{host}`: no such user"));
+        // Only reached with the decoy password right: no one knows it, but count it as wrong.
+        let mut refused = outcome(Reply::status(403), format!("`{user}@{host}`: no such user"));
+        refused.failure = Some(AuthFailure::Wrong);
+        return refused;
     }
     let update = match parse_contacts(req.headers("Contact")) {
         Ok(u) => u,

@@ -19,7 +19,7 @@
 use crate::config::directory::{Account, Device, Directory, Party, User};
 use crate::engine::collector::Millis;
 
-use super::auth::{Challenge, Credential, authenticate};
+use super::auth::{Challenge, Credential, Refusal, authenticate};
 use super::digest::Nonces;
 use super::message::{Reply, Request, uri_of, user_and_host};
 use super::registrar::Registrar;
@@ -49,23 +49,34 @@ pub struct Routed<'a> {
 }
 
 /// Admits and routes an INVITE, or says how to refuse it (reply and a note for the log).
-pub fn route_invite<'a>(
-    req: &Request,
-    ctx: &InviteContext<'a>,
-) -> Result<Routed<'a>, (Reply, String)> {
+pub fn route_invite<'a>(req: &Request, ctx: &InviteContext<'a>) -> Result<Routed<'a>, Refusal> {
     let max_forwards = match req.header("Max-Forwards").map(|v| v.trim().parse::<u32>()) {
         None => 70,
         Some(Ok(0)) => {
-            return Err((Reply::status(483), "Max-Forwards reached 0".into()));
+            return Err(Refusal::from((
+                Reply::status(483),
+                "Max-Forwards reached 0".into(),
+            )));
         }
         Some(Ok(n)) => n.min(255) - 1,
-        Some(Err(_)) => return Err((Reply::status(400), "bad Max-Forwards".into())),
+        Some(Err(_)) => {
+            return Err(Refusal::from((
+                Reply::status(400),
+                "bad Max-Forwards".into(),
+            )));
+        }
     };
     let Some((dialled, host)) = user_and_host(&req.uri) else {
-        return Err((Reply::status(416), format!("unsupported URI `{}`", req.uri)));
+        return Err(Refusal::from((
+            Reply::status(416),
+            format!("unsupported URI `{}`", req.uri),
+        )));
     };
     if dialled.is_empty() {
-        return Err((Reply::status(404), format!("no user in `{}`", req.uri)));
+        return Err(Refusal::from((
+            Reply::status(404),
+            format!("no user in `{}`", req.uri),
+        )));
     }
     let caller = identify_caller(req, ctx)?;
     let callee = find_callee(ctx.directory, caller.map(|p| p.account), host, dialled);
@@ -74,13 +85,13 @@ pub fn route_invite<'a>(
         // directory's users at their own phones, and nothing else: never the upstream, so
         // hookflash relays no call to a number an outsider chose (toll fraud).
         let Some(callee) = callee else {
-            return Err((
+            return Err(Refusal::from((
                 Reply::status(403),
                 format!(
                     "not relaying: an outside caller from {} may reach only the directory's users, not `{dialled}` (sip.trusted_peers)",
                     req.sender()
                 ),
-            ));
+            )));
         };
         return direct(callee, ctx, dialled, caller, max_forwards);
     }
@@ -93,7 +104,10 @@ pub fn route_invite<'a>(
         });
     }
     let Some(callee) = callee else {
-        return Err((Reply::status(404), format!("no user `{dialled}`")));
+        return Err(Refusal::from((
+            Reply::status(404),
+            format!("no user `{dialled}`"),
+        )));
     };
     direct(callee, ctx, dialled, caller, max_forwards)
 }
@@ -105,12 +119,12 @@ fn direct<'a>(
     dialled: &str,
     caller: Option<Party<'a>>,
     max_forwards: u32,
-) -> Result<Routed<'a>, (Reply, String)> {
+) -> Result<Routed<'a>, Refusal> {
     let Some((device, target)) = reachable(callee, ctx.registrar, ctx.now) else {
-        return Err((
+        return Err(Refusal::from((
             Reply::status(480),
             format!("`{dialled}` is not registered and has no static contact"),
-        ));
+        )));
     };
     Ok(Routed {
         caller,
@@ -156,16 +170,13 @@ pub fn route_dialled(
 /// The account of the party sending an INVITE with `Replaces`: it must be a directory device
 /// (digest-challenged when `sip.challenge_invites` is on, as any call), for a dialog of its own
 /// account is all it may take over; otherwise the reply (403, or the challenge).
-pub fn identify_replacer(
-    req: &Request,
-    ctx: &InviteContext<'_>,
-) -> Result<String, (Reply, String)> {
+pub fn identify_replacer(req: &Request, ctx: &InviteContext<'_>) -> Result<String, Refusal> {
     match identify_caller(req, ctx)? {
         Some(party) => Ok(party.account.name.clone()),
-        None => Err((
+        None => Err(Refusal::from((
             Reply::status(403),
             "an INVITE with Replaces must come from a directory device".into(),
-        )),
+        ))),
     }
 }
 
@@ -173,9 +184,12 @@ pub fn identify_replacer(
 fn identify_caller<'a>(
     req: &Request,
     ctx: &InviteContext<'a>,
-) -> Result<Option<Party<'a>>, (Reply, String)> {
+) -> Result<Option<Party<'a>>, Refusal> {
     let Some((user, host)) = req.header("From").map(uri_of).and_then(user_and_host) else {
-        return Err((Reply::status(400), "INVITE without a usable From".into()));
+        return Err(Refusal::from((
+            Reply::status(400),
+            "INVITE without a usable From".into(),
+        )));
     };
     let Some((account, user_entry, device)) = find_device(ctx.directory, host, user) else {
         return Ok(None);
@@ -339,9 +353,13 @@ mod tests {
         assert_eq!(r.caller.unwrap().user.extension, "1001");
         assert_eq!(r.callee.unwrap().user.extension, "1002");
         assert_eq!(r.max_forwards, 70, "no Max-Forwards: the RFC 3261 default");
-        let (reply, _) = route_invite(&invite("1001", "1003"), &ctx).unwrap_err();
+        let reply = route_invite(&invite("1001", "1003"), &ctx)
+            .unwrap_err()
+            .reply;
         assert_eq!(reply.status, 480);
-        let (reply, _) = route_invite(&invite("1001", "4242"), &ctx).unwrap_err();
+        let reply = route_invite(&invite("1001", "4242"), &ctx)
+            .unwrap_err()
+            .reply;
         assert_eq!(reply.status, 404);
     }
 
@@ -359,7 +377,7 @@ mod tests {
         assert!(r.caller.is_none() && r.callee.is_none());
         let mut req = invite("1001", "1002");
         req.headers.push(("Max-Forwards".into(), "0".into()));
-        assert_eq!(route_invite(&req, &ctx).unwrap_err().0.status, 483);
+        assert_eq!(route_invite(&req, &ctx).unwrap_err().reply.status, 483);
     }
 
     #[test]
@@ -370,12 +388,16 @@ mod tests {
         let mut ctx = ctx(&c, &reg, &nonces);
         ctx.challenge_invites = true;
         ctx.upstream = Some("sip:127.0.0.1:5080");
-        let (reply, _) = route_invite(&invite("1001", "1002"), &ctx).unwrap_err();
+        let reply = route_invite(&invite("1001", "1002"), &ctx)
+            .unwrap_err()
+            .reply;
         assert_eq!(reply.status, 407);
         assert!(reply.headers.iter().any(|(n, _)| n == "Proxy-Authenticate"));
         // An outside caller is not challenged (it has no password to answer with); 1002 has no
         // phone to ring here, and the upstream is not for outsiders: 480.
-        let (reply, _) = route_invite(&invite("stranger", "1002"), &ctx).unwrap_err();
+        let reply = route_invite(&invite("stranger", "1002"), &ctx)
+            .unwrap_err()
+            .reply;
         assert_eq!(reply.status, 480);
     }
 
@@ -390,9 +412,9 @@ mod tests {
         let mut ctx = ctx(&c, &reg, &nonces);
         ctx.upstream = Some("sip:10.0.0.9:5080");
         // The fraud: an international number through the PBX.
-        let (reply, note) = route_invite(&invite("stranger", "0090555123456"), &ctx).unwrap_err();
-        assert_eq!(reply.status, 403);
-        assert!(note.contains("not relaying"), "{note}");
+        let refusal = route_invite(&invite("stranger", "0090555123456"), &ctx).unwrap_err();
+        assert_eq!(refusal.reply.status, 403);
+        assert!(refusal.note.contains("not relaying"), "{}", refusal.note);
         // A user of the directory is rung at its own phone, not through the upstream.
         let r = route_invite(&invite("stranger", "1002"), &ctx).unwrap();
         assert_eq!(r.target, "sip:1002@127.0.0.1:5099");

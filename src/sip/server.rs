@@ -33,6 +33,7 @@ use super::call::{CallEnv, CallPlan, Router, run_call};
 use super::capabilities;
 use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
+use super::guard::{BlockStarted, Held, SourceGuard, Unanswered};
 use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
@@ -63,6 +64,10 @@ struct State {
     env: Arc<CallEnv>,
     /// New calls per second (`sip.max_call_rate`).
     call_rate: Mutex<TokenBucket>,
+    /// Per-source request rates and authentication back-off.
+    guard: Mutex<SourceGuard>,
+    /// Calls ringing per source (`sip.max_source_unanswered`).
+    unanswered: Arc<Unanswered>,
 }
 
 impl SipServer {
@@ -156,6 +161,8 @@ impl SipServer {
                 current.sip.max_call_rate.unwrap_or(1) as f64,
                 Instant::now(),
             )),
+            guard: Mutex::new(SourceGuard::new()),
+            unanswered: Unanswered::new(),
         });
         let dispatch_state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -300,9 +307,23 @@ async fn handle(mut tx: Transaction, state: &State) {
         }
         return;
     }
+    if matches!(tx.original.method, Method::Register | Method::Invite)
+        && let Err(reply) = hold_source(&request, state)
+    {
+        return send(&mut tx, reply).await;
+    }
     let reply = match tx.original.method {
         Method::Register => {
             let config = (state.config)();
+            let user = request
+                .header("To")
+                .map(uri_of)
+                .and_then(user_and_host)
+                .map(|(u, _)| u.to_string())
+                .unwrap_or_default();
+            if let Err(reply) = hold_authentication(&request, &user, state) {
+                return send(&mut tx, reply).await;
+            }
             let outcome = {
                 let Ok(mut registrar) = state.registrar.lock() else {
                     return;
@@ -317,11 +338,18 @@ async fn handle(mut tx: Transaction, state: &State) {
             };
             // Challenges are routine (debug); a replayed answer is an attack, logged with its
             // source like a wrong password.
-            let replay = outcome.note.contains("replayed");
-            if outcome.reply.status == 200 || outcome.reply.status >= 403 || replay {
+            if outcome.reply.status == 200
+                || outcome.reply.status >= 403
+                || outcome.failure.is_some()
+            {
                 info!("REGISTER {}: {}", outcome.reply.status, outcome.note);
             } else {
                 debug!("REGISTER {}: {}", outcome.reply.status, outcome.note);
+            }
+            if outcome.failure.is_some() {
+                count_failure(&request, &user, state);
+            } else if outcome.reply.status == 200 {
+                count_success(&request, &user, state);
             }
             outcome.reply
         }
@@ -425,13 +453,14 @@ fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
     let config = (state.config)();
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
     let ctx = invite_context(&config, &registrar, state);
-    identify_replacer(request, &ctx).map_err(|(reply, note)| {
+    identify_replacer(request, &ctx).map_err(|refusal| {
         info!(
-            "INVITE with Replaces from {}: {} ({note})",
+            "INVITE with Replaces from {}: {} ({})",
             request.sender(),
-            reply.status
+            refusal.reply.status,
+            refusal.note
         );
-        reply
+        refusal.reply
     })
 }
 
@@ -448,20 +477,51 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         return Err(Reply::status(482));
     }
     let config = (state.config)();
+    let from_user = user_and_host(uri_of(request.header("From").unwrap_or("")))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default();
+    if let Err(reply) = hold_authentication(request, &from_user, state) {
+        state.env.metrics.call_refused("auth_backoff");
+        return Err(reply);
+    }
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
     let mut ctx = invite_context(&config, &registrar, state);
-    ctx.trusted_source = request
-        .source_ip()
-        .is_some_and(|ip| config.sip.trusted_peers.iter().any(|p| p.contains(ip)));
-    let ctx_trusted = ctx.trusted_source;
-    let routed = route_invite(request, &ctx).map_err(|(reply, note)| {
-        if reply.status == 407 && !note.contains("replayed") {
-            debug!(call = %call_id, "INVITE {}: {note}", reply.status);
-        } else {
-            info!(call = %call_id, "INVITE refused {}: {note}", reply.status);
+    let ctx_trusted = is_trusted(request, &config);
+    ctx.trusted_source = ctx_trusted;
+    let routed = match route_invite(request, &ctx) {
+        Ok(routed) => routed,
+        Err(refusal) => {
+            let (status, note) = (refusal.reply.status, &refusal.note);
+            if status == 407 && refusal.failure.is_none() {
+                debug!(call = %call_id, "INVITE {status}: {note}");
+            } else {
+                info!(call = %call_id, "INVITE refused {status}: {note}");
+            }
+            if refusal.failure.is_some() {
+                count_failure(request, &from_user, state);
+            }
+            return Err(refusal.reply);
         }
-        reply
-    })?;
+    };
+    if routed.caller.is_some() && request.header("Proxy-Authorization").is_some() {
+        count_success(request, &from_user, state);
+    }
+    // Calls ringing from one address are limited before calls in all.
+    let ringing = match (config.sip.max_source_unanswered, request.source_ip()) {
+        (Some(max), Some(ip)) if !ctx_trusted => match state.unanswered.take(ip, max) {
+            Some(slot) => Some(slot),
+            None => {
+                info!(
+                    call = %call_id,
+                    "INVITE from {} refused 503: {max} calls from that address ring already (sip.max_source_unanswered)",
+                    request.sender()
+                );
+                state.env.metrics.call_refused("source_unanswered");
+                return Err(Reply::status(503).with("Retry-After", "10"));
+            }
+        },
+        _ => None,
+    };
     // Limits count calls that would start (not challenges, not refusals).
     if let Some(rate) = config.sip.max_call_rate
         && let Err(wait) = state.call_rate.lock().map_or(Ok(()), |mut b| {
@@ -508,6 +568,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         .unwrap_or_default();
     Ok(CallPlan {
         admission,
+        ringing,
         setup: CallSetup {
             call_id,
             account,
@@ -537,6 +598,99 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             refer_ringback: config.media.refer_ringback,
         },
     })
+}
+
+/// Whether the request comes from one of `sip.trusted_peers`.
+fn is_trusted(request: &Request, config: &Config) -> bool {
+    request
+        .source_ip()
+        .is_some_and(|ip| config.sip.trusted_peers.iter().any(|p| p.contains(ip)))
+}
+
+/// A new INVITE or REGISTER counted against its source's rate (`sip.max_source_rate`), before
+/// any other limit: over it, `503` with `Retry-After`, logged once per interval.
+fn hold_source(request: &Request, state: &State) -> Result<(), Reply> {
+    let config = (state.config)();
+    let (Some(rate), Some(ip)) = (config.sip.max_source_rate, request.source_ip()) else {
+        return Ok(());
+    };
+    if is_trusted(request, &config) {
+        return Ok(());
+    }
+    let held = match state.guard.lock() {
+        Ok(mut guard) => guard.request(ip, rate, Instant::now()),
+        Err(_) => Ok(()),
+    };
+    let Err(held) = held else {
+        return Ok(());
+    };
+    if let Held::Flooding { log: true, .. } = held {
+        info!(
+            "flooding: {} from {} refused 503, over {rate} INVITE/REGISTER per second from one address (sip.max_source_rate)",
+            request.method,
+            request.sender()
+        );
+    }
+    if request.method == "INVITE" {
+        state.env.metrics.call_refused("source_rate");
+    }
+    Err(retry_after(503, &held))
+}
+
+/// An authentication attempt as `user` held off by the back-off of its source or of the user.
+fn hold_authentication(request: &Request, user: &str, state: &State) -> Result<(), Reply> {
+    let Some(ip) = request.source_ip() else {
+        return Ok(());
+    };
+    let held = match state.guard.lock() {
+        Ok(mut guard) => guard.auth_held(ip, user, Instant::now()),
+        Err(_) => Ok(()),
+    };
+    let Err(held) = held else {
+        return Ok(());
+    };
+    debug!(
+        "{} as `{user}` from {} refused 403: held off after wrong answers ({held:?})",
+        request.method,
+        request.sender()
+    );
+    Err(retry_after(403, &held))
+}
+
+fn retry_after(status: u16, held: &Held) -> Reply {
+    let secs = held.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+    Reply::status(status).with("Retry-After", secs.to_string())
+}
+
+/// A wrong (or replayed) answer as `user` from the request's source; a block it starts is logged
+/// with the source, for fail2ban.
+fn count_failure(request: &Request, user: &str, state: &State) {
+    let Some(ip) = request.source_ip() else {
+        return;
+    };
+    let started = match state.guard.lock() {
+        Ok(mut guard) => guard.auth_failed(ip, user, Instant::now()),
+        Err(_) => return,
+    };
+    match started {
+        BlockStarted::None => {}
+        BlockStarted::Source(block) => info!(
+            "authentication back-off: {} held off for {} s after repeated wrong answers (last as `{user}`)",
+            request.sender(),
+            block.as_secs()
+        ),
+        BlockStarted::User(block) => info!(
+            "authentication back-off: `{user}` held off for {} s from addresses it never authenticated from, after repeated wrong answers (last from {})",
+            block.as_secs(),
+            request.sender()
+        ),
+    }
+}
+
+fn count_success(request: &Request, user: &str, state: &State) {
+    if let (Some(ip), Ok(mut guard)) = (request.source_ip(), state.guard.lock()) {
+        guard.auth_succeeded(ip, user);
+    }
 }
 
 async fn send(tx: &mut Transaction, reply: Reply) {

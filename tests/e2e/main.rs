@@ -21,6 +21,7 @@ mod linphone_call;
 mod media_playback;
 mod replaces;
 mod sip_register;
+mod source_limits;
 mod three_way;
 mod toll_fraud;
 mod transfer_calls;
