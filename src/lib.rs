@@ -5,6 +5,7 @@
 //! daemon runtime ([`runtime`]). See docs/ARCHITECTURE.md for how the parts fit.
 
 pub mod api;
+pub mod backoff;
 pub mod call;
 pub mod cli;
 pub mod clock;

@@ -1,18 +1,29 @@
 //! Who is asking: the `X-Auth-Token` header names one account (config `api.tokens`), and each
 //! token has its own rate limit (`api.rate_limit` requests per second, bursts of twice that).
-//! Tokens are compared and counted, never logged. Also here: path and query extractors whose
-//! errors are the API's JSON errors, not axum's plain text.
+//! Tokens are compared and counted, never logged. An unknown token is logged with the address
+//! that sent it (for fail2ban), and [`TOKEN_FAILURES`] of them within a minute hold that address
+//! off (429 with `Retry-After`, 10 s doubling while it goes on; `backoff.rs`), so tokens cannot
+//! be guessed at network speed. Also here: path and query extractors whose errors are the API's
+//! JSON errors, not axum's plain text.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
+use crate::backoff::Backoff;
 use crate::rate::TokenBucket;
+use tracing::info;
+
+/// Unknown tokens from one address within a minute that hold it off.
+pub const TOKEN_FAILURES: u32 = 10;
+/// Addresses with failures tracked at most (idle ones are forgotten first).
+const MAX_TRACKED: usize = 65_536;
 
 /// The account a request acts for.
 pub struct Caller {
@@ -39,14 +50,37 @@ impl FromRequestParts<AppState> for Caller {
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(ApiError::unauthorized)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        if let Some(peer) = peer {
+            api.token_failures.held(peer.ip())?;
+        }
         let config = api.config();
-        let account = config
+        let Some(account) = config
             .api
             .tokens
             .iter()
             .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
             .map(|t| t.account.clone())
-            .ok_or_else(ApiError::unauthorized)?;
+        else {
+            let from = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+            info!(
+                "API: unknown token from {from} ({} {})",
+                parts.method,
+                parts.uri.path()
+            );
+            if let Some(peer) = peer
+                && let Some(block) = api.token_failures.failed(peer.ip())
+            {
+                info!(
+                    "API back-off: {peer} held off for {} s after repeated unknown tokens",
+                    block.as_secs()
+                );
+            }
+            return Err(ApiError::unauthorized());
+        };
         if let Some(rate) = config.api.rate_limit {
             api.limiter.take(token, rate)?;
         }
@@ -84,6 +118,38 @@ impl RateLimiter {
         bucket
             .take(rate as f64, capacity, now)
             .map_err(|wait| ApiError::too_many(wait.as_secs_f64().ceil().max(1.0) as u64))
+    }
+}
+
+/// Unknown tokens per address, and the back-off they lead to.
+#[derive(Default)]
+pub struct TokenFailures {
+    by_source: Mutex<HashMap<IpAddr, Backoff>>,
+}
+
+impl TokenFailures {
+    /// 429 while `ip` is held off.
+    pub fn held(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&ip).and_then(|b| b.blocked(Instant::now())) {
+            Some(wait) => Err(ApiError::held_off(wait.as_secs_f64().ceil().max(1.0) as u64)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts an unknown token from `ip`; `Some(block)` when it starts a block.
+    pub fn failed(&self, ip: IpAddr) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(&ip) && map.len() >= MAX_TRACKED {
+            map.retain(|_, b| !b.is_idle(now));
+            if map.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
+        map.entry(ip)
+            .or_insert_with(|| Backoff::new(now))
+            .failed(TOKEN_FAILURES, now)
     }
 }
 

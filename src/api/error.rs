@@ -79,6 +79,18 @@ impl ApiError {
         }
     }
 
+    /// 429 for an address held off after repeated unknown tokens.
+    pub fn held_off(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests",
+                json!({ "message": "too many unknown tokens from this address; retry later" }),
+            )
+        }
+    }
+
     /// 409: the call is not in a state where this can be done.
     pub fn conflict(why: &str) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", json!({ "message": why }))

@@ -16,6 +16,7 @@
 mod auth;
 mod error;
 mod kazoo;
+mod listener;
 mod metrics;
 mod ozml;
 mod sse;
@@ -66,6 +67,8 @@ pub struct Api {
     pub events: Arc<EventBus>,
     pub metrics: Arc<Metrics>,
     pub limiter: RateLimiter,
+    /// Unknown tokens per address (the back-off).
+    pub token_failures: auth::TokenFailures,
     pub transfers: transfers::Transfers,
     pub webhooks: webhooks::WebhookStats,
     /// Posts webhooks and `FinishedUrl` callbacks.
@@ -110,6 +113,7 @@ impl ApiServer {
             events,
             metrics,
             limiter: RateLimiter::default(),
+            token_failures: auth::TokenFailures::default(),
             transfers: transfers::Transfers::default(),
             webhooks: webhooks::WebhookStats::default(),
             http,
@@ -119,14 +123,7 @@ impl ApiServer {
         webhooks::start(Arc::clone(&api));
         let app = router(Arc::clone(&api));
         let shutdown = api.shutdown.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                warn!("API server stopped: {e}");
-            }
-        });
+        let task = tokio::spawn(listener::serve(listener, app, shutdown));
         info!("API listening on http://{addr}");
         Ok(ApiServer { api, addr, task })
     }
@@ -166,11 +163,29 @@ fn router(api: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(bound_request_time))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&api),
             count_responses,
         ))
         .with_state(api)
+}
+
+/// A request read and answered within `listener::REQUEST_TIMEOUT`, or 408: a client sending its
+/// body a byte at a time holds nothing for long.
+async fn bound_request_time(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(listener::REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request timeout",
+            json!({ "message": format!(
+                "the request was not read and answered within {} s",
+                listener::REQUEST_TIMEOUT.as_secs()
+            ) }),
+        )
+        .into_response(),
+    }
 }
 
 /// Counts every response by status for `/metrics`.

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Backoff, FAILURE_WINDOW};
 use crate::rate::TokenBucket;
 
 /// Addresses tracked at most; beyond, the least recently seen are forgotten.
@@ -31,78 +32,22 @@ const MAX_USERS: usize = 16_384;
 pub const SOURCE_FAILURES: u32 = 5;
 /// Wrong answers for one user within [`FAILURE_WINDOW`] that block strangers' attempts.
 pub const USER_FAILURES: u32 = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-const FIRST_BLOCK: Duration = Duration::from_secs(10);
-const LONGEST_BLOCK: Duration = Duration::from_secs(15 * 60);
 /// An address is logged as flooding at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Addresses that succeeded as a user, remembered per user.
 const KNOWN_SOURCES: usize = 8;
 
-/// Failures counted in a window, and the block they led to.
-#[derive(Debug)]
-struct Failures {
-    count: u32,
-    window_start: Instant,
-    blocked_until: Option<Instant>,
-    /// The next block's length (doubles with every block).
-    next_block: Duration,
-}
-
-impl Failures {
-    fn new(now: Instant) -> Failures {
-        Failures {
-            count: 0,
-            window_start: now,
-            blocked_until: None,
-            next_block: FIRST_BLOCK,
-        }
-    }
-
-    fn blocked(&self, now: Instant) -> Option<Duration> {
-        self.blocked_until
-            .filter(|&until| until > now)
-            .map(|until| until - now)
-    }
-
-    /// Counts a failure; `Some(block)` when it starts a block.
-    fn failed(&mut self, limit: u32, now: Instant) -> Option<Duration> {
-        if now.duration_since(self.window_start) > FAILURE_WINDOW {
-            self.count = 0;
-            self.window_start = now;
-            // A quiet window forgives earlier blocks.
-            if self.blocked(now).is_none()
-                && self
-                    .blocked_until
-                    .is_none_or(|u| now.duration_since(u) > FAILURE_WINDOW)
-            {
-                self.next_block = FIRST_BLOCK;
-            }
-        }
-        self.count += 1;
-        if self.count < limit {
-            return None;
-        }
-        let block = self.next_block;
-        self.blocked_until = Some(now + block);
-        self.next_block = (block * 2).min(LONGEST_BLOCK);
-        self.count = 0;
-        self.window_start = now;
-        Some(block)
-    }
-}
-
 #[derive(Debug)]
 struct Source {
     requests: TokenBucket,
-    failures: Failures,
+    failures: Backoff,
     seen: Instant,
     logged_flood: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct UserFailures {
-    failures: Failures,
+    failures: Backoff,
     /// Addresses that authenticated as the user: not held off by its block.
     known: Vec<IpAddr>,
 }
@@ -154,7 +99,7 @@ impl SourceGuard {
         let source = self.sources.entry(ip).or_insert_with(|| Source {
             // Full: the first take caps it at the burst.
             requests: TokenBucket::full(f64::MAX, now),
-            failures: Failures::new(now),
+            failures: Backoff::new(now),
             seen: now,
             logged_flood: None,
         });
@@ -219,8 +164,7 @@ impl SourceGuard {
             return BlockStarted::Source(block);
         }
         if !self.users.contains_key(user) && self.users.len() >= MAX_USERS {
-            self.users
-                .retain(|_, u| now.duration_since(u.failures.window_start) <= FAILURE_WINDOW);
+            self.users.retain(|_, u| !u.failures.is_idle(now));
             if self.users.len() >= MAX_USERS {
                 return BlockStarted::None;
             }
@@ -229,7 +173,7 @@ impl SourceGuard {
             .users
             .entry(user.to_string())
             .or_insert_with(|| UserFailures {
-                failures: Failures::new(now),
+                failures: Backoff::new(now),
                 known: Vec::new(),
             });
         match entry.failures.failed(USER_FAILURES, now) {
@@ -313,6 +257,7 @@ impl Drop for RingingSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::FIRST_BLOCK;
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])

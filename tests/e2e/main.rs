@@ -10,6 +10,7 @@
 mod common;
 
 mod api_calls;
+mod api_hostile;
 mod api_schema;
 mod baresip_call;
 mod call_path;

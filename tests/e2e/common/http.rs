@@ -30,6 +30,18 @@ impl Response {
     }
 }
 
+/// A connection to 127.0.0.1:`port` from the loopback address `source` (127.0.0.x: another
+/// client, as far as the daemon can tell).
+pub fn connect_from(source: &str, port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let remote: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    socket.connect(&remote.into()).expect("the API accepts");
+    socket.into()
+}
+
 /// Sends one request to the API on `port`; `token` goes in `X-Auth-Token`.
 pub fn request(
     port: u16,
@@ -38,7 +50,19 @@ pub fn request(
     token: Option<&str>,
     body: Option<(&str, &str)>,
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the API accepts");
+    request_from("127.0.0.1", port, method, path, token, body)
+}
+
+/// [`request`] from the loopback address `source`.
+pub fn request_from(
+    source: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> Response {
+    let mut stream = connect_from(source, port);
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some(t) = token {
