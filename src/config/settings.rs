@@ -31,6 +31,10 @@ pub struct SipSettings {
     pub max_source_rate: Option<u32>,
     /// Calls ringing at once from one address (not trusted peers); `None`: no limit.
     pub max_source_unanswered: Option<u32>,
+    /// SIP-over-TCP connections open at once; `None`: no limit.
+    pub tcp_max_connections: Option<u32>,
+    /// SIP-over-TCP connections open at once from one address; `None`: no limit.
+    pub tcp_max_per_source: Option<u32>,
     /// Sources whose calls are trusted like a directory device's (they may reach the
     /// upstream); other callers that are no device of the directory reach only its users.
     pub trusted_peers: Vec<AddressRange>,
@@ -92,6 +96,10 @@ const DEFAULT_SIP: &str = "127.0.0.1:5060";
 pub const DEFAULT_MAX_SOURCE_RATE: u32 = 30;
 /// Calls ringing at once from one address.
 pub const DEFAULT_MAX_SOURCE_UNANSWERED: u32 = 20;
+/// SIP-over-TCP connections open at once.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 8192;
+/// SIP-over-TCP connections open at once from one address.
+pub const DEFAULT_TCP_MAX_PER_SOURCE: u32 = 64;
 
 pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings> {
     let null = Node::null(Default::default());
@@ -135,6 +143,16 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         Some(DEFAULT_MAX_SOURCE_UNANSWERED),
         report,
     );
+    let tcp_max_connections = limit(
+        "tcp_max_connections",
+        Some(DEFAULT_TCP_MAX_CONNECTIONS),
+        report,
+    );
+    let tcp_max_per_source = limit(
+        "tcp_max_per_source",
+        Some(DEFAULT_TCP_MAX_PER_SOURCE),
+        report,
+    );
     let trusted_peers = match f.get("trusted_peers") {
         None => Some(Vec::new()),
         Some(n) if n.is_null() => Some(Vec::new()),
@@ -160,6 +178,8 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         max_call_rate: max_call_rate?,
         max_source_rate: max_source_rate?,
         max_source_unanswered: max_source_unanswered?,
+        tcp_max_connections: tcp_max_connections?,
+        tcp_max_per_source: tcp_max_per_source?,
         trusted_peers: trusted_peers?,
     })
 }

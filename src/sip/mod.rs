@@ -16,4 +16,5 @@ pub mod repair;
 pub mod replaces;
 pub mod route;
 pub mod server;
+pub mod tcp;
 pub mod udp;

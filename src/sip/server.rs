@@ -39,6 +39,7 @@ use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::replaces::Replaces;
 use super::route::{InviteContext, identify_replacer, route_dialled, route_invite};
+use super::tcp::{self, TcpConnections, TcpLimits};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
 use crate::call::{CallSetup, Party as CallParty};
@@ -68,6 +69,8 @@ struct State {
     guard: Mutex<SourceGuard>,
     /// Calls ringing per source (`sip.max_source_unanswered`).
     unanswered: Arc<Unanswered>,
+    /// Inbound SIP-over-TCP connections (a request arriving marks its connection as spoken).
+    tcp: Arc<TcpConnections>,
 }
 
 impl SipServer {
@@ -100,15 +103,16 @@ impl SipServer {
                     .map_err(|e| format!("cannot listen for SIP on udp {udp}: {e}"))?;
             transports.add_transport(conn.into());
         }
-        if let Some(tcp) = settings.tcp {
-            // rsipstack binds TCP in the background and only logs a failure: try it here first.
-            std::net::TcpListener::bind(tcp)
-                .map_err(|e| format!("cannot listen for SIP on tcp {tcp}: {e}"))?;
-            let conn = TcpListenerConnection::new(tcp, None)
-                .await
-                .map_err(|e| format!("cannot listen for SIP on tcp {tcp}: {e}"))?;
-            transports.add_transport(conn.into());
-        }
+        // TCP is accepted by hookflash (bounded, `tcp.rs`), not by rsipstack.
+        let tcp_listener = match settings.tcp {
+            Some(tcp) => Some(
+                tokio::net::TcpListener::bind(tcp)
+                    .await
+                    .map_err(|e| format!("cannot listen for SIP on tcp {tcp}: {e}"))?,
+            ),
+            None => None,
+        };
+        transports.set_stream_idle_timeout(tcp::IDLE_TIMEOUT);
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transports)
@@ -118,11 +122,49 @@ impl SipServer {
             .incoming_transactions()
             .map_err(|e| format!("SIP endpoint: {e}"))?;
         let inner = endpoint.inner.clone();
-        tokio::spawn(async move {
+        let mut serving = Box::pin(async move {
             if let Err(e) = inner.serve().await {
                 warn!("SIP endpoint stopped: {e}");
             }
         });
+        // Polled once here: rsipstack takes the list of listeners it serves on its first poll,
+        // before the TCP listener (served by `tcp.rs`) joins the list below. (Were it ever to
+        // take the list later, its own bind of the same address would fail and be logged.)
+        std::future::poll_fn(|cx| {
+            let _ = serving.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        tokio::spawn(serving);
+        let tcp_connections = Arc::new(TcpConnections::default());
+        if let Some(listener) = tcp_listener {
+            let local = listener
+                .local_addr()
+                .map_err(|e| format!("SIP over TCP: {e}"))?;
+            // Known to rsipstack as a listener: the Via and Contact of what it sends over TCP.
+            let conn = TcpListenerConnection::new(local, None)
+                .await
+                .map_err(|e| format!("cannot listen for SIP on tcp {local}: {e}"))?;
+            let sip_addr = conn.get_addr().clone();
+            endpoint.inner.transport_layer.add_transport(conn.into());
+            let source = Arc::clone(&config);
+            let limits: Arc<dyn Fn() -> TcpLimits + Send + Sync> = Arc::new(move || {
+                let sip = &source().sip;
+                let limit = |v: Option<u32>| v.map_or(usize::MAX, |v| v as usize);
+                TcpLimits {
+                    total: limit(sip.tcp_max_connections),
+                    per_source: limit(sip.tcp_max_per_source),
+                }
+            });
+            tcp::serve(
+                listener,
+                sip_addr,
+                endpoint.inner.clone(),
+                Arc::clone(&tcp_connections),
+                limits,
+                cancel.child_token(),
+            );
+        }
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let calls = Calls::new();
         let host = &settings.advertised_address;
@@ -163,6 +205,7 @@ impl SipServer {
             )),
             guard: Mutex::new(SourceGuard::new()),
             unanswered: Unanswered::new(),
+            tcp: tcp_connections,
         });
         let dispatch_state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -283,6 +326,9 @@ fn random_secret() -> String {
 }
 
 async fn handle(mut tx: Transaction, state: &State) {
+    if let Some(connection) = &tx.connection {
+        state.tcp.spoke(connection);
+    }
     let request = Request::from_stack(&tx.original);
     let in_dialog = request
         .header("To")

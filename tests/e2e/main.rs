@@ -22,6 +22,7 @@ mod linphone_call;
 mod media_playback;
 mod replaces;
 mod sip_register;
+mod sip_tcp;
 mod source_limits;
 mod three_way;
 mod toll_fraud;

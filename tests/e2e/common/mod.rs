@@ -122,7 +122,33 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut child = bin()
+        Daemon::start_with(config, bin())
+    }
+
+    /// [`Daemon::start`] with at most `files` open file descriptors (RLIMIT_NOFILE), to try
+    /// what running out of them does.
+    pub fn start_with_file_limit(config: &Path, files: u64) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut command = bin();
+        // SAFETY: setrlimit(2) only, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: files,
+                    rlim_max: files,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Daemon::start_with(config, command)
+    }
+
+    fn start_with(config: &Path, mut command: Command) -> Daemon {
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             // Relative paths the daemon writes (recordings) land in the sandbox.
