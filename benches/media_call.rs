@@ -45,6 +45,7 @@ fn call(laws: &[Law]) -> MediaCall {
             rtcp: None,
             telephone_event: Some(101),
             receives: true,
+            sends: true,
             g711: Some((law.payload_type(), law)),
         };
         call.handle(0, MediaCommand::Party(leg, party), &mut out);

@@ -527,6 +527,28 @@ impl CallCore {
                     self.feature(Happened::MediaEnded { leg }, env);
                 }
             }
+            MediaEvent::Inactive { leg, silent_ms } => {
+                // A party silent past `rtp.timeout` (or `rtp.hold_timeout`) in an answered
+                // conversation is gone without a BYE (a phone unplugged, a network lost): the
+                // call ends, BYE to every leg, rather than holding its ports forever. A leg
+                // still ringing is the ring timeout's business.
+                let answered = self
+                    .call
+                    .leg(leg)
+                    .is_some_and(|l| l.answered() && !l.gone());
+                if self.call.answered && answered {
+                    info!(
+                        call = %self.call.id,
+                        leg = %leg,
+                        "no media from the party for {} s (rtp.timeout): hanging the call up",
+                        silent_ms / 1000
+                    );
+                    self.running = None;
+                    for other in 0..self.call.legs.len() {
+                        self.call.hangup(LegId(other as u16));
+                    }
+                }
+            }
         }
     }
 

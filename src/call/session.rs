@@ -30,6 +30,8 @@ pub fn party_media(sdp: &AudioSdp) -> PartyMedia {
         telephone_event: sdp.telephone_event,
         receives: sdp.rtp.is_some()
             && matches!(sdp.direction, Direction::SendRecv | Direction::RecvOnly),
+        sends: sdp.rtp.is_some()
+            && matches!(sdp.direction, Direction::SendRecv | Direction::SendOnly),
         g711: sdp
             .codecs
             .iter()

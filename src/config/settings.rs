@@ -10,7 +10,9 @@ use crate::media::inband::InbandPolicy;
 use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
 use crate::sdp::{CodecPolicy, G711};
 use crate::yaml::Node;
-use crate::yaml::fields::{Fields, boolean, integer, non_empty_string, one_of, string};
+use crate::yaml::fields::{
+    BareUnit, Fields, boolean, duration_ms, integer, non_empty_string, one_of, string,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SipSettings {
@@ -48,7 +50,17 @@ pub struct RtpSettings {
     pub port_max: u16,
     /// Whose audio is listened to for in-band DTMF tones.
     pub inband_dtmf: InbandPolicy,
+    /// A party in a live conversation silent (no RTP, no RTCP) this long ends the call;
+    /// `None`: never.
+    pub timeout_ms: Option<u64>,
+    /// The same for a party on hold (which may send nothing at all).
+    pub hold_timeout_ms: Option<u64>,
 }
+
+/// `rtp.timeout` when not written (rtpengine's default too).
+pub const DEFAULT_RTP_TIMEOUT_MS: u64 = 60_000;
+/// `rtp.hold_timeout` when not written.
+pub const DEFAULT_RTP_HOLD_TIMEOUT_MS: u64 = 3_600_000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiToken {
@@ -206,6 +218,20 @@ pub fn read_rtp(node: Option<&Node>, report: &mut Report) -> Option<RtpSettings>
         Some(n) => one_of(n, "inband_dtmf", &InbandPolicy::NAMES, report),
         None => Some(InbandPolicy::Auto),
     };
+    let mut timeout = |key: &'static str, default: u64, report: &mut Report| match f.get(key) {
+        None => Some(Some(default)),
+        Some(n) if n.is_null() => Some(None),
+        Some(n) => duration_ms(n, key, BareUnit::Seconds, 24 * 3_600_000, report).and_then(|ms| {
+            if ms < 1000 {
+                report.error(n.pos, format!("`{key}`: at least 1 s"));
+                None
+            } else {
+                Some(Some(ms))
+            }
+        }),
+    };
+    let timeout_ms = timeout("timeout", DEFAULT_RTP_TIMEOUT_MS, report);
+    let hold_timeout_ms = timeout("hold_timeout", DEFAULT_RTP_HOLD_TIMEOUT_MS, report);
     f.finish(report);
     let (port_min, port_max) = ports?;
     Some(RtpSettings {
@@ -213,6 +239,8 @@ pub fn read_rtp(node: Option<&Node>, report: &mut Report) -> Option<RtpSettings>
         port_min,
         port_max,
         inband_dtmf: inband_dtmf?,
+        timeout_ms: timeout_ms?,
+        hold_timeout_ms: hold_timeout_ms?,
     })
 }
 

@@ -85,6 +85,18 @@ pub enum MediaEvent {
     Engine { presser: LegId, event: Box<Event> },
     /// A clip the leg heard (not looped) has played out; the leg hears silence now.
     MediaEnded { leg: LegId },
+    /// Nothing (RTP or RTCP) has come from the leg's party for its inactivity timeout: gone
+    /// without a BYE, most likely. Reported once per silence.
+    Inactive { leg: LegId, silent_ms: Millis },
+}
+
+/// How long a party may be silent (no RTP, no RTCP) before [`MediaEvent::Inactive`]: `active`
+/// for a party in a live conversation (`sendrecv`), `held` for one on hold (which may send
+/// nothing at all). `None`: never.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inactivity {
+    pub active: Option<Micros>,
+    pub held: Option<Micros>,
 }
 
 /// What the control plane tells a call's media.
@@ -105,6 +117,8 @@ pub enum MediaCommand {
     Key(LegId, Key),
     /// Whether received audio goes to the recording tap.
     Recording(bool),
+    /// The inactivity timeouts (`rtp.timeout`, `rtp.hold_timeout`).
+    Inactivity(Inactivity),
 }
 
 /// One packet to send.
@@ -155,6 +169,7 @@ pub struct MediaCall {
     /// The earliest timer of the legs, when known: relaying plain audio moves no timer, so the
     /// deadline is worked out again only after something that may have.
     deadline: Option<Option<Micros>>,
+    inactivity: Inactivity,
 }
 
 /// The legs hearing one leg: one almost always, a few at most; kept off the heap.
@@ -197,6 +212,7 @@ impl MediaCall {
             engine_events: Vec::new(),
             counters: Counters::default(),
             deadline: None,
+            inactivity: Inactivity::default(),
         }
     }
 
@@ -208,9 +224,16 @@ impl MediaCall {
     /// When [`MediaCall::handle_timeout`] must run next.
     pub fn poll_timeout(&mut self) -> Option<Micros> {
         let legs = &self.legs;
-        *self
-            .deadline
-            .get_or_insert_with(|| legs.iter().flatten().filter_map(|l| l.next_timer()).min())
+        let inactivity = self.inactivity;
+        // A silence deadline counts from the last packet as of when it is worked out: packets
+        // since only make it early, and then it is worked out again (one wake-up per timeout,
+        // not per packet).
+        *self.deadline.get_or_insert_with(|| {
+            legs.iter()
+                .flatten()
+                .filter_map(|l| min_some(l.next_timer(), silence_deadline(l, inactivity)))
+                .min()
+        })
     }
 
     /// Whether the call has leg `leg`.
@@ -247,8 +270,11 @@ impl MediaCall {
                     self.legs.resize_with(i + 1, || None);
                 }
                 if self.legs[i].is_none() {
-                    self.legs[i] = Some(MediaLeg::new());
+                    let mut l = MediaLeg::new();
+                    l.last_heard = now;
+                    self.legs[i] = Some(l);
                 }
+                self.deadline = None;
             }
             MediaCommand::RemoveLeg(leg) => {
                 if let Some(l) = self.legs.get_mut(leg.index()) {
@@ -256,11 +282,16 @@ impl MediaCall {
                 }
             }
             MediaCommand::Party(leg, party) => {
+                self.deadline = None;
                 let i = leg.index();
                 let Some(l) = self.leg_mut(i) else {
                     return;
                 };
                 l.party = party;
+                // A new description starts the silence count afresh (a party taken off hold
+                // has had nothing to send).
+                l.last_heard = now;
+                l.silence_reported = false;
                 l.latch.resignal(party.rtp);
                 l.rtcp_latch.resignal(party.rtcp);
                 let listened = self.inband.listens(party.telephone_event.is_some());
@@ -327,24 +358,36 @@ impl MediaCall {
                 }
             }
             MediaCommand::Recording(on) => self.recording = on,
+            MediaCommand::Inactivity(inactivity) => {
+                self.inactivity = inactivity;
+                self.deadline = None;
+            }
         }
     }
 
     /// An RTCP packet from `from` on `leg`'s RTCP port.
     pub fn handle_rtcp(
         &mut self,
+        now: Micros,
         leg: LegId,
         from: SocketAddr,
         packet: &[u8],
         out: &mut impl Output,
     ) {
         let i = leg.index();
-        let Some(l) = self.leg_mut(i) else {
+        // The field, not `leg_mut`: the deadline is another field of `self`.
+        let Some(l) = self.legs.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         if l.rtcp_latch.check(from) == Verdict::Reject {
             self.counters.foreign += 1;
             return;
+        }
+        l.last_heard = now;
+        if l.silence_reported {
+            // Heard again: its silence deadline is due to be worked out anew.
+            l.silence_reported = false;
+            self.deadline = None;
         }
         for j in self.listeners(i).iter() {
             if let Some(to) = self.leg(j).and_then(|l| l.rtcp_latch.destination()) {
@@ -371,12 +414,19 @@ impl MediaCall {
         let i = leg.index();
         let ms = now / 1000;
         let inband = self.inband;
-        let Some(l) = self.leg_mut(i) else {
+        // The field, not `leg_mut`: the deadline is another field of `self`.
+        let Some(l) = self.legs.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         if l.latch.check(from) == Verdict::Reject {
             self.counters.foreign += 1;
             return;
+        }
+        l.last_heard = now;
+        if l.silence_reported {
+            // Heard again: its silence deadline is due to be worked out anew.
+            l.silence_reported = false;
+            self.deadline = None;
         }
         // Only telephone-events are parsed here; `OutStream::relay` validates everything else.
         let is_event = packet.len() >= 12 && Some(packet[1] & 0x7f) == l.party.telephone_event;
@@ -415,6 +465,7 @@ impl MediaCall {
     pub fn handle_timeout(&mut self, now: Micros, out: &mut impl Output) {
         self.deadline = None;
         let ms = now / 1000;
+        self.report_silences(now);
         for i in 0..self.legs.len() {
             let Some(l) = self.legs[i].as_mut() else {
                 continue;
@@ -442,6 +493,21 @@ impl MediaCall {
             self.send_keys(i, ms, out);
             self.play_clip(i, now, out);
             self.play_mix(i, now, out);
+        }
+    }
+
+    /// Reports each leg whose party has been silent past its timeout (once per silence).
+    fn report_silences(&mut self, now: Micros) {
+        let inactivity = self.inactivity;
+        for (i, l) in self.legs.iter_mut().enumerate() {
+            let Some(l) = l.as_mut() else { continue };
+            if silence_deadline(l, inactivity).is_some_and(|due| due <= now) {
+                l.silence_reported = true;
+                self.events.push_back(MediaEvent::Inactive {
+                    leg: LegId(i as u16),
+                    silent_ms: now.saturating_sub(l.last_heard) / 1000,
+                });
+            }
         }
     }
 
@@ -978,6 +1044,29 @@ fn write_header(packet: &mut [u8], (pt, marker, seq, ts, ssrc): (u8, bool, u16, 
 }
 
 /// A G.711 packet (of `law`) from the party of leg `i`, as a recording frame.
+/// When `leg`'s party's silence is due to be reported, if it can be: its media is known, and a
+/// timeout applies to its direction.
+fn silence_deadline(leg: &MediaLeg, inactivity: Inactivity) -> Option<Micros> {
+    if leg.silence_reported || leg.party.rtp.is_none() {
+        return None;
+    }
+    let live = leg.party.sends && leg.party.receives;
+    let timeout = if live {
+        inactivity.active
+    } else {
+        inactivity.held
+    }?;
+    Some(leg.last_heard.saturating_add(timeout))
+}
+
+fn min_some(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 fn frame_of(i: usize, packet: &[u8], ms: Millis, law: Law) -> Option<Box<Frame>> {
     let rtp = RtpPacket::parse(packet).ok()?;
     let payload = rtp.payload();

@@ -28,6 +28,9 @@ pub struct PartyMedia {
     pub telephone_event: Option<u8>,
     /// Whether it wants media now (false on hold: `sendonly`, `inactive`).
     pub receives: bool,
+    /// Whether it said it sends media (`sendrecv`, `sendonly`): with `receives`, a party in a
+    /// live conversation, whose silence means it is gone (`rtp.timeout`).
+    pub sends: bool,
     /// Its payload type and law when its codec is G.711: how hookflash's own audio reaches it.
     pub g711: Option<(u8, Law)>,
 }
@@ -86,6 +89,12 @@ pub struct MediaLeg {
     pub keys_out: KeysOut,
     /// Its party's last frames, while another leg hears it in a mix.
     pub said: Option<Box<Said>>,
+    /// When its party was last heard (an RTP or RTCP packet from it), or its media last
+    /// described: what the inactivity timeout counts from.
+    pub last_heard: Micros,
+    /// Its silence has been reported ([`super::call::MediaEvent::Inactive`]) and no packet came
+    /// since.
+    pub silence_reported: bool,
 }
 
 impl MediaLeg {
@@ -103,6 +112,8 @@ impl MediaLeg {
             hears: Hears::Silence,
             keys_out: KeysOut::default(),
             said: None,
+            last_heard: 0,
+            silence_reported: false,
         }
     }
 

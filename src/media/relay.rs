@@ -698,7 +698,7 @@ impl Worker {
                     };
                     let packet = &mut batch.bufs[i][..batch.lens[i]];
                     if rtcp {
-                        media.handle_rtcp(leg_id, from, packet, out);
+                        media.handle_rtcp(now, leg_id, from, packet, out);
                     } else {
                         media.handle_rtp(now, leg_id, from, packet, out);
                     }

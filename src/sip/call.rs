@@ -34,7 +34,7 @@ use crate::call::{
 use crate::engine::metaflow::Metaflow;
 use crate::events::EventBus;
 use crate::leg::LegId;
-use crate::media::call::MediaEvent;
+use crate::media::call::{Inactivity, MediaCommand, MediaEvent};
 use crate::media::leg::Hearing;
 use crate::media::library::{Media, MediaLibrary};
 use crate::media::recorder::Recording;
@@ -49,6 +49,9 @@ pub struct CallPlan {
     /// The call's place under `sip.max_source_unanswered` for its source, given back when the
     /// caller is answered (or the call ends first).
     pub ringing: Option<super::guard::RingingSlot>,
+    /// How long a party may be silent before the call is ended (`rtp.timeout`,
+    /// `rtp.hold_timeout`).
+    pub inactivity: Inactivity,
     pub setup: CallSetup,
 }
 
@@ -104,6 +107,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     let CallPlan {
         admission,
         ringing,
+        inactivity,
         setup,
     } = plan;
     let caller_takes_update = capabilities::allows(&tx.original.headers, "UPDATE");
@@ -181,6 +185,7 @@ pub async fn run_call(mut tx: Box<Transaction>, plan: CallPlan, env: Arc<CallEnv
     }
     let (media_tx, mut media_rx) = unbounded_channel();
     let mut media = env.relay.new_call(media_tx, inband);
+    media.command(MediaCommand::Inactivity(inactivity));
     media.batch_wakes();
     let mut shell = Shell {
         media,

@@ -43,6 +43,7 @@ use super::tcp::{self, TcpConnections, TcpLimits};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
 use crate::call::{CallSetup, Party as CallParty};
+use crate::media::call::Inactivity;
 
 /// Where handlers find the config in force (it changes on reload).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -612,9 +613,14 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
     let callee_user = user_and_host(uri_of(&routed.target))
         .map(|(u, _)| u.to_string())
         .unwrap_or_default();
+    let micros = |ms: Option<u64>| ms.map(|ms| ms * 1000);
     Ok(CallPlan {
         admission,
         ringing,
+        inactivity: Inactivity {
+            active: micros(config.rtp.timeout_ms),
+            held: micros(config.rtp.hold_timeout_ms),
+        },
         setup: CallSetup {
             call_id,
             account,

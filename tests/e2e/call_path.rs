@@ -1081,3 +1081,49 @@ fn a_drain_that_runs_out_of_time_hangs_the_calls_up() {
         daemon.log.join("\n")
     );
 }
+
+#[test]
+fn a_call_whose_parties_fall_silent_is_hung_up_after_the_rtp_timeout() {
+    // Two phones that answer and then send nothing (no RTP, no RTCP, no BYE: unplugged, or
+    // their network gone): after `rtp.timeout` hookflash ends the call with a BYE to each (their
+    // scenarios wait for it) and frees its ports.
+    let callee = crate::common::SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", "9"],
+    );
+    let sandbox = crate::common::Sandbox::from_example();
+    let config = sandbox
+        .config_for_callees(&[("1002", callee.port)])
+        .replace("  inband_dtmf: auto", "  inband_dtmf: auto\n  timeout: 2s");
+    assert!(config.contains("timeout: 2s"));
+    sandbox.write("config.yaml", &config);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let caller = std::thread::spawn(move || {
+        sipp(
+            "uac_wait_bye.xml",
+            &target,
+            "u1",
+            &["-s", "1002", "-key", "caller", "1001", "-mp", "0"],
+        )
+    });
+    daemon.wait_for("answered");
+    let line = daemon.wait_for("no media from the party for");
+    assert!(line.contains("rtp.timeout"), "{line}");
+    let out = caller.join().unwrap();
+    assert!(
+        out.status.success(),
+        "the caller got its BYE: {}",
+        describe(&out)
+    );
+    let out = callee.finish();
+    assert!(
+        out.status.success(),
+        "the callee got its BYE: {}",
+        describe(&out)
+    );
+    let ended = daemon.wait_for("calls_left=0");
+    assert!(ended.contains("rtp_pairs_in_use=0"), "{ended}");
+}

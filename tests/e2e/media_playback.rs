@@ -21,6 +21,7 @@ fn party(law: Law) -> (UdpSocket, PartyMedia) {
         rtcp: None,
         telephone_event: Some(101),
         receives: true,
+        sends: true,
         g711: Some((law.payload_type(), law)),
     };
     (s, media)

@@ -589,6 +589,7 @@ fn copy(c: &Command) -> Command {
             MediaCommand::KeyRoute(l, r) => MediaCommand::KeyRoute(*l, *r),
             MediaCommand::Key(l, k) => MediaCommand::Key(*l, *k),
             MediaCommand::Recording(on) => MediaCommand::Recording(*on),
+            MediaCommand::Inactivity(i) => MediaCommand::Inactivity(*i),
             MediaCommand::Listener(..) | MediaCommand::Hear(..) => unreachable!(),
         }),
         Command::Record(to) => Command::Record(to.clone()),

@@ -13,7 +13,7 @@ use hookflash::engine::metaflow::Metaflow;
 use hookflash::keys::Key;
 use hookflash::leg::LegId;
 use hookflash::media::call::{
-    KeyRoute, KeySource, MediaCall, MediaCommand, MediaEvent, Micros, Output, Transmit,
+    Inactivity, KeyRoute, KeySource, MediaCall, MediaCommand, MediaEvent, Micros, Output, Transmit,
 };
 use hookflash::media::clip::Clip;
 use hookflash::media::g711::Law;
@@ -134,6 +134,7 @@ impl Media {
             rtcp: Some(SocketAddr::new(address(leg).ip(), address(leg).port() + 1)),
             telephone_event: event_pt,
             receives: true,
+            sends: true,
             g711: Some((if law == Law::Ulaw { 0 } else { 8 }, law)),
         };
         self.command(MediaCommand::AddLeg(leg));
@@ -339,9 +340,8 @@ fn audio_reaches_the_other_party_on_hookflashs_own_stream() {
     // RTCP goes between the RTCP ports as it is.
     let rtcp_from = SocketAddr::new(address(A).ip(), address(A).port() + 1);
     let now = m.now();
-    let _ = now;
     m.call
-        .handle_rtcp(A, rtcp_from, &[0x80, 200, 0, 1], &mut m.wire);
+        .handle_rtcp(now, A, rtcp_from, &[0x80, 200, 0, 1], &mut m.wire);
     let rtcp: Vec<_> = m.wire.sent.iter().filter(|s| s.rtcp).collect();
     assert_eq!(rtcp.len(), 1);
     assert_eq!(rtcp[0].to.port(), address(B).port() + 1);
@@ -356,6 +356,65 @@ fn a_stranger_is_dropped_and_counted() {
     m.rtp_from(A, stranger, &mut p);
     assert_eq!(m.to(B).len(), 1, "only the latched party's packet");
     assert_eq!(m.call.counters.foreign, 1);
+}
+
+/// The silences reported so far, by leg.
+fn silences(m: &Media) -> Vec<LegId> {
+    m.events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Inactive { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_party_silent_past_the_timeout_is_reported_once_and_packets_keep_it_alive() {
+    let (mut m, mut a, _) = two_parties();
+    m.command(MediaCommand::Inactivity(Inactivity {
+        active: Some(2_000_000),
+        held: Some(10_000_000),
+    }));
+    // A talks (RTP) and B sends only RTCP, every second: neither is silent.
+    for _ in 0..5 {
+        for _ in 0..50 {
+            m.rtp(A, a.audio());
+            m.advance_ms(20);
+        }
+        let now = m.now();
+        let rtcp_from = SocketAddr::new(address(B).ip(), address(B).port() + 1);
+        m.call
+            .handle_rtcp(now, B, rtcp_from, &[0x80, 200, 0, 1], &mut m.wire);
+    }
+    assert!(silences(&m).is_empty(), "{:?}", m.events);
+    // Then both fall silent: each is reported 2 s after its last packet, once.
+    m.advance_ms(2_100);
+    let mut reported = silences(&m);
+    reported.sort_by_key(|l| l.0);
+    assert_eq!(reported, [A, B]);
+    m.advance_ms(20_000);
+    assert_eq!(silences(&m).len(), 2, "once per silence");
+    // A packet starts the count again.
+    m.rtp(A, a.audio());
+    m.advance_ms(2_100);
+    assert_eq!(silences(&m).len(), 3);
+}
+
+#[test]
+fn a_party_on_hold_has_the_longer_timeout() {
+    let (mut m, _, _) = two_parties();
+    m.command(MediaCommand::Inactivity(Inactivity {
+        active: Some(2_000_000),
+        held: Some(10_000_000),
+    }));
+    let mut held = m.call.party(B).unwrap();
+    held.receives = false; // `sendonly`: it put the call on hold
+    m.command(MediaCommand::Party(B, held));
+    m.advance_ms(5_000);
+    assert_eq!(silences(&m), [A], "only the party in a live conversation");
+    m.advance_ms(6_000);
+    assert_eq!(silences(&m), [A, B]);
 }
 
 #[test]
