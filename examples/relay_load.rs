@@ -284,6 +284,7 @@ fn relayed_call(
                 rtcp: None,
                 telephone_event: Some(101),
                 receives: true,
+                sends: true,
                 g711: Some((0, hookflash::media::g711::Law::Ulaw)),
             },
         );
