@@ -149,6 +149,7 @@ fn main() {
                     rtcp: None,
                     telephone_event: Some(101),
                     receives: true,
+                    sends: true,
                     g711: Some((0, Law::Ulaw)),
                 },
             );
