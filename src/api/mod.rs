@@ -14,6 +14,7 @@
 //! whether the feature could start; what follows comes as events.
 
 mod auth;
+mod callbacks;
 mod error;
 mod kazoo;
 mod listener;
@@ -71,8 +72,11 @@ pub struct Api {
     pub token_failures: auth::TokenFailures,
     pub transfers: transfers::Transfers,
     pub webhooks: webhooks::WebhookStats,
-    /// Posts webhooks and `FinishedUrl` callbacks.
+    /// Posts webhooks (destinations named by the config).
     pub http: reqwest::Client,
+    /// Posts callbacks an API client named (`FinishedUrl`): only where `callbacks.rs` allows,
+    /// no redirects.
+    pub callbacks: reqwest::Client,
     /// Ends event streams and background work at shutdown.
     pub shutdown: CancellationToken,
 }
@@ -106,6 +110,17 @@ impl ApiServer {
             .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+        let policy_source = Arc::clone(&shared);
+        let resolver = callbacks::GuardedResolver {
+            policy: Arc::new(move || callbacks::CallbackPolicy::of(&policy_source.config.load())),
+        };
+        let callbacks = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(resolver))
+            .build()
+            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
         let api = Arc::new(Api {
             shared,
             calls,
@@ -117,6 +132,7 @@ impl ApiServer {
             transfers: transfers::Transfers::default(),
             webhooks: webhooks::WebhookStats::default(),
             http,
+            callbacks,
             shutdown: CancellationToken::new(),
         });
         transfers::follow(Arc::clone(&api));

@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::auth::{Caller, PathParams};
+use super::callbacks::CallbackPolicy;
 use super::sse::concerns;
 use super::{Api, ApiError, AppState, TransferAsk, transfer_data};
 use crate::call::request::CallRequest;
@@ -224,7 +225,11 @@ fn party(element: &Element, attribute: &str, default: Option<Party>) -> Result<P
     }
 }
 
-fn command(element: Element, media_dir: &std::path::Path) -> Result<Command, ApiError> {
+fn command(
+    element: Element,
+    media_dir: &std::path::Path,
+    callbacks: &CallbackPolicy,
+) -> Result<Command, ApiError> {
     let call = element.attribute("CallId").map(str::to_string);
     let text = element.text.trim();
     match element.name.as_str() {
@@ -239,9 +244,12 @@ fn command(element: Element, media_dir: &std::path::Path) -> Result<Command, Api
             let finished_url = element
                 .attribute("FinishedUrl")
                 .map(|u| {
-                    crate::http_url::parse(u).map_err(|why| ApiError::invalid("FinishedUrl", &why))
+                    let url = crate::http_url::parse(u)?;
+                    callbacks.check_url(&url)?;
+                    Ok(url)
                 })
-                .transpose()?;
+                .transpose()
+                .map_err(|why: String| ApiError::invalid("FinishedUrl", &why))?;
             Ok(Command::BlindTransfer {
                 call,
                 by,
@@ -299,10 +307,13 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_body("the OzML document is not UTF-8"))?;
-    let media_dir = api.config().media.dir.clone();
+    let config = api.config();
+    let media_dir = config.media.dir.clone();
+    let callbacks = CallbackPolicy::of(&config);
+    drop(config);
     let commands = elements(text)?
         .into_iter()
-        .map(|e| command(e, &media_dir))
+        .map(|e| command(e, &media_dir, &callbacks))
         .collect::<Result<Vec<_>, _>>()?;
     let find = |call_id: &str| -> Result<Target, ApiError> {
         api.calls
@@ -477,7 +488,7 @@ async fn execute(
                     ("Duration", target.started.elapsed().as_secs().to_string()),
                     ("Result", result.to_string()),
                 ];
-                match api.http.post(url.clone()).form(&form).send().await {
+                match api.callbacks.post(url.clone()).form(&form).send().await {
                     Ok(r) if r.status().is_success() => {
                         info!(call = %call, "OzML FinishedUrl notified ({result})");
                     }
@@ -521,7 +532,13 @@ mod tests {
     fn parse(doc: &str) -> Result<Vec<Command>, ApiError> {
         elements(doc)?
             .into_iter()
-            .map(|e| command(e, std::path::Path::new(".")))
+            .map(|e| {
+                command(
+                    e,
+                    std::path::Path::new("."),
+                    &CallbackPolicy::allowing_any_for_tests(),
+                )
+            })
             .collect()
     }
 

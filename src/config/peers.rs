@@ -1,7 +1,7 @@
-//! `sip.trusted_peers`: the addresses of the PBXs and carriers whose calls are trusted like a
-//! directory device's — they may reach the upstream. Anyone else who is not a device of the
-//! directory is an outside caller and reaches only the directory's users (no toll fraud through
-//! hookflash).
+//! Lists of addresses and ranges in the config: `sip.trusted_peers` (the PBXs and carriers whose
+//! calls are trusted like a directory device's — they may reach the upstream; anyone else who is
+//! not a device of the directory is an outside caller and reaches only the directory's users)
+//! and `api.callback_allow` (private addresses callbacks may go to).
 
 use std::net::IpAddr;
 
@@ -57,13 +57,13 @@ impl AddressRange {
     }
 }
 
-/// `sip.trusted_peers`: a list of addresses and ranges; each bad entry reported where it is.
-pub fn read_trusted_peers(node: &Node, report: &mut Report) -> Option<Vec<AddressRange>> {
+/// A list of addresses and ranges under `key`; each bad entry reported where it is.
+pub fn read_ranges(node: &Node, key: &str, report: &mut Report) -> Option<Vec<AddressRange>> {
     let NodeKind::Seq(items) = &node.kind else {
         report.error(
             node.pos,
             format!(
-                "`trusted_peers`: expected a list of addresses such as [192.0.2.10, 198.51.100.0/24], found {}",
+                "`{key}`: expected a list of addresses such as [192.0.2.10, 198.51.100.0/24], found {}",
                 node.describe()
             ),
         );
@@ -72,14 +72,14 @@ pub fn read_trusted_peers(node: &Node, report: &mut Report) -> Option<Vec<Addres
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for item in items {
-        let Some(text) = string(item, "trusted_peers", report) else {
+        let Some(text) = string(item, key, report) else {
             ok = false;
             continue;
         };
         match AddressRange::parse(&text) {
             Ok(range) => out.push(range),
             Err(e) => {
-                report.error(item.pos, format!("`trusted_peers`: {e}"));
+                report.error(item.pos, format!("`{key}`: {e}"));
                 ok = false;
             }
         }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::peers::{AddressRange, read_trusted_peers};
+use super::peers::{AddressRange, read_ranges};
 use crate::diagnostics::{Pos, Report};
 use crate::media::inband::InbandPolicy;
 use crate::media_ref::{DEFAULT_MUSIC_ON_HOLD, DEFAULT_RINGBACK, parse_media};
@@ -75,6 +75,9 @@ pub struct ApiSettings {
     pub tokens: Vec<ApiToken>,
     /// Requests per second each token may make (bursts of twice that); `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// Private addresses (loopback, RFC 1918, link-local…) callbacks such as OzML's
+    /// `FinishedUrl` may be posted to; public ones need no entry.
+    pub callback_allow: Vec<AddressRange>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -168,7 +171,7 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
     let trusted_peers = match f.get("trusted_peers") {
         None => Some(Vec::new()),
         Some(n) if n.is_null() => Some(Vec::new()),
-        Some(n) => read_trusted_peers(n, report),
+        Some(n) => read_ranges(n, "trusted_peers", report),
     };
     f.finish(report);
     if !ok {
@@ -290,6 +293,11 @@ pub fn read_api(
         Some(n) => integer(n, "rate_limit", 1, 10_000_000, report).map(|v| Some(v as u32)),
         None => Some(Some(DEFAULT_RATE_LIMIT)),
     };
+    let callback_allow = match f.get("callback_allow") {
+        None => Some(Vec::new()),
+        Some(n) if n.is_null() => Some(Vec::new()),
+        Some(n) => read_ranges(n, "callback_allow", report),
+    };
     let mut tokens = Vec::new();
     // (account name, its node) for the caller to check against the accounts.
     let mut references = Vec::new();
@@ -322,6 +330,7 @@ pub fn read_api(
             listen: listen?,
             tokens,
             rate_limit: rate_limit?,
+            callback_allow: callback_allow?,
         },
         references,
     ))

@@ -37,6 +37,8 @@ fn config(sandbox: &Sandbox, e_port: u16, x_port: u16, extra: &[(&str, &str)]) {
             &format!("    {TOKEN}: demo\n    {OTHER_TOKEN}: other"),
         );
     config.push_str("  other:\n    domain: other.invalid\n");
+    // The callback servers of these tests listen on this host.
+    config = config.replace("  tokens:", "  callback_allow: [127.0.0.1]\n  tokens:");
     for (from, to) in extra {
         config = config.replace(from, to);
     }

@@ -116,3 +116,78 @@ fn a_request_sent_a_byte_at_a_time_is_cut_off() {
     // Others are served meanwhile and after.
     assert_eq!(calls_from("127.0.0.16", api, TOKEN).status, 200);
 }
+
+/// An OzML document for call `call` whose `FinishedUrl` is `url`.
+fn finished_url_doc(url: &str) -> String {
+    format!(
+        r#"<Response><BlindTransfer TransferorParty="caller" Target="1003" FinishedUrl="{url}"></BlindTransfer></Response>"#
+    )
+}
+
+#[test]
+fn a_finished_url_may_not_point_at_this_host_or_the_api_itself() {
+    let sandbox = Sandbox::from_example();
+    let text = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace("  tokens:", "  callback_allow: [127.0.0.2]\n  tokens:");
+    sandbox.write("config.yaml", &text);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let api = sandbox.api_port;
+    let post = |url: &str| {
+        request_from(
+            "127.0.0.1",
+            api,
+            "POST",
+            "/v1/calls/no-such-call/ozml",
+            Some(TOKEN),
+            Some(("application/xml", &finished_url_doc(url))),
+        )
+    };
+    // A private address the config does not list: refused before anything runs.
+    let r = post("http://127.0.0.1:9/finished");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("127.0.0.1 is a private address"),
+        "{}",
+        r.body
+    );
+    let r = post("http://169.254.169.254/latest/meta-data/");
+    assert_eq!(r.status, 400, "the cloud metadata address: {}", r.body);
+    // hookflash's own API, even on an address the config lists.
+    let sandbox2 = Sandbox::from_example();
+    let text = std::fs::read_to_string(sandbox2.path("config.yaml"))
+        .unwrap()
+        .replace("  tokens:", "  callback_allow: [127.0.0.0/8]\n  tokens:");
+    sandbox2.write("config.yaml", &text);
+    let mut daemon2 = Daemon::start(&sandbox2.path("config.yaml"));
+    daemon2.wait_for("hookflash ready");
+    let api2 = sandbox2.api_port;
+    let r = request_from(
+        "127.0.0.1",
+        api2,
+        "POST",
+        "/v1/calls/no-such-call/ozml",
+        Some(TOKEN),
+        Some((
+            "application/xml",
+            &finished_url_doc(&format!("http://127.0.0.1:{api2}/v1/calls")),
+        )),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("own API"), "{}", r.body);
+    // A listed address passes the check (and the call, which does not exist, is 404).
+    let r = request_from(
+        "127.0.0.1",
+        api2,
+        "POST",
+        "/v1/calls/no-such-call/ozml",
+        Some(TOKEN),
+        Some((
+            "application/xml",
+            &finished_url_doc("http://127.0.0.2:9000/finished"),
+        )),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    drop(daemon);
+}
