@@ -8,11 +8,12 @@
 //! arrival time ([`Mixer`], sans-IO: a packet within 60 ms of where its leg left off continues
 //! it, so network jitter does not tear the audio; a longer gap is silence; a party sending faster
 //! than real time is cut, not stretched), sums the legs of each channel, and writes the file
-//! 300 ms behind the newest packet. Dropping the [`Recording`] ends the file.
+//! 300 ms behind the newest packet, its header's sizes brought up to date every second (a daemon
+//! killed mid-recording leaves a valid file). Dropping the [`Recording`] ends the file.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -104,15 +105,12 @@ fn unused(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
-fn write(
-    inbox: Receiver<Box<Frame>>,
-    mut writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
-    path: PathBuf,
-    limit_ms: Option<u64>,
-) {
+type Writer = hound::WavWriter<std::io::BufWriter<std::fs::File>>;
+
+fn write(inbox: Receiver<Box<Frame>>, mut writer: Writer, path: PathBuf, limit_ms: Option<u64>) {
     let mut mixer = Mixer::new(limit_ms);
     let mut ok = true;
-    let mut put = |samples: Vec<i16>, ok: &mut bool| {
+    let put = |writer: &mut Writer, samples: Vec<i16>, ok: &mut bool| {
         for s in samples {
             if *ok && let Err(e) = writer.write_sample(s) {
                 warn!("recording `{}`: {e}", path.display());
@@ -120,23 +118,42 @@ fn write(
             }
         }
     };
+    let mut header_written = Instant::now();
     loop {
         match inbox.recv_timeout(Duration::from_millis(200)) {
             Ok(frame) => {
                 mixer.push(&frame);
                 let ready = mixer.drain(Some(BEHIND_MS));
-                put(ready, &mut ok);
+                put(&mut writer, ready, &mut ok);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        // The header's sizes follow the data (hound writes them at the end otherwise): a
+        // daemon killed mid-recording (SIGKILL, a crash, power) leaves a valid file holding
+        // all but the last second.
+        if ok && header_written.elapsed() >= HEADER_INTERVAL {
+            header_written = Instant::now();
+            if let Err(e) = put_header(&mut writer) {
+                warn!("recording `{}`: {e}", path.display());
+                ok = false;
+            }
+        }
     }
-    put(mixer.drain(None), &mut ok);
+    put(&mut writer, mixer.drain(None), &mut ok);
     let seconds = writer.duration() as f64 / RATE as f64;
     match writer.finalize() {
         Ok(()) => info!("recording `{}` written: {seconds:.1} s", path.display()),
         Err(e) => warn!("recording `{}`: {e}", path.display()),
     }
+}
+
+/// How often a recording's header is brought up to date with its data.
+pub const HEADER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the header's sizes for the samples written so far, and everything to the file.
+fn put_header(writer: &mut Writer) -> hound::Result<()> {
+    writer.flush()
 }
 
 /// Places each leg's audio on its own timeline and hands out the two channels interleaved (the

@@ -1127,3 +1127,87 @@ fn a_call_whose_parties_fall_silent_is_hung_up_after_the_rtp_timeout() {
     let ended = daemon.wait_for("calls_left=0");
     assert!(ended.contains("rtp_pairs_in_use=0"), "{ended}");
 }
+
+#[test]
+fn a_recording_cut_short_by_sigkill_is_a_valid_wav_file() {
+    // *9 starts a recording; the call goes on; the daemon is killed (SIGKILL: no drain, no
+    // finalize). The file it leaves is a WAV file whose header holds what was written but the
+    // last second at most — not the zero sizes of a header written only at the end.
+    let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let capture_port = capture.local_addr().unwrap().port().to_string();
+    let callee = SippProcess::spawn(
+        &scenario("uas_answer.xml"),
+        "u1",
+        &["-key", "capture_port", &capture_port],
+    );
+    let sandbox = Sandbox::from_example();
+    sandbox.write(
+        "config.yaml",
+        &sandbox.config_for_callees(&[("1002", callee.port)]),
+    );
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    // *9, then ten seconds of audio.
+    let (pcap, _) = keys_pcap("*9,,,,,,,,,,", 500);
+    let pcap_path = sandbox.path("caller.pcap");
+    std::fs::write(&pcap_path, pcap).unwrap();
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let media_port = free_port().to_string();
+    let caller = SippProcess::spawn(
+        &scenario("uac_call.xml"),
+        "u1",
+        &[
+            &target,
+            "-s",
+            "1002",
+            "-key",
+            "caller",
+            "1001",
+            "-key",
+            "pcap",
+            pcap_path.to_str().unwrap(),
+            "-d",
+            "60000",
+            "-mp",
+            &media_port,
+        ],
+    );
+    daemon.event("record.started");
+    // Wait until the file's header says it holds more than a second (it is kept up to date
+    // every second while the recording runs).
+    let dir = sandbox.path("recordings");
+    let deadline = std::time::Instant::now() + WAIT;
+    let file = loop {
+        let found = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+            .map(|e| e.path());
+        if let Some(file) = found
+            && hound::WavReader::open(&file).is_ok_and(|r| r.duration() > 8000)
+        {
+            break file;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recording with a header grows"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit();
+    drop((caller, callee));
+    let reader = hound::WavReader::open(&file).expect("a valid WAV file");
+    assert_eq!(reader.spec().channels, 2);
+    let seconds = reader.duration() as f64 / 8000.0;
+    let data_bytes = std::fs::metadata(&file).unwrap().len() - 44;
+    assert!(seconds >= 1.0, "{seconds} s");
+    assert!(
+        u64::from(reader.duration()) * 4 <= data_bytes,
+        "the header claims no more than the file holds"
+    );
+    assert!(
+        data_bytes - u64::from(reader.duration()) * 4 <= 2 * 8000 * 4,
+        "and misses at most about a second of it"
+    );
+}
