@@ -12,6 +12,13 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER,
 /// RFC 4488 (`Refer-Sub: false`) is honoured, and RFC 3891's `Replaces` in an INVITE (a pickup
 /// or takeover of one of hookflash's dialogs). Not `100rel` or `timer`.
 pub const SUPPORTED: &str = "norefersub, replaces";
+/// Whether `tag` (from a `Require`) is an extension hookflash supports.
+pub fn supports(tag: &str) -> bool {
+    SUPPORTED
+        .split(',')
+        .any(|s| s.trim().eq_ignore_ascii_case(tag.trim()))
+}
+
 /// SDP for sessions, SIP INFO keys in both common bodies.
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 

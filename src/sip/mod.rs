@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod call;
 pub mod capabilities;
+pub mod conformance;
 pub mod dialog_events;
 pub mod digest;
 pub mod guard;

@@ -53,7 +53,7 @@ pub fn repair_datagram(packet: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// Where the header block ends, and the blank line that ends it.
-fn find_head_end(packet: &[u8]) -> Option<(usize, &'static [u8])> {
+pub(crate) fn find_head_end(packet: &[u8]) -> Option<(usize, &'static [u8])> {
     let crlf = packet.windows(4).position(|w| w == b"\r\n\r\n");
     let lf = packet.windows(2).position(|w| w == b"\n\n");
     match (crlf, lf) {

@@ -18,7 +18,9 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::endpoint::Endpoint;
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::{TcpListenerConnection, TransportLayer, udp::UdpConnection};
+use rsipstack::transport::{
+    SipConnection, TcpListenerConnection, TransportLayer, udp::UdpConnection,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -31,6 +33,7 @@ use crate::random::random_u64;
 
 use super::call::{CallEnv, CallPlan, Router, run_call};
 use super::capabilities;
+use super::conformance::{Check, check_request};
 use super::dialog_events::DialogEvents;
 use super::digest::Nonces;
 use super::guard::{BlockStarted, Held, SourceGuard, Unanswered};
@@ -329,6 +332,20 @@ fn random_secret() -> String {
 async fn handle(mut tx: Transaction, state: &State) {
     if let Some(connection) = &tx.connection {
         state.tcp.spoke(connection);
+        // Datagrams were checked by the socket (`udp.rs`); a request that came over a stream is
+        // checked here, as the stack parsed it.
+        if !matches!(connection, SipConnection::Udp(_))
+            && let Check::Answer {
+                status, extra, why, ..
+            } = check_request(tx.original.to_string().as_bytes(), false)
+        {
+            debug!("SIP over TCP answered {status}: {why}");
+            let mut reply = Reply::status(status);
+            for (name, value) in extra {
+                reply = reply.with(&name, value);
+            }
+            return send(&mut tx, reply).await;
+        }
     }
     let request = Request::from_stack(&tx.original);
     let in_dialog = request

@@ -1,14 +1,25 @@
-//! The SIP UDP socket handed to rsipstack: a plain tokio socket whose receive side repairs each
-//! datagram (see `repair.rs`) before rsipstack's parser sees it. Sending is untouched.
+//! The SIP UDP socket handed to rsipstack: a plain tokio socket whose receive side checks and
+//! repairs each datagram before rsipstack's parser sees it (sans-IO: `conformance.rs` answers
+//! what RFC 3261 says to answer — 400, 416, 420, 505, 513 — on this socket, `repair.rs` mends
+//! what rsipstack would misread). Sending is untouched.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use rsipstack::platform::net::UdpSocket as StackUdpSocket;
+use tracing::debug;
 
+use super::conformance::{Check, check_request, too_large};
 use super::repair::repair_datagram;
+
+/// The largest datagram read whole (the IP limit); rsipstack's buffer is smaller (8 KiB), and a
+/// larger request is answered 513 rather than cut.
+const MAX_DATAGRAM: usize = 65_536;
 
 pub struct RepairingUdpSocket {
     socket: tokio::net::UdpSocket,
+    /// Where each datagram is read whole (only ever locked without waiting in between).
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl RepairingUdpSocket {
@@ -16,21 +27,60 @@ impl RepairingUdpSocket {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<RepairingUdpSocket> {
         Ok(RepairingUdpSocket {
             socket: tokio::net::UdpSocket::bind(addr).await?,
+            scratch: Mutex::new(vec![0; MAX_DATAGRAM]),
         })
+    }
+
+    /// Reads one datagram into `buf` as rsipstack should see it; `None` when it was answered
+    /// or dropped here (or nothing was there after all).
+    fn take(&self, buf: &mut [u8]) -> std::io::Result<Option<(usize, SocketAddr)>> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let (len, from) = match self.socket.try_recv_from(&mut scratch[..]) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let packet = &scratch[..len];
+        let check = if len > buf.len() {
+            too_large(packet, len, buf.len())
+        } else {
+            check_request(packet, true)
+        };
+        let len = match check {
+            Check::Pass => len,
+            Check::Truncate(to) => to,
+            Check::Answer { response, why, .. } => {
+                debug!("SIP from {from} answered here: {why}");
+                let _ = self.socket.try_send_to(&response, from);
+                return Ok(None);
+            }
+            Check::Drop(why) => {
+                debug!("SIP from {from} dropped: {why}");
+                return Ok(None);
+            }
+        };
+        let packet = &scratch[..len];
+        let repaired = repair_datagram(packet);
+        let out: &[u8] = if repaired.len() <= buf.len() {
+            &repaired
+        } else {
+            // No room for the repair: as received.
+            packet
+        };
+        buf[..out.len()].copy_from_slice(out);
+        Ok(Some((out.len(), from)))
     }
 }
 
 #[async_trait::async_trait]
 impl StackUdpSocket for RepairingUdpSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
-        let (len, from) = self.socket.recv_from(buf).await?;
-        let repaired = match repair_datagram(&buf[..len]) {
-            std::borrow::Cow::Owned(fixed) if fixed.len() <= buf.len() => fixed,
-            // Nothing to repair, or no room for the repair: as received.
-            _ => return Ok((len, from)),
-        };
-        buf[..repaired.len()].copy_from_slice(&repaired);
-        Ok((repaired.len(), from))
+        loop {
+            self.socket.readable().await?;
+            if let Some(got) = self.take(buf)? {
+                return Ok(got);
+            }
+        }
     }
 
     async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> rsipstack::Result<usize> {

@@ -17,6 +17,7 @@ mod call_path;
 mod cli_check;
 mod cli_match;
 mod codecs;
+mod conformance;
 mod daemon_reload;
 mod linphone_call;
 mod media_playback;

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "keys",
             "random",
             "rate",
+            "backoff",
             "http_url",
             "diagnostics",
             "pattern",
