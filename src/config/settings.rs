@@ -35,6 +35,8 @@ pub struct SipSettings {
     pub max_source_unanswered: Option<u32>,
     /// SIP-over-TCP connections open at once; `None`: no limit.
     pub tcp_max_connections: Option<u32>,
+    /// Digest algorithms challenges offer, most preferred first; answers in others are refused.
+    pub digest_algorithms: Vec<DigestAlgorithm>,
     /// SIP-over-TCP connections open at once from one address; `None`: no limit.
     pub tcp_max_per_source: Option<u32>,
     /// Sources whose calls are trusted like a directory device's (they may reach the
@@ -168,6 +170,10 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         Some(DEFAULT_TCP_MAX_PER_SOURCE),
         report,
     );
+    let digest_algorithms = match f.get("digest_algorithms") {
+        None => Some(vec![DigestAlgorithm::Md5]),
+        Some(n) => read_algorithms(n, report),
+    };
     let trusted_peers = match f.get("trusted_peers") {
         None => Some(Vec::new()),
         Some(n) if n.is_null() => Some(Vec::new()),
@@ -194,9 +200,76 @@ pub fn read_sip(node: Option<&Node>, report: &mut Report) -> Option<SipSettings>
         max_source_rate: max_source_rate?,
         max_source_unanswered: max_source_unanswered?,
         tcp_max_connections: tcp_max_connections?,
+        digest_algorithms: digest_algorithms?,
         tcp_max_per_source: tcp_max_per_source?,
         trusted_peers: trusted_peers?,
     })
+}
+
+/// The digest algorithms hookflash takes (`sip.digest_algorithms`), by name; hashing is
+/// `sip::digest`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    Md5,
+    Sha256,
+}
+
+impl DigestAlgorithm {
+    /// The algorithm an answer names (none: MD5, RFC 2617); `None` for one hookflash lacks.
+    pub fn named(name: Option<&str>) -> Option<DigestAlgorithm> {
+        match name {
+            None => Some(DigestAlgorithm::Md5),
+            Some(n) if n.eq_ignore_ascii_case("MD5") => Some(DigestAlgorithm::Md5),
+            Some(n) if n.eq_ignore_ascii_case("SHA-256") => Some(DigestAlgorithm::Sha256),
+            Some(_) => None,
+        }
+    }
+
+    /// Its name in a challenge.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "MD5",
+            DigestAlgorithm::Sha256 => "SHA-256",
+        }
+    }
+}
+
+/// `sip.digest_algorithms`: a non-empty list of MD5 and SHA-256, each once.
+fn read_algorithms(node: &Node, report: &mut Report) -> Option<Vec<DigestAlgorithm>> {
+    let crate::yaml::NodeKind::Seq(items) = &node.kind else {
+        report.error(
+            node.pos,
+            format!(
+                "`digest_algorithms`: expected a list such as [MD5, SHA-256], found {}",
+                node.describe()
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let text = string(item, "digest_algorithms", report)?;
+        let Some(algorithm) = DigestAlgorithm::named(Some(&text)) else {
+            report.error(
+                item.pos,
+                format!("`digest_algorithms`: `{text}` is not MD5 or SHA-256"),
+            );
+            return None;
+        };
+        if out.contains(&algorithm) {
+            report.error(
+                item.pos,
+                format!("`digest_algorithms`: `{text}` is listed twice"),
+            );
+            return None;
+        }
+        out.push(algorithm);
+    }
+    if out.is_empty() {
+        report.error(node.pos, "`digest_algorithms`: at least one algorithm");
+        return None;
+    }
+    Some(out)
 }
 
 pub fn read_rtp(node: Option<&Node>, report: &mut Report) -> Option<RtpSettings> {

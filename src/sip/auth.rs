@@ -2,7 +2,7 @@
 //! (401, `WWW-Authenticate`/`Authorization`) and INVITE (407, `Proxy-Authenticate`/
 //! `Proxy-Authorization`, RFC 3261 §22.3).
 
-use super::digest::{self, NonceCheck, Nonces};
+use super::digest::{self, Algorithm, NonceCheck, Nonces};
 use super::message::{Reply, Request, user_and_host};
 
 /// Which challenge a request gets.
@@ -82,6 +82,7 @@ pub fn authenticate(
     kind: Challenge,
     cred: &Credential<'_>,
     nonces: &Nonces,
+    algorithms: &[Algorithm],
     wall_ms: u64,
 ) -> Result<(), Refusal> {
     let (status, challenge_header, answer_header) = match kind {
@@ -91,10 +92,10 @@ pub fn authenticate(
     let who = format!("`{}@{}`", cred.username, cred.realm);
     let challenge = |stale: bool, note: String| {
         let nonce = nonces.issue(cred.realm, wall_ms);
-        let reply = Reply::status(status).with(
-            challenge_header,
-            digest::challenge(cred.realm, &nonce, stale),
-        );
+        let mut reply = Reply::status(status);
+        for offer in digest::challenge(cred.realm, &nonce, stale, algorithms) {
+            reply = reply.with(challenge_header, offer);
+        }
         Err(Refusal::from((reply, note)))
     };
     let Some(answer) = req.header(answer_header) else {
@@ -118,7 +119,7 @@ pub fn authenticate(
         }
     }
     if credentials.username != cred.username
-        || !digest::verify(&credentials, &req.method, cred.password)
+        || !digest::verify(&credentials, &req.method, cred.password, algorithms)
     {
         return Err(Refusal::failed(
             Reply::status(403),

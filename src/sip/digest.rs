@@ -1,5 +1,7 @@
-//! HTTP digest authentication for SIP (RFC 3261 §22, RFC 2617 MD5, `qop=auth` or none),
-//! server side, sans-IO: the caller passes the time and the password.
+//! HTTP digest authentication for SIP (RFC 3261 §22; RFC 2617 MD5 and RFC 8760/7616 SHA-256,
+//! `qop=auth` or none), server side, sans-IO: the caller passes the time and the password. A
+//! challenge offers SHA-256 first and MD5 beside it (RFC 8760 §2.4: in order of preference; a
+//! phone answers the first it can), with the same nonce.
 //!
 //! Nonces are stateless: `<issued ms, hex>` followed by an HMAC-like hash of it with the realm and
 //! a per-process secret, so any nonce we issued can be checked without remembering it, a forged
@@ -11,13 +13,28 @@
 //! they leave when their nonce expires: an attacker cannot fill the table.
 
 use md5::{Digest, Md5};
+use sha2::Sha256;
+
+pub use crate::config::settings::DigestAlgorithm as Algorithm;
 
 /// How long a nonce stays fresh.
 pub const NONCE_LIFETIME_MS: u64 = 5 * 60_000;
 
 /// MD5 of the parts joined by `:`, in lower-case hex (the building block of digest responses).
 pub(crate) fn md5_hex(parts: &[&str]) -> String {
-    let mut h = Md5::new();
+    hash_hex::<Md5>(parts)
+}
+
+/// The parts joined by `:`, hashed with `algorithm`, in lower-case hex.
+pub fn algorithm_hex(algorithm: Algorithm, parts: &[&str]) -> String {
+    match algorithm {
+        Algorithm::Md5 => hash_hex::<Md5>(parts),
+        Algorithm::Sha256 => hash_hex::<Sha256>(parts),
+    }
+}
+
+fn hash_hex<H: Digest>(parts: &[&str]) -> String {
+    let mut h = H::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             h.update(b":");
@@ -120,10 +137,19 @@ impl Nonces {
     }
 }
 
-/// The `WWW-Authenticate` value of a challenge.
-pub fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
+/// The `WWW-Authenticate` (or `Proxy-Authenticate`) values of a challenge, one per algorithm in
+/// the order given (`sip.digest_algorithms`: most preferred first), with one nonce.
+pub fn challenge(realm: &str, nonce: &str, stale: bool, algorithms: &[Algorithm]) -> Vec<String> {
     let stale = if stale { ", stale=true" } else { "" };
-    format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"{stale}")
+    algorithms
+        .iter()
+        .map(|algorithm| {
+            format!(
+                "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+                algorithm.name()
+            )
+        })
+        .collect()
 }
 
 /// The parameters of a `Digest` Authorization header, as sent (the `uri` is hashed as written).
@@ -205,21 +231,23 @@ fn params(mut s: &str) -> Result<Vec<(&str, &str)>, String> {
     }
 }
 
-/// Whether `c` proves knowledge of `password` for a request with `method`.
-pub fn verify(c: &Credentials, method: &str, password: &str) -> bool {
-    if c.algorithm
-        .as_deref()
-        .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
-    {
+/// Whether `c` proves knowledge of `password` for a request with `method`, with one of
+/// `algorithms`.
+pub fn verify(c: &Credentials, method: &str, password: &str, algorithms: &[Algorithm]) -> bool {
+    let Some(algorithm) = Algorithm::named(c.algorithm.as_deref()) else {
+        return false;
+    };
+    if !algorithms.contains(&algorithm) {
         return false;
     }
-    let ha1 = md5_hex(&[&c.username, &c.realm, password]);
-    let ha2 = md5_hex(&[method, &c.uri]);
+    let h = |parts: &[&str]| algorithm_hex(algorithm, parts);
+    let ha1 = h(&[&c.username, &c.realm, password]);
+    let ha2 = h(&[method, &c.uri]);
     let expected = match (&c.qop, &c.nc, &c.cnonce) {
         (Some(qop), Some(nc), Some(cnonce)) if qop.eq_ignore_ascii_case("auth") => {
-            md5_hex(&[&ha1, &c.nonce, nc, cnonce, qop, &ha2])
+            h(&[&ha1, &c.nonce, nc, cnonce, qop, &ha2])
         }
-        (None, _, _) => md5_hex(&[&ha1, &c.nonce, &ha2]),
+        (None, _, _) => h(&[&ha1, &c.nonce, &ha2]),
         _ => return false,
     };
     expected == c.response
@@ -229,15 +257,17 @@ pub fn verify(c: &Credentials, method: &str, password: &str) -> bool {
 mod tests {
     use super::*;
 
+    const BOTH: [Algorithm; 2] = [Algorithm::Md5, Algorithm::Sha256];
+
     #[test]
     fn rfc2617_example_verifies() {
         // RFC 2617 §3.5 (an HTTP example; the computation is the same for SIP).
         let header = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
         let c = parse_authorization(header).unwrap();
         assert_eq!(c.uri, "/dir/index.html");
-        assert!(verify(&c, "GET", "Circle Of Life"));
-        assert!(!verify(&c, "GET", "circle of life"));
-        assert!(!verify(&c, "POST", "Circle Of Life"));
+        assert!(verify(&c, "GET", "Circle Of Life", &BOTH));
+        assert!(!verify(&c, "GET", "circle of life", &BOTH));
+        assert!(!verify(&c, "POST", "Circle Of Life", &BOTH));
     }
 
     #[test]
@@ -249,7 +279,7 @@ mod tests {
             "digest  username = \"1001\",realm=\"127.0.0.1\" , nonce=\"abc\",uri=\"sip:127.0.0.1\",response=\"{response}\",algorithm=MD5"
         );
         let c = parse_authorization(&header).unwrap();
-        assert!(verify(&c, "REGISTER", "pass1001"));
+        assert!(verify(&c, "REGISTER", "pass1001", &BOTH));
     }
 
     #[test]
@@ -271,7 +301,15 @@ mod tests {
             n.check("zzzzzzzzzzzzzzzzzzzzzz", "127.0.0.1", 0),
             NonceCheck::Foreign
         );
-        assert!(challenge("r", "n", true).ends_with("stale=true"));
+        let [md5, sha] = <[String; 2]>::try_from(challenge("r", "n", true, &BOTH)).unwrap();
+        assert!(
+            sha.contains("algorithm=SHA-256") && sha.ends_with("stale=true"),
+            "{sha}"
+        );
+        assert!(
+            md5.contains("algorithm=MD5") && md5.ends_with("stale=true"),
+            "{md5}"
+        );
         assert_ne!(
             n.issue("127.0.0.1", 5),
             n.issue("127.0.0.1", 5),

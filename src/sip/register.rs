@@ -9,7 +9,7 @@ use crate::config::directory::Directory;
 use crate::engine::collector::Millis;
 
 use super::auth::{AuthFailure, Challenge, Credential, authenticate};
-use super::digest::Nonces;
+use super::digest::{Algorithm, Nonces};
 use super::message::{Reply, Request, uri_of, user_and_host};
 use super::registrar::{Refusal, Registrar, parse_contacts};
 
@@ -17,6 +17,8 @@ use super::registrar::{Refusal, Registrar, parse_contacts};
 pub struct RegisterContext<'a> {
     pub directory: &'a Directory,
     pub nonces: &'a Nonces,
+    /// `sip.digest_algorithms`: offered in this order, the only ones taken.
+    pub algorithms: &'a [Algorithm],
     /// Monotonic time, for binding expiry.
     pub now: Millis,
     /// Wall-clock milliseconds since the Unix epoch, for nonces.
@@ -77,7 +79,14 @@ pub fn handle_register(
         username,
         password,
     };
-    if let Err(refusal) = authenticate(req, Challenge::Server, &cred, ctx.nonces, ctx.wall_ms) {
+    if let Err(refusal) = authenticate(
+        req,
+        Challenge::Server,
+        &cred,
+        ctx.nonces,
+        ctx.algorithms,
+        ctx.wall_ms,
+    ) {
         let note = if known {
             refusal.note
         } else {
@@ -192,6 +201,7 @@ mod tests {
         let ctx = RegisterContext {
             directory: &dir,
             nonces: &nonces,
+            algorithms: &[Algorithm::Md5, Algorithm::Sha256],
             now: 0,
             wall_ms: 1_000_000,
         };
@@ -270,6 +280,7 @@ mod tests {
         let ctx = RegisterContext {
             directory: &dir,
             nonces: &nonces,
+            algorithms: &[Algorithm::Md5, Algorithm::Sha256],
             now: 0,
             wall_ms: 1_000_000,
         };

@@ -20,7 +20,7 @@ use crate::config::directory::{Account, Device, Directory, Party, User};
 use crate::engine::collector::Millis;
 
 use super::auth::{Challenge, Credential, Refusal, authenticate};
-use super::digest::Nonces;
+use super::digest::{Algorithm, Nonces};
 use super::message::{Reply, Request, uri_of, user_and_host};
 use super::registrar::Registrar;
 
@@ -28,6 +28,8 @@ pub struct InviteContext<'a> {
     pub directory: &'a Directory,
     pub registrar: &'a Registrar,
     pub nonces: &'a Nonces,
+    /// `sip.digest_algorithms`: offered in this order, the only ones taken.
+    pub algorithms: &'a [Algorithm],
     pub challenge_invites: bool,
     /// `routing.upstream`, a SIP URI.
     pub upstream: Option<&'a str>,
@@ -202,7 +204,14 @@ fn identify_caller<'a>(
             username: &device.username,
             password,
         };
-        authenticate(req, Challenge::Proxy, &cred, ctx.nonces, ctx.wall_ms)?;
+        authenticate(
+            req,
+            Challenge::Proxy,
+            &cred,
+            ctx.nonces,
+            ctx.algorithms,
+            ctx.wall_ms,
+        )?;
     }
     Ok(Some(Party {
         account,
@@ -331,6 +340,7 @@ mod tests {
             directory: &c.directory,
             registrar: reg,
             nonces,
+            algorithms: &[Algorithm::Md5],
             challenge_invites: false,
             upstream: None,
             trusted_source: false,

@@ -395,6 +395,7 @@ async fn handle(mut tx: Transaction, state: &State) {
                 let ctx = RegisterContext {
                     directory: &config.directory,
                     nonces: &state.nonces,
+                    algorithms: &config.sip.digest_algorithms,
                     now: state.started.elapsed().as_millis() as u64,
                     wall_ms: wall_ms(),
                 };
@@ -503,6 +504,7 @@ fn invite_context<'a>(
         directory: &config.directory,
         registrar,
         nonces: &state.nonces,
+        algorithms: &config.sip.digest_algorithms,
         challenge_invites: config.sip.challenge_invites,
         upstream: config.routing.upstream.as_deref(),
         trusted_source: false,

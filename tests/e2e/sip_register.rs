@@ -209,3 +209,94 @@ fn a_register_authorization_sent_again_by_someone_else_is_refused() {
     let line = daemon.seen_or_wait("replayed answer from 127.0.0.1:");
     assert!(line.contains("1001"), "{line}");
 }
+
+fn sha256_of(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(parts.join(":").as_bytes()))
+}
+
+#[test]
+fn a_phone_may_answer_the_challenge_with_sha_256() {
+    // With `digest_algorithms: [MD5, SHA-256]` the challenge offers both (RFC 8760), one header
+    // each, with one nonce; an answer computed with SHA-256 registers. With `[SHA-256]` an MD5
+    // answer is refused. (The default is MD5 alone: baresip 1.0 does not register when SHA-256
+    // is offered beside it.)
+    let sandbox = Sandbox::from_example();
+    let both = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace(
+            "  challenge_invites: true",
+            "  challenge_invites: true\n  digest_algorithms: [MD5, SHA-256]",
+        );
+    sandbox.write("config.yaml", &both);
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let register = |authorization: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{{port}};branch={{branch}}\r\n\
+             From: <sip:1001@127.0.0.1>;tag=t{{port}}\r\nTo: <sip:1001@127.0.0.1>\r\n\
+             Call-ID: sha-{{port}}@test\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@127.0.0.1:5070>\r\n\
+             Expires: 300\r\nMax-Forwards: 70\r\n{authorization}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |challenge: &str, algorithm: &str, hash: fn(&[&str]) -> String| {
+        let offers: Vec<&str> = challenge
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+            .collect();
+        let offer = offers
+            .iter()
+            .find(|o| o.contains(&format!("algorithm={algorithm},")))
+            .unwrap_or_else(|| panic!("no {algorithm} offer in {offers:?}"));
+        let param = |name: &str| {
+            offer
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap()
+                .to_string()
+        };
+        let (realm, nonce) = (param("realm"), param("nonce"));
+        let ha1 = hash(&["1001", &realm, "pass1001"]);
+        let ha2 = hash(&["REGISTER", "sip:127.0.0.1"]);
+        let response = hash(&[&ha1, &nonce, "00000001", "c0ffee", "auth", &ha2]);
+        format!(
+            "Authorization: Digest username=\"1001\", realm=\"{realm}\", nonce=\"{nonce}\", \
+             uri=\"sip:127.0.0.1\", response=\"{response}\", qop=auth, nc=00000001, \
+             cnonce=\"c0ffee\", algorithm={algorithm}\r\n"
+        )
+    };
+    let challenge = final_response(&target, &register(""));
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let offers = challenge
+        .lines()
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .count();
+    assert_eq!(offers, 2, "{challenge}");
+    let ok = final_response(
+        &target,
+        &register(&answer(&challenge, "SHA-256", sha256_of)),
+    );
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    let only_sha = std::fs::read_to_string(sandbox.path("config.yaml"))
+        .unwrap()
+        .replace(
+            "digest_algorithms: [MD5, SHA-256]",
+            "digest_algorithms: [SHA-256]",
+        );
+    sandbox.write("config.yaml", &only_sha);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("reload ok");
+    let challenge = final_response(&target, &register(""));
+    assert!(!challenge.contains("algorithm=MD5"), "{challenge}");
+    let refused = final_response(
+        &target,
+        &register(&answer(&challenge.replace("SHA-256", "MD5"), "MD5", md5_of)),
+    );
+    assert!(
+        refused.starts_with("SIP/2.0 403"),
+        "an MD5 answer: {refused}"
+    );
+}
