@@ -113,8 +113,9 @@ const DEFAULT_SIP: &str = "127.0.0.1:5060";
 pub const DEFAULT_MAX_SOURCE_RATE: u32 = 30;
 /// Calls ringing at once from one address.
 pub const DEFAULT_MAX_SOURCE_UNANSWERED: u32 = 20;
-/// SIP-over-TCP connections open at once.
-pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 8192;
+/// SIP-over-TCP connections open at once. Each costs about 72 KiB while open (the SIP stack's
+/// 64 KiB read buffer; docs/BENCHMARKS.md): 4096 of them about 300 MiB.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 4096;
 /// SIP-over-TCP connections open at once from one address.
 pub const DEFAULT_TCP_MAX_PER_SOURCE: u32 = 64;
 

@@ -98,17 +98,16 @@ impl TcpConnections {
         let Ok(mut open) = self.open.lock() else {
             return;
         };
+        // Silent connections closed now, by address: one log line per address, not per
+        // connection (an attacker's thousands would be thousands of lines).
+        let mut silent: HashMap<IpAddr, usize> = HashMap::new();
         open.retain(|_, o| {
             // Only our handle left: rsipstack's serve loop ended and dropped its own.
             if Arc::strong_count(&o.handle.inner) <= 1 {
                 return false;
             }
             if !o.spoken && now.duration_since(o.opened) >= FIRST_REQUEST_TIMEOUT {
-                info!(
-                    "SIP over TCP: connection from {} closed: no complete request within {} s",
-                    o.handle.inner.remote_addr,
-                    FIRST_REQUEST_TIMEOUT.as_secs()
-                );
+                *silent.entry(o.ip).or_insert(0) += 1;
                 // Our handle keeps the descriptor open, so it is still this socket's. The read
                 // side ends, rsipstack's serve loop sees the end and lets the connection go.
                 // SAFETY: plain shutdown(2) on a descriptor this handle keeps open.
@@ -117,6 +116,14 @@ impl TcpConnections {
             }
             true
         });
+        drop(open);
+        for (ip, n) in silent {
+            info!(
+                "SIP over TCP: closed {n} connection{} from {ip}: no complete request within {} s",
+                if n == 1 { "" } else { "s" },
+                FIRST_REQUEST_TIMEOUT.as_secs()
+            );
+        }
     }
 }
 

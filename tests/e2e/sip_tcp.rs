@@ -149,7 +149,11 @@ fn a_connection_that_never_completes_a_request_is_closed() {
         "not before the timeout: {:?}",
         started.elapsed()
     );
-    daemon.seen_or_wait("no complete request within 30 s");
+    let line = daemon.seen_or_wait("no complete request within 30 s");
+    assert!(
+        line.contains("closed 1 connection from 127.0.0.2"),
+        "one line per address: {line}"
+    );
     // The phone that spoke keeps its connection.
     assert_eq!(options(&mut phone, 2), 200);
 }
