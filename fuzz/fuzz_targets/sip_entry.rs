@@ -2,7 +2,8 @@
 //! and after the stack parses it — the RFC 3261 checks, the repairs, rsipstack's parser, the
 //! request as hookflash's own data, and the sans-IO handlers that read it (the registrar with
 //! digest authentication, INVITE admission and routing, Replaces, digest credentials, SDP, INFO
-//! keys, Contact lists) — against the example config's directory. Nothing may panic.
+//! keys, Contact lists, the body's SDP described and anchored) — against the example config's
+//! directory. Nothing may panic.
 //!
 //! Run: `cargo +nightly fuzz run sip_entry fuzz/seeds/sip_entry -- -runs=10000000`
 //! (docs/BENCHMARKS.md, "Fuzzing").
@@ -69,7 +70,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = Replaces::parse(value);
     }
     let _ = parse_contacts(request.headers("Contact"));
-    let _ = hookflash::sdp::describe(&request.body);
+    if hookflash::sdp::describe(&request.body).is_ok() {
+        let _ = hookflash::sdp::anchor(
+            &request.body,
+            "127.0.0.1:20000".parse().unwrap(),
+            &mut hookflash::sdp::LocalOrigin::new(1),
+            None,
+        );
+    }
     let _ = hookflash::sip::info_dtmf::key_of(request.header("Content-Type"), &request.body);
     match request.method.as_str() {
         "REGISTER" => {
