@@ -4,6 +4,7 @@
 //! ([`config`]), the sans-IO key engine ([`engine`]), the module data schemas ([`modules`]) and the
 //! daemon runtime ([`runtime`]). See docs/ARCHITECTURE.md for how the parts fit.
 
+pub mod accept;
 pub mod api;
 pub mod backoff;
 pub mod call;

@@ -7,14 +7,14 @@
 //!   closes), and a request must be read and answered within [`REQUEST_TIMEOUT`] (408 beyond);
 //!   a byte now and then does not keep either alive. Event streams (`/v1/events`) are long-lived
 //!   by design: the limit covers producing their response head, not the stream.
-//! - **Out of file descriptors**: `accept` failing with EMFILE/ENFILE/ENOBUFS/ENOMEM waits
-//!   [`EXHAUSTED_PAUSE`] before trying again and logs once per interval, instead of spinning.
+//! - **Out of file descriptors**: `accept` pauses between tries and logs once per interval
+//!   instead of spinning (`crate::accept`).
 //! - Each request carries its peer address (`ConnectInfo`), for the failed-token log.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -27,6 +27,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::accept::{Throttle, accept};
+
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Connections from one address at once.
@@ -35,10 +37,6 @@ pub const MAX_PER_SOURCE: usize = 256;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request must be read and answered within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after `accept` fails for want of resources.
-pub const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
-/// A repeated condition is logged at most once per this interval.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Open connections, in all and per address.
 #[derive(Default)]
@@ -67,58 +65,19 @@ impl Drop for Place {
     }
 }
 
-/// Rate-limits one kind of log line.
-struct Throttle(Option<Instant>);
-
-impl Throttle {
-    fn due(&mut self) -> bool {
-        let now = Instant::now();
-        let due = self
-            .0
-            .is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL);
-        if due {
-            self.0 = Some(now);
-        }
-        due
-    }
-}
-
-/// Whether `accept` failed for want of resources (waiting helps), not because of one client.
-fn out_of_resources(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
 /// Serves `app` on `listener` until `shutdown`; then lets requests in progress finish (the
 /// caller bounds how long).
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
     let open = Arc::new(Mutex::new(Open::default()));
     let connections = TaskTracker::new();
-    let (mut exhausted_log, mut full_log) = (Throttle(None), Throttle(None));
+    let (mut exhausted_log, mut full_log) = (Throttle::default(), Throttle::default());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, "API", &mut exhausted_log) => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) if out_of_resources(&e) => {
-                if exhausted_log.due() {
-                    warn!(
-                        "API: cannot accept connections: {e}; pausing {} ms between tries (logged once per {} s)",
-                        EXHAUSTED_PAUSE.as_millis(),
-                        LOG_INTERVAL.as_secs()
-                    );
-                }
-                tokio::time::sleep(EXHAUSTED_PAUSE).await;
-                continue;
-            }
-            Err(e) => {
-                debug!("API: accept: {e}");
-                continue;
-            }
+        let Some((stream, peer)) = accepted else {
+            continue;
         };
         let place = {
             let Ok(mut o) = open.lock() else { continue };

@@ -2,8 +2,8 @@
 //! exhaust the daemon (rsipstack 0.7.14's accept loop retries at once and logs every failure when
 //! out of file descriptors, and takes any number of connections):
 //!
-//! - **Out of file descriptors** (EMFILE/ENFILE/ENOBUFS/ENOMEM): pause [`EXHAUSTED_PAUSE`]
-//!   between tries, log once per interval.
+//! - **Out of file descriptors** (EMFILE/ENFILE/ENOBUFS/ENOMEM): pause between tries, log once
+//!   per interval (`crate::accept`).
 //! - **Connections**: at most `sip.tcp_max_connections` in all and `sip.tcp_max_per_source` from
 //!   one address (trusted peers too: a PBX needs few); one more is closed at once and logged once
 //!   per interval.
@@ -29,8 +29,8 @@ use rsipstack::transport::{SipAddr, SipConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Pause after `accept` fails for want of resources.
-pub const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+use crate::accept::{Throttle, accept};
+
 /// A new connection must deliver a complete request within this.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection that receives nothing for this long is closed (rsipstack's stream idle timeout;
@@ -38,8 +38,6 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How often connections are looked over.
 const SWEEP: Duration = Duration::from_secs(1);
-/// A repeated condition is logged at most once per this interval.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Connection limits (`sip.tcp_max_connections`, `sip.tcp_max_per_source`).
 #[derive(Clone, Copy, Debug)]
@@ -127,29 +125,6 @@ impl TcpConnections {
     }
 }
 
-/// Whether `accept` failed for want of resources (waiting helps), not because of one client.
-fn out_of_resources(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Rate-limits one kind of log line.
-struct Throttle(Option<Instant>);
-
-impl Throttle {
-    fn due(&mut self, now: Instant) -> bool {
-        let due = self
-            .0
-            .is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL);
-        if due {
-            self.0 = Some(now);
-        }
-        due
-    }
-}
-
 /// Accepts SIP over TCP on `listener` and hands each admitted connection to the endpoint's
 /// transport layer until `cancel`; limits are read through `limits` (they reload).
 pub fn serve(
@@ -172,34 +147,19 @@ pub fn serve(
         }
     });
     tokio::spawn(async move {
-        let (mut exhausted_log, mut full_log) = (Throttle(None), Throttle(None));
+        let (mut exhausted_log, mut full_log) = (Throttle::default(), Throttle::default());
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => return,
-                accepted = listener.accept() => accepted,
+                accepted = accept(&listener, "SIP over TCP", &mut exhausted_log) => accepted,
             };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if out_of_resources(&e) => {
-                    if exhausted_log.due(Instant::now()) {
-                        warn!(
-                            "SIP over TCP: cannot accept connections: {e}; pausing {} ms between tries (logged once per {} s)",
-                            EXHAUSTED_PAUSE.as_millis(),
-                            LOG_INTERVAL.as_secs()
-                        );
-                    }
-                    tokio::time::sleep(EXHAUSTED_PAUSE).await;
-                    continue;
-                }
-                Err(e) => {
-                    debug!("SIP over TCP: accept: {e}");
-                    continue;
-                }
+            let Some((stream, peer)) = accepted else {
+                continue;
             };
             let limits = limits();
             let (total, from_source) = connections.counts(peer.ip());
             if total >= limits.total || from_source >= limits.per_source {
-                if full_log.due(Instant::now()) {
+                if full_log.due() {
                     warn!(
                         "SIP over TCP: connection from {peer} closed: {total} open ({from_source} from that address; at most {} in all, {} per address: sip.tcp_max_connections, sip.tcp_max_per_source)",
                         limits.total, limits.per_source

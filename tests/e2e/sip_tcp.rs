@@ -11,18 +11,6 @@ use std::time::{Duration, Instant};
 use crate::common::http::connect_from;
 use crate::common::{Daemon, Sandbox};
 
-fn sandbox_with(extra: &str) -> Sandbox {
-    let sandbox = Sandbox::from_example();
-    let text = std::fs::read_to_string(sandbox.path("config.yaml"))
-        .unwrap()
-        .replace(
-            "  challenge_invites: true",
-            &format!("  challenge_invites: true\n{extra}"),
-        );
-    sandbox.write("config.yaml", &text);
-    sandbox
-}
-
 /// An OPTIONS over `stream` and the status of its answer.
 fn options(stream: &mut TcpStream, n: u32) -> u16 {
     let local = stream.local_addr().unwrap();
@@ -63,7 +51,7 @@ fn is_closed(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn connections_from_one_address_are_bounded_and_others_are_served() {
-    let sandbox = sandbox_with("  tcp_max_per_source: 4");
+    let sandbox = Sandbox::with_sip("  tcp_max_per_source: 4");
     let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
     daemon.wait_for("hookflash ready");
     let port = sandbox.sip_port;
@@ -160,7 +148,7 @@ fn a_connection_that_never_completes_a_request_is_closed() {
 
 #[test]
 fn running_out_of_file_descriptors_pauses_the_accept_loop_and_logs_once() {
-    let sandbox = sandbox_with("  tcp_max_connections: null\n  tcp_max_per_source: null");
+    let sandbox = Sandbox::with_sip("  tcp_max_connections: null\n  tcp_max_per_source: null");
     let config = std::fs::read_to_string(sandbox.path("config.yaml"))
         .unwrap()
         .replace("ports: 20000-29999", "ports: 40000-40019");

@@ -64,22 +64,9 @@ fn status(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// The example config with `extra` lines added to `sip`.
-fn sandbox_with(extra: &str) -> Sandbox {
-    let sandbox = Sandbox::from_example();
-    let text = std::fs::read_to_string(sandbox.path("config.yaml"))
-        .unwrap()
-        .replace(
-            "  challenge_invites: true",
-            &format!("  challenge_invites: true\n{extra}"),
-        );
-    sandbox.write("config.yaml", &text);
-    sandbox
-}
-
 #[test]
 fn a_flood_from_one_address_is_refused_and_others_are_served() {
-    let sandbox = sandbox_with("  max_source_rate: 5");
+    let sandbox = Sandbox::with_sip("  max_source_rate: 5");
     let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
     daemon.wait_for("hookflash ready");
     let target = format!("127.0.0.1:{}", sandbox.sip_port);

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "random",
             "rate",
             "backoff",
+            "accept",
             "http_url",
             "diagnostics",
             "pattern",

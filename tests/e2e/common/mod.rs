@@ -104,6 +104,19 @@ impl Sandbox {
         config
     }
 
+    /// The example config with `lines` (each indented as a key of `sip`) added to `sip`.
+    pub fn with_sip(lines: &str) -> Sandbox {
+        let sandbox = Sandbox::from_example();
+        let text = std::fs::read_to_string(sandbox.path("config.yaml"))
+            .unwrap()
+            .replace(
+                "  challenge_invites: true",
+                &format!("  challenge_invites: true\n{lines}"),
+            );
+        sandbox.write("config.yaml", &text);
+        sandbox
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
