@@ -3,7 +3,23 @@
 //! while the failures go on (up to [`LONGEST_BLOCK`]); a quiet window forgives. Sans-IO: the
 //! caller passes the time.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// The unit a per-source limit counts: an IPv4 address (an IPv4-mapped IPv6 one as IPv4), or an
+/// IPv6 /64 (one host is given a whole /64 and could otherwise change address per request).
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
 
 /// Failures are counted within this window.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);

@@ -2,8 +2,8 @@
 //! token has its own rate limit (`api.rate_limit` requests per second, bursts of twice that).
 //! Tokens are compared and counted, never logged. An unknown token is logged with the address
 //! that sent it (for fail2ban), and [`TOKEN_FAILURES`] of them within a minute hold that address
-//! off (429 with `Retry-After`, 10 s doubling while it goes on; `backoff.rs`), so tokens cannot
-//! be guessed at network speed. Also here: path and query extractors whose errors are the API's
+//! off (429 with `Retry-After` for its unknown tokens, 10 s doubling while it goes on;
+//! `backoff.rs`; a right token always passes), so tokens cannot be guessed at network speed. Also here: path and query extractors whose errors are the API's
 //! JSON errors, not axum's plain text.
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, source_of};
 use crate::rate::TokenBucket;
 use tracing::info;
 
@@ -54,9 +54,6 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        if let Some(peer) = peer {
-            api.token_failures.held(peer.ip())?;
-        }
         let config = api.config();
         let Some(account) = config
             .api
@@ -65,6 +62,11 @@ impl FromRequestParts<AppState> for Caller {
             .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
             .map(|t| t.account.clone())
         else {
+            // Only unknown tokens are held off: a right token always passes, so clients behind
+            // one proxy address are not locked out by someone else's guessing.
+            if let Some(peer) = peer {
+                api.token_failures.held(peer.ip())?;
+            }
             let from = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
             info!(
                 "API: unknown token from {from} ({} {})",
@@ -130,6 +132,7 @@ pub struct TokenFailures {
 impl TokenFailures {
     /// 429 while `ip` is held off.
     pub fn held(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let ip = source_of(ip);
         let map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip).and_then(|b| b.blocked(Instant::now())) {
             Some(wait) => Err(ApiError::held_off(wait.as_secs_f64().ceil().max(1.0) as u64)),
@@ -139,6 +142,7 @@ impl TokenFailures {
 
     /// Counts an unknown token from `ip`; `Some(block)` when it starts a block.
     pub fn failed(&self, ip: IpAddr) -> Option<std::time::Duration> {
+        let ip = source_of(ip);
         let now = Instant::now();
         let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&ip) && map.len() >= MAX_TRACKED {

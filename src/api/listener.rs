@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use crate::accept::{Throttle, accept};
+use crate::backoff::source_of;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -79,9 +80,10 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         let Some((stream, peer)) = accepted else {
             continue;
         };
+        let source = source_of(peer.ip());
         let place = {
             let Ok(mut o) = open.lock() else { continue };
-            let from_source = o.by_source.get(&peer.ip()).copied().unwrap_or(0);
+            let from_source = o.by_source.get(&source).copied().unwrap_or(0);
             if o.total >= MAX_CONNECTIONS || from_source >= MAX_PER_SOURCE {
                 if full_log.due() {
                     warn!(
@@ -92,10 +94,10 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 continue;
             }
             o.total += 1;
-            *o.by_source.entry(peer.ip()).or_insert(0) += 1;
+            *o.by_source.entry(source).or_insert(0) += 1;
             Place {
                 open: Arc::clone(&open),
-                ip: peer.ip(),
+                ip: source,
             }
         };
         let _ = stream.set_nodelay(true);

@@ -118,6 +118,8 @@ impl ApiServer {
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the name itself, past the guarded resolver.
+            .no_proxy()
             .dns_resolver(Arc::new(resolver))
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;

@@ -547,6 +547,12 @@ impl CallCore {
                     for other in 0..self.call.legs.len() {
                         self.call.hangup(LegId(other as u16));
                     }
+                } else if self.call.leg(leg).is_some_and(|l| !l.gone()) {
+                    // Nothing to end yet: count again, so a party that stays silent after the
+                    // answer is still found out.
+                    self.call
+                        .commands
+                        .push_back(Command::Media(MediaCommand::RestartSilence(leg)));
                 }
             }
         }

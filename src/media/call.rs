@@ -119,6 +119,9 @@ pub enum MediaCommand {
     Recording(bool),
     /// The inactivity timeouts (`rtp.timeout`, `rtp.hold_timeout`).
     Inactivity(Inactivity),
+    /// The leg's silence counts afresh from now (its silence was reported while nobody could act
+    /// on it: the call was not answered yet).
+    RestartSilence(LegId),
 }
 
 /// One packet to send.
@@ -361,6 +364,13 @@ impl MediaCall {
             MediaCommand::Inactivity(inactivity) => {
                 self.inactivity = inactivity;
                 self.deadline = None;
+            }
+            MediaCommand::RestartSilence(leg) => {
+                self.deadline = None;
+                if let Some(l) = self.leg_mut(leg.index()) {
+                    l.last_heard = now;
+                    l.silence_reported = false;
+                }
             }
         }
     }

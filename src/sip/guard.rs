@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backoff::{Backoff, FAILURE_WINDOW};
+use crate::backoff::{Backoff, FAILURE_WINDOW, source_of};
 use crate::rate::TokenBucket;
 
 /// Addresses tracked at most; beyond, the least recently seen are forgotten.
@@ -124,6 +124,7 @@ impl SourceGuard {
     /// A new INVITE or REGISTER from `ip`: counted against `rate` per second (bursts of two
     /// seconds' worth); `Err` when the address is over it.
     pub fn request(&mut self, ip: IpAddr, rate: u32, now: Instant) -> Result<(), Held> {
+        let ip = source_of(ip);
         let rate = f64::from(rate.max(1));
         let source = self.source(ip, now);
         match source.requests.take(rate, rate * 2.0, now) {
@@ -145,24 +146,36 @@ impl SourceGuard {
 
     /// Whether an authentication attempt as `user` from `ip` is held off (before its answer is
     /// looked at).
+    /// A user and address that authenticated together before pass either block (the phone
+    /// of an office whose NAT also hides a guesser, or a guessed user's own phone).
     pub fn auth_held(&mut self, ip: IpAddr, user: &str, now: Instant) -> Result<(), Held> {
+        let ip = source_of(ip);
+        let known = self.users.get(user).is_some_and(|u| u.known.contains(&ip));
+        if known {
+            return Ok(());
+        }
         if let Some(retry_after) = self.sources.get(&ip).and_then(|s| s.failures.blocked(now)) {
             return Err(Held::SourceBlocked { retry_after });
         }
         if let Some(u) = self.users.get(user)
             && let Some(retry_after) = u.failures.blocked(now)
-            && !u.known.contains(&ip)
         {
             return Err(Held::UserBlocked { retry_after });
         }
         Ok(())
     }
 
-    /// A wrong answer (or a replayed one) as `user` from `ip`.
-    pub fn auth_failed(&mut self, ip: IpAddr, user: &str, now: Instant) -> BlockStarted {
+    /// A wrong answer (or a replayed one) from `ip`, as `user` when it is one of the directory's
+    /// (`None`: a name nobody has — counted for the address only, so made-up names cannot fill
+    /// the table of users).
+    pub fn auth_failed(&mut self, ip: IpAddr, user: Option<&str>, now: Instant) -> BlockStarted {
+        let ip = source_of(ip);
         if let Some(block) = self.source(ip, now).failures.failed(SOURCE_FAILURES, now) {
             return BlockStarted::Source(block);
         }
+        let Some(user) = user else {
+            return BlockStarted::None;
+        };
         if !self.users.contains_key(user) && self.users.len() >= MAX_USERS {
             self.users.retain(|_, u| !u.failures.is_idle(now));
             if self.users.len() >= MAX_USERS {
@@ -183,10 +196,23 @@ impl SourceGuard {
     }
 
     /// A right answer as `user` from `ip`: the address is the user's own from now on.
-    pub fn auth_succeeded(&mut self, ip: IpAddr, user: &str) {
-        if let Some(u) = self.users.get_mut(user)
-            && !u.known.contains(&ip)
-        {
+    pub fn auth_succeeded(&mut self, ip: IpAddr, user: &str, now: Instant) {
+        let ip = source_of(ip);
+        if !self.users.contains_key(user) && self.users.len() >= MAX_USERS {
+            self.users
+                .retain(|_, u| !u.failures.is_idle(now) || !u.known.is_empty());
+            if self.users.len() >= MAX_USERS {
+                return;
+            }
+        }
+        let u = self
+            .users
+            .entry(user.to_string())
+            .or_insert_with(|| UserFailures {
+                failures: Backoff::new(now),
+                known: Vec::new(),
+            });
+        if !u.known.contains(&ip) {
             if u.known.len() >= KNOWN_SOURCES {
                 u.known.remove(0);
             }
@@ -214,6 +240,7 @@ impl Unanswered {
 
     /// A slot for one more ringing call from `ip`, unless `max` ring already.
     pub fn take(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<RingingSlot> {
+        let ip = source_of(ip);
         let mut map = self.by_source.lock().ok()?;
         let n = map.entry(ip).or_insert(0);
         if *n >= max {
@@ -228,6 +255,7 @@ impl Unanswered {
 
     /// Calls ringing from `ip`.
     pub fn ringing(&self, ip: IpAddr) -> u32 {
+        let ip = source_of(ip);
         self.by_source
             .lock()
             .map_or(0, |m| m.get(&ip).copied().unwrap_or(0))
@@ -292,10 +320,10 @@ mod tests {
         let mut g = SourceGuard::new();
         let t0 = Instant::now();
         for _ in 0..SOURCE_FAILURES - 1 {
-            assert_eq!(g.auth_failed(ip(1), "1001", t0), BlockStarted::None);
+            assert_eq!(g.auth_failed(ip(1), Some("1001"), t0), BlockStarted::None);
         }
         assert_eq!(
-            g.auth_failed(ip(1), "1001", t0),
+            g.auth_failed(ip(1), Some("1001"), t0),
             BlockStarted::Source(FIRST_BLOCK)
         );
         assert!(matches!(
@@ -307,10 +335,10 @@ mod tests {
         let t1 = t0 + FIRST_BLOCK + Duration::from_millis(1);
         g.auth_held(ip(1), "1001", t1).expect("the block ends");
         for _ in 0..SOURCE_FAILURES - 1 {
-            g.auth_failed(ip(1), "1001", t1);
+            g.auth_failed(ip(1), Some("1001"), t1);
         }
         assert_eq!(
-            g.auth_failed(ip(1), "1001", t1),
+            g.auth_failed(ip(1), Some("1001"), t1),
             BlockStarted::Source(FIRST_BLOCK * 2),
             "doubled while it goes on"
         );
@@ -320,13 +348,13 @@ mod tests {
     fn a_guessed_user_keeps_working_from_its_own_phone() {
         let mut g = SourceGuard::new();
         let t0 = Instant::now();
-        g.auth_failed(ip(9), "1001", t0);
-        g.auth_succeeded(ip(9), "1001");
+        g.auth_failed(ip(9), Some("1001"), t0);
+        g.auth_succeeded(ip(9), "1001", t0);
         // Guessers from many addresses, each under the per-address limit (the phone's own slip
         // counted as the first of the user's failures).
         let mut started = BlockStarted::None;
         for n in 0..USER_FAILURES - 1 {
-            started = g.auth_failed(ip(10 + (n / 4) as u8), "1001", t0);
+            started = g.auth_failed(ip(10 + (n / 4) as u8), Some("1001"), t0);
         }
         assert_eq!(started, BlockStarted::User(FIRST_BLOCK));
         assert!(matches!(

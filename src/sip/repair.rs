@@ -8,6 +8,12 @@
 //!   UTF-8, so `From: "José" <…>` in Latin-1 loses every later header and the request is dropped.
 //!   Such a line is read as Latin-1 (what phones that send it use) and written as UTF-8.
 //!
+//! - **A `received` the sender wrote.** The source address hookflash's limits and trust are
+//!   keyed by is read from the top Via's `received` (the stack writes the real one there when the
+//!   Via's own host:port is not the source). The stack leaves a Via alone when its host:port is
+//!   the source, `received` included: a sender could name any address. Such parameters are
+//!   removed from the top Via ([`forget_claimed_source`]), so the Via says the truth either way.
+//!
 //! Anything else passes untouched; a datagram with nothing to repair is not copied.
 
 use std::borrow::Cow;
@@ -49,6 +55,68 @@ pub fn repair_datagram(packet: &[u8]) -> Cow<'_, [u8]> {
     }
     out.extend_from_slice(separator);
     out.extend_from_slice(body);
+    Cow::Owned(out)
+}
+
+/// The datagram without the `received` parameter (and `rport`'s value) a sender may have written
+/// into its top Via: only the stack writes them, from the socket.
+pub fn forget_claimed_source(packet: &[u8]) -> Cow<'_, [u8]> {
+    let Some((head_end, _)) = find_head_end(packet) else {
+        return Cow::Borrowed(packet);
+    };
+    let head = &packet[..head_end];
+    // The first Via header line (any case, compact `v`).
+    let mut offset = 0;
+    let mut found = None;
+    for line in head.split(|&b| b == b'\n') {
+        let name = line
+            .split(|&b| b == b':')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
+        if offset > 0 && (name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v")) {
+            found = Some((offset, line.len()));
+            break;
+        }
+        offset += line.len() + 1;
+    }
+    let Some((start, len)) = found else {
+        return Cow::Borrowed(packet);
+    };
+    let Ok(line) = std::str::from_utf8(&packet[start..start + len]) else {
+        return Cow::Borrowed(packet);
+    };
+    // Only the first value of the line is the top Via.
+    let top_end = line.find(',').unwrap_or(line.len());
+    let (top, rest) = line.split_at(top_end);
+    let mut parts = top.split(';');
+    let mut cleaned = parts.next().unwrap_or("").to_string();
+    let mut changed = false;
+    for param in parts {
+        let name = param.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("received") {
+            changed = true;
+            continue;
+        }
+        if name.eq_ignore_ascii_case("rport") && param.contains('=') {
+            changed = true;
+            cleaned.push_str(";rport");
+            continue;
+        }
+        cleaned.push(';');
+        cleaned.push_str(param);
+    }
+    if !changed {
+        return Cow::Borrowed(packet);
+    }
+    let mut out = Vec::with_capacity(packet.len());
+    out.extend_from_slice(&packet[..start]);
+    out.extend_from_slice(cleaned.trim_end_matches('\r').as_bytes());
+    if top.ends_with('\r') && rest.is_empty() {
+        out.push(b'\r');
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out.extend_from_slice(&packet[start + len..]);
     Cow::Owned(out)
 }
 
@@ -129,6 +197,31 @@ mod tests {
         assert!(matches!(repair_datagram(&compact), Cow::Borrowed(_)));
         assert!(matches!(repair_datagram(b"\r\n\r\n"), Cow::Borrowed(_)));
         assert!(matches!(repair_datagram(b"garbage"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_received_the_sender_wrote_is_forgotten() {
+        let packet = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=192.0.2.99;rport=9\r\nv: SIP/2.0/UDP 10.0.0.9;received=192.0.2.1\r\nCall-ID: c\r\n\r\n";
+        let cleaned = forget_claimed_source(packet);
+        let text = String::from_utf8_lossy(&cleaned);
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("v: SIP/2.0/UDP 10.0.0.9;received=192.0.2.1\r\n"),
+            "only the top Via: {text}"
+        );
+        let honest =
+            b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1;rport\r\n\r\n";
+        assert!(matches!(forget_claimed_source(honest), Cow::Borrowed(_)));
+        // Several Vias on one line: only the first value is the top one.
+        let folded = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP a;received=1.2.3.4, SIP/2.0/UDP b;received=5.6.7.8\r\n\r\n";
+        let text = String::from_utf8_lossy(&forget_claimed_source(folded)).into_owned();
+        assert!(
+            text.contains("Via: SIP/2.0/UDP a, SIP/2.0/UDP b;received=5.6.7.8\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -347,7 +347,12 @@ async fn handle(mut tx: Transaction, state: &State) {
             return send(&mut tx, reply).await;
         }
     }
-    let request = Request::from_stack(&tx.original);
+    let mut request = Request::from_stack(&tx.original);
+    // Over TCP the connection says who sent it (its Via could claim anything; over UDP the
+    // socket already removed a claimed `received`, and the stack wrote the real one).
+    if let Some(SipConnection::Tcp(c)) = &tx.connection {
+        request.source = c.inner.remote_addr.get_socketaddr().ok();
+    }
     let in_dialog = request
         .header("To")
         .is_some_and(|to| to.to_ascii_lowercase().contains(";tag="));
@@ -517,17 +522,34 @@ fn invite_context<'a>(
 /// `sip.challenge_invites` is on); refused otherwise.
 fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
     let config = (state.config)();
+    let from_user = user_and_host(uri_of(request.header("From").unwrap_or("")))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default();
+    hold_authentication(request, &from_user, state)?;
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
     let ctx = invite_context(&config, &registrar, state);
-    identify_replacer(request, &ctx).map_err(|refusal| {
-        info!(
-            "INVITE with Replaces from {}: {} ({})",
-            request.sender(),
-            refusal.reply.status,
-            refusal.note
-        );
-        refusal.reply
-    })
+    let identified = identify_replacer(request, &ctx);
+    drop(registrar);
+    match identified {
+        Ok(account) => {
+            if request.header("Proxy-Authorization").is_some() {
+                count_success(request, &from_user, state);
+            }
+            Ok(account)
+        }
+        Err(refusal) => {
+            info!(
+                "INVITE with Replaces from {}: {} ({})",
+                request.sender(),
+                refusal.reply.status,
+                refusal.note
+            );
+            if refusal.failure.is_some() {
+                count_failure(request, &from_user, state);
+            }
+            Err(refusal.reply)
+        }
+    }
 }
 
 /// Decides about a new INVITE: refused (the reply) or a plan for the call.
@@ -708,11 +730,19 @@ fn hold_source(request: &Request, state: &State) -> Result<(), Reply> {
     Err(retry_after(503, &held))
 }
 
-/// An authentication attempt as `user` held off by the back-off of its source or of the user.
+/// An answer to a challenge as `user` held off by the back-off of its source or of the user:
+/// 503 with `Retry-After` (a phone tries again then; a 403 would end its attempts for good).
+/// Requests without an answer (a first REGISTER, an outside caller's INVITE) and trusted peers
+/// are never held.
 fn hold_authentication(request: &Request, user: &str, state: &State) -> Result<(), Reply> {
-    let Some(ip) = request.source_ip() else {
+    let answers = request.header("Authorization").is_some()
+        || request.header("Proxy-Authorization").is_some();
+    let Some(ip) = request.source_ip().filter(|_| answers) else {
         return Ok(());
     };
+    if is_trusted(request, &(state.config)()) {
+        return Ok(());
+    }
     let held = match state.guard.lock() {
         Ok(mut guard) => guard.auth_held(ip, user, Instant::now()),
         Err(_) => Ok(()),
@@ -721,11 +751,11 @@ fn hold_authentication(request: &Request, user: &str, state: &State) -> Result<(
         return Ok(());
     };
     debug!(
-        "{} as `{user}` from {} refused 403: held off after wrong answers ({held:?})",
+        "{} as `{user}` from {} refused 503: held off after wrong answers ({held:?})",
         request.method,
         request.sender()
     );
-    Err(retry_after(403, &held))
+    Err(retry_after(503, &held))
 }
 
 fn retry_after(status: u16, held: &Held) -> Reply {
@@ -739,8 +769,16 @@ fn count_failure(request: &Request, user: &str, state: &State) {
     let Some(ip) = request.source_ip() else {
         return;
     };
+    // Only the directory's users are tracked one by one (made-up names would fill the table).
+    let known = (state.config)()
+        .directory
+        .accounts
+        .iter()
+        .flat_map(|a| &a.users)
+        .flat_map(|u| &u.devices)
+        .any(|d| d.username == user);
     let started = match state.guard.lock() {
-        Ok(mut guard) => guard.auth_failed(ip, user, Instant::now()),
+        Ok(mut guard) => guard.auth_failed(ip, known.then_some(user), Instant::now()),
         Err(_) => return,
     };
     match started {
@@ -760,7 +798,7 @@ fn count_failure(request: &Request, user: &str, state: &State) {
 
 fn count_success(request: &Request, user: &str, state: &State) {
     if let (Some(ip), Ok(mut guard)) = (request.source_ip(), state.guard.lock()) {
-        guard.auth_succeeded(ip, user);
+        guard.auth_succeeded(ip, user, Instant::now());
     }
 }
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::accept::{Throttle, accept};
+use crate::backoff::source_of;
 
 /// A new connection must deliver a complete request within this.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,7 +158,7 @@ pub fn serve(
                 continue;
             };
             let limits = limits();
-            let (total, from_source) = connections.counts(peer.ip());
+            let (total, from_source) = connections.counts(source_of(peer.ip()));
             if total >= limits.total || from_source >= limits.per_source {
                 if full_log.due() {
                     warn!(
@@ -195,7 +196,7 @@ fn admit(
             Open {
                 handle: handle.clone(),
                 fd,
-                ip: peer.ip(),
+                ip: source_of(peer.ip()),
                 opened: Instant::now(),
                 spoken: false,
             },

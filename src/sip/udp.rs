@@ -10,7 +10,7 @@ use rsipstack::platform::net::UdpSocket as StackUdpSocket;
 use tracing::debug;
 
 use super::conformance::{Check, check_request, too_large};
-use super::repair::repair_datagram;
+use super::repair::{forget_claimed_source, repair_datagram};
 
 /// The largest datagram read whole (the IP limit); rsipstack's buffer is smaller (8 KiB), and a
 /// larger request is answered 513 rather than cut.
@@ -60,12 +60,13 @@ impl RepairingUdpSocket {
             }
         };
         let packet = &scratch[..len];
-        let repaired = repair_datagram(packet);
+        let honest = forget_claimed_source(packet);
+        let repaired = repair_datagram(&honest);
         let out: &[u8] = if repaired.len() <= buf.len() {
             &repaired
         } else {
-            // No room for the repair: as received.
-            packet
+            // No room for the repair: as received (but for a claimed source).
+            &honest
         };
         buf[..out.len()].copy_from_slice(out);
         Ok(Some((out.len(), from)))

@@ -173,15 +173,12 @@ fn a_password_guesser_is_held_off_and_the_phone_still_registers() {
         let r = try_password(&guesser, &target, "1001", &format!("guess{n}"), n);
         assert_eq!(status(&r), 403, "guess {n}: {r}");
     }
-    // Held off: refused at once, not even challenged, with the time to wait.
-    let held = exchange(&guesser, &target, &register(&guesser, "1001", 99, ""));
-    assert_eq!(status(&held), 403, "{held}");
-    assert!(header(&held, "WWW-Authenticate").is_none(), "{held}");
+    // Held off: its answers are refused unread, even the right one, with the time to wait (503:
+    // a phone tries again after it; 403 would end its attempts).
+    let held = try_password(&guesser, &target, "1001", "pass1001", 200);
+    assert_eq!(status(&held), 503, "{held}");
     let wait: u32 = header(&held, "Retry-After").unwrap().parse().unwrap();
     assert!((1..=10).contains(&wait), "{wait}");
-    // Even the right password is not looked at while held off.
-    let r = try_password(&guesser, &target, "1001", "pass1001", 200);
-    assert_eq!(status(&r), 403, "{r}");
     let line = daemon.seen_or_wait("authentication back-off: 127.0.0.5:");
     assert!(line.contains("held off for 10 s"), "{line}");
     // The user's own phone, elsewhere, registers.
@@ -258,4 +255,33 @@ fn calls_ringing_from_one_address_are_limited() {
         .unwrap();
     wait_for_leg(&mut rung);
     assert_eq!(rung.len(), 3);
+}
+
+#[test]
+fn a_source_address_claimed_in_the_via_is_not_believed() {
+    // The guesser writes `received=192.0.2.99` into its Via (as if a proxy had seen it come from
+    // there): the back-off holds its real address, and the claimed one is never named.
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let guesser = socket_on("127.0.0.9");
+    let claim = |message: String| message.replacen("\r\nFrom:", ";received=192.0.2.99\r\nFrom:", 1);
+    for n in 0..5 {
+        let challenge = exchange(&guesser, &target, &claim(register(&guesser, "1001", n, "")));
+        assert_eq!(status(&challenge), 401, "{challenge}");
+        let wrong = answer(&challenge, "1001", &format!("guess{n}"));
+        let r = exchange(
+            &guesser,
+            &target,
+            &claim(register(&guesser, "1001", n + 1000, &wrong)),
+        );
+        assert_eq!(status(&r), 403, "{r}");
+    }
+    let line = daemon.seen_or_wait("authentication back-off:");
+    assert!(line.contains("127.0.0.9:"), "the real address: {line}");
+    assert!(
+        !daemon.read_log().iter().any(|l| l.contains("192.0.2.99")),
+        "the claimed address is never taken for the source"
+    );
 }

@@ -590,6 +590,7 @@ fn copy(c: &Command) -> Command {
             MediaCommand::Key(l, k) => MediaCommand::Key(*l, *k),
             MediaCommand::Recording(on) => MediaCommand::Recording(*on),
             MediaCommand::Inactivity(i) => MediaCommand::Inactivity(*i),
+            MediaCommand::RestartSilence(l) => MediaCommand::RestartSilence(*l),
             MediaCommand::Listener(..) | MediaCommand::Hear(..) => unreachable!(),
         }),
         Command::Record(to) => Command::Record(to.clone()),

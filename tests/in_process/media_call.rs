@@ -402,6 +402,26 @@ fn a_party_silent_past_the_timeout_is_reported_once_and_packets_keep_it_alive() 
 }
 
 #[test]
+fn a_silence_reported_too_early_is_counted_again_when_restarted() {
+    // Reported while the call rang (the control plane could not end it): the control plane
+    // restarts the count, and the silence is reported again a timeout later.
+    let (mut m, _, _) = two_parties();
+    m.command(MediaCommand::Inactivity(Inactivity {
+        active: Some(2_000_000),
+        held: None,
+    }));
+    m.advance_ms(2_100);
+    assert_eq!(silences(&m).len(), 2);
+    m.command(MediaCommand::RestartSilence(A));
+    m.advance_ms(1_000);
+    assert_eq!(silences(&m).len(), 2);
+    m.advance_ms(1_100);
+    let reported = silences(&m);
+    assert_eq!(reported.len(), 3, "{reported:?}");
+    assert_eq!(reported[2], A, "only the restarted leg, again");
+}
+
+#[test]
 fn a_party_on_hold_has_the_longer_timeout() {
     let (mut m, _, _) = two_parties();
     m.command(MediaCommand::Inactivity(Inactivity {
