@@ -227,3 +227,57 @@ fn broken_and_unusual_requests_get_the_answers_rfc_3261_names() {
         Some(200)
     );
 }
+
+#[test]
+fn answers_sent_without_a_transaction_are_limited_per_address() {
+    // A forged source could have the socket's own answers reflected at someone: 200 broken
+    // requests at once from one address get a burst of answers, not 200.
+    let sandbox = Sandbox::from_example();
+    let mut daemon = Daemon::start(&sandbox.path("config.yaml"));
+    daemon.wait_for("hookflash ready");
+    let target = format!("127.0.0.1:{}", sandbox.sip_port);
+    let socket = UdpSocket::bind("127.0.0.31:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let message = fill(
+        &head(
+            "OPTIONS sip:127.0.0.1 SIP/7.0",
+            "1 OPTIONS",
+            "Content-Length: 0\r\n",
+            "",
+        ),
+        "UDP",
+        local,
+    );
+    let sent = std::time::Instant::now();
+    for _ in 0..200 {
+        socket.send_to(message.as_bytes(), &target).unwrap();
+    }
+    let sending = sent.elapsed();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut answers = 0;
+    while socket.recv(&mut buf).is_ok() {
+        answers += 1;
+    }
+    // 40 at once, and 20 more per second the sending took (a loaded machine is slow to send).
+    let allowed = 40 + (sending.as_secs_f64() * 20.0).ceil() as usize + 1;
+    assert!(
+        answers >= 1 && answers <= allowed,
+        "{answers} answers to 200 requests sent in {sending:?}"
+    );
+    // Another address is answered.
+    assert_eq!(
+        over_udp(
+            &target,
+            &head(
+                "OPTIONS sip:127.0.0.1 SIP/7.0",
+                "1 OPTIONS",
+                "Content-Length: 0\r\n",
+                ""
+            )
+        ),
+        Some(505)
+    );
+}
