@@ -15,6 +15,7 @@
 //! dropped. Responses pass untouched.
 
 use super::capabilities;
+use super::message::full_header_name;
 use super::repair::find_head_end;
 
 /// What to do with a received request.
@@ -66,25 +67,6 @@ const KNOWN_METHODS: [&str; 14] = [
 /// Headers every request carries.
 const REQUIRED: [&str; 5] = ["via", "to", "from", "call-id", "cseq"];
 
-/// A header's full name (compact forms expanded), lowercase.
-fn full_name(name: &str) -> String {
-    let name = name.trim().to_ascii_lowercase();
-    let full = match name.as_str() {
-        "i" => "call-id",
-        "f" => "from",
-        "t" => "to",
-        "v" => "via",
-        "l" => "content-length",
-        "m" => "contact",
-        "k" => "supported",
-        "c" => "content-type",
-        "s" => "subject",
-        "e" => "content-encoding",
-        _ => return name,
-    };
-    full.to_string()
-}
-
 /// The header fields of `head` (after the start line), folded lines joined: (name as written,
 /// full lowercase name, value).
 fn fields(head: &str) -> Vec<(String, String, String)> {
@@ -102,7 +84,7 @@ fn fields(head: &str) -> Vec<(String, String, String)> {
         if let Some((name, value)) = line.split_once(':') {
             out.push((
                 name.trim().to_string(),
-                full_name(name),
+                full_header_name(name),
                 value.trim().to_string(),
             ));
         }

@@ -31,13 +31,16 @@ const COMPACT: [(&str, &str); 10] = [
 ];
 
 fn same_header(a: &str, b: &str) -> bool {
-    let full = |n: &str| {
-        COMPACT
-            .iter()
-            .find(|(c, _)| n.eq_ignore_ascii_case(c))
-            .map_or_else(|| n.to_ascii_lowercase(), |(_, f)| f.to_string())
-    };
-    full(a) == full(b)
+    full_header_name(a) == full_header_name(b)
+}
+
+/// A header's full name in lower case, its compact form expanded (`i` → `call-id`).
+pub(crate) fn full_header_name(name: &str) -> String {
+    let name = name.trim();
+    COMPACT
+        .iter()
+        .find(|(c, _)| name.eq_ignore_ascii_case(c))
+        .map_or_else(|| name.to_ascii_lowercase(), |(_, f)| f.to_string())
 }
 
 impl Request {

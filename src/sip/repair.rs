@@ -18,6 +18,8 @@
 
 use std::borrow::Cow;
 
+use super::message::full_header_name;
+
 /// The datagram as rsipstack should see it.
 pub fn repair_datagram(packet: &[u8]) -> Cow<'_, [u8]> {
     let Some((head_end, separator)) = find_head_end(packet) else {
@@ -69,12 +71,9 @@ pub fn forget_claimed_source(packet: &[u8]) -> Cow<'_, [u8]> {
     let mut offset = 0;
     let mut found = None;
     for line in head.split(|&b| b == b'\n') {
-        let name = line
-            .split(|&b| b == b':')
-            .next()
-            .unwrap_or(b"")
-            .trim_ascii();
-        if offset > 0 && (name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v")) {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        let is_via = std::str::from_utf8(name).is_ok_and(|n| full_header_name(n) == "via");
+        if offset > 0 && is_via {
             found = Some((offset, line.len()));
             break;
         }

@@ -221,7 +221,7 @@ fn identify_caller<'a>(
 }
 
 /// A device by username: in the account of this domain if there is one, else in any account.
-fn find_device<'a>(
+pub(super) fn find_device<'a>(
     directory: &'a Directory,
     domain: &str,
     username: &str,

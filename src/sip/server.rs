@@ -41,7 +41,7 @@ use super::message::{Reply, Request, display_name, uri_of, user_and_host};
 use super::register::{RegisterContext, handle_register};
 use super::registrar::Registrar;
 use super::replaces::Replaces;
-use super::route::{InviteContext, identify_replacer, route_dialled, route_invite};
+use super::route::{InviteContext, find_device, identify_replacer, route_dialled, route_invite};
 use super::tcp::{self, TcpConnections, TcpLimits};
 use super::udp::RepairingUdpSocket;
 use crate::call::registry::Calls;
@@ -522,9 +522,7 @@ fn invite_context<'a>(
 /// `sip.challenge_invites` is on); refused otherwise.
 fn replacer_account(request: &Request, state: &State) -> Result<String, Reply> {
     let config = (state.config)();
-    let from_user = user_and_host(uri_of(request.header("From").unwrap_or("")))
-        .map(|(u, _)| u.to_string())
-        .unwrap_or_default();
+    let from_user = from_user(request);
     hold_authentication(request, &from_user, state)?;
     let registrar = state.registrar.lock().map_err(|_| Reply::status(500))?;
     let ctx = invite_context(&config, &registrar, state);
@@ -565,9 +563,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         return Err(Reply::status(482));
     }
     let config = (state.config)();
-    let from_user = user_and_host(uri_of(request.header("From").unwrap_or("")))
-        .map(|(u, _)| u.to_string())
-        .unwrap_or_default();
+    let from_user = from_user(request);
     if let Err(reply) = hold_authentication(request, &from_user, state) {
         state.env.metrics.call_refused("auth_backoff");
         return Err(reply);
@@ -627,8 +623,7 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
         return Err(Reply::status(503).with("Retry-After", "1"));
     };
     let from = request.header("From").unwrap_or("");
-    let from_user = user_and_host(uri_of(from))
-        .map(|(u, _)| u.to_string())
+    let from_user = Some(from_user)
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "anonymous".to_string());
     let name = |p: Option<Party<'_>>, fallback: &str| match p {
@@ -691,6 +686,13 @@ fn admit(request: &Request, state: &State) -> Result<CallPlan, Reply> {
             refer_ringback: config.media.refer_ringback,
         },
     })
+}
+
+/// The user part of the request's From (empty without one).
+fn from_user(request: &Request) -> String {
+    user_and_host(uri_of(request.header("From").unwrap_or("")))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default()
 }
 
 /// Whether the request comes from one of `sip.trusted_peers`.
@@ -770,13 +772,7 @@ fn count_failure(request: &Request, user: &str, state: &State) {
         return;
     };
     // Only the directory's users are tracked one by one (made-up names would fill the table).
-    let known = (state.config)()
-        .directory
-        .accounts
-        .iter()
-        .flat_map(|a| &a.users)
-        .flat_map(|u| &u.devices)
-        .any(|d| d.username == user);
+    let known = find_device(&(state.config)().directory, "", user).is_some();
     let started = match state.guard.lock() {
         Ok(mut guard) => guard.auth_failed(ip, known.then_some(user), Instant::now()),
         Err(_) => return,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crate::common::http::connect_from;
 use crate::common::{Daemon, Sandbox};
 
-/// An OPTIONS over `stream` and the status of its answer.
-fn options(stream: &mut TcpStream, n: u32) -> u16 {
+/// An OPTIONS over `stream`, and the status of its answer within `wait` (`None`: no answer, or
+/// the connection closed).
+fn try_options(stream: &mut TcpStream, n: u32, wait: Duration) -> Option<u16> {
     let local = stream.local_addr().unwrap();
     let request = format!(
         "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp{n}x{port}\r\n\
@@ -20,17 +21,22 @@ fn options(stream: &mut TcpStream, n: u32) -> u16 {
          CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         port = local.port()
     );
-    stream.write_all(request.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.set_read_timeout(Some(wait)).unwrap();
     let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).expect("an answer");
+    let n = stream.read(&mut buf).ok().filter(|&n| n > 0)?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not a response: {text}"))
+    Some(
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a response: {text}")),
+    )
+}
+
+/// An OPTIONS over `stream` and the status of its answer.
+fn options(stream: &mut TcpStream, n: u32) -> u16 {
+    try_options(stream, n, Duration::from_secs(30)).expect("an answer")
 }
 
 /// Whether the daemon has closed `stream` (read gives end of file or a reset).
@@ -79,19 +85,7 @@ fn connections_from_one_address_are_bounded_and_others_are_served() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut again = connect_from("127.0.0.21", port);
-        let local = again.local_addr().unwrap();
-        let request = format!(
-            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKagain{}\r\n\
-             From: <sip:probe@127.0.0.1>;tag=a\r\nTo: <sip:127.0.0.1>\r\nCall-ID: again-{}@test\r\n\
-             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            local.port(),
-            local.port()
-        );
-        let _ = again.write_all(request.as_bytes());
-        again
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        if matches!(again.read(&mut buf), Ok(n) if n > 0) {
+        if try_options(&mut again, 1, Duration::from_secs(30)).is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "the place is never given back");
@@ -170,20 +164,7 @@ fn running_out_of_file_descriptors_pauses_the_accept_loop_and_logs_once() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut phone = connect_from("127.0.0.27", port);
-        let local = phone.local_addr().unwrap();
-        let request = format!(
-            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKfd{}\r\n\
-             From: <sip:probe@127.0.0.1>;tag=f\r\nTo: <sip:127.0.0.1>\r\nCall-ID: fd-{}@test\r\n\
-             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            local.port(),
-            local.port()
-        );
-        let _ = phone.write_all(request.as_bytes());
-        phone
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        if matches!(phone.read(&mut buf), Ok(n) if n > 0) {
+        if try_options(&mut phone, 1, Duration::from_secs(20)).is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "never served again");
